@@ -1,0 +1,1 @@
+"""Corpora: manifests, Debian-package sources, corpus builds."""
