@@ -3,4 +3,13 @@
 from audiovae.errors import AudioVAEError
 
 __version__ = "0.1.0"
-__all__ = ["AudioVAEError", "__version__"]
+__all__ = ["AudioVAEError", "__version__", "list_models", "load"]
+
+
+def __getattr__(name: str):
+    # Lazy, so that torch-free modules (the file format, audio I/O) import without torch.
+    if name in ("load", "list_models"):
+        from audiovae import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'audiovae' has no attribute {name!r}")

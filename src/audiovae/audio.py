@@ -3,15 +3,20 @@
 Arrays are always shaped (channels, samples), float32. Integer formats decode to [-1, 1); float
 files are passed through unclipped (clipping would silently lose data), writing integer formats
 clips. Every failure raises ``AudioError`` with one line naming the file and the problem.
+
+libsndfile (bundled with soundfile) decodes WAV, FLAC, Ogg Vorbis, Ogg Opus, MP3, AIFF, AU, ...;
+ffmpeg, when installed, is used only for what libsndfile does not recognise (e.g. M4A/AAC).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +29,12 @@ from audiovae.errors import AudioVAEError
 MAX_CHANNELS = 8
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".m4a")
 WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
+# libsndfile error codes meaning "not a format I know" (1: unrecognised, 4: unsupported encoding,
+# 7: what its MP3 reader answers for bytes that are not MPEG audio): worth asking ffmpeg.
+_SF_UNRECOGNISED = {1, 4, 7}
+# After a seek, MP3 frames depend on earlier ones (bit reservoir, overlap): decode a few frames
+# before the target and drop them, so a segment equals the same span of a full decode.
+_MP3_PREROLL = 4 * 1152
 
 
 class AudioError(AudioVAEError):
@@ -44,6 +55,11 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
+def _oneline(s: str, limit: int = 200) -> str:
+    s = " ".join(re.sub(r"\[[\w:]+ @ 0x[0-9a-f]+\] ", "", str(s)).split())  # ffmpeg's "[mp3 @ 0x55..] "
+    return s if len(s) <= limit else "..." + s[-limit:]
+
+
 def _check_path(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
@@ -55,62 +71,80 @@ def _check_path(path: str | os.PathLike) -> Path:
     return p
 
 
-def info(path: str | os.PathLike) -> AudioInfo:
-    """Header information without decoding the samples (falls back to a full decode via ffmpeg)."""
-    p = _check_path(path)
+def _check_channels(name: str, channels: int) -> None:
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"{name}: unsupported channel count {channels} (1 to {MAX_CHANNELS} supported)")
+
+
+def _sf_open(p: Path) -> sf.SoundFile | None:
+    """Open with libsndfile; None when it does not know the format (ffmpeg may)."""
     try:
-        i = sf.info(str(p))
-    except (sf.LibsndfileError, RuntimeError):
-        x, sr = _ffmpeg_decode(p, None, None)
-        return AudioInfo(str(p), sr, x.shape[0], x.shape[1], "ffmpeg", "float")
-    frames = i.frames
-    if frames <= 0 or frames > 2**62:  # some containers (mp3, ogg) report no length: count by decoding
-        frames = _decode_sf(p, 0, None)[0].shape[1]
-    return AudioInfo(str(p), int(i.samplerate), int(i.channels), int(frames), i.format, i.subtype)
+        return sf.SoundFile(str(p))
+    except TypeError:  # a suffix libsndfile takes for headerless RAW (.raw): it needs a rate we lack
+        return None
+    except sf.LibsndfileError as e:
+        if e.code in _SF_UNRECOGNISED:
+            return None
+        raise AudioError(f"{p}: malformed or unreadable audio file ({_oneline(e.error_string)})") from None
 
 
-def _decode_sf(p: Path, start: int, frames: int | None) -> tuple[np.ndarray, int]:
-    with sf.SoundFile(str(p)) as f:
-        if start:
-            f.seek(start)
-        x = f.read(frames if frames is not None else -1, dtype="float32", always_2d=True)
-        return x.T, int(f.samplerate)
-
-
-def _ffmpeg_decode(p: Path, offset: float | None, duration: float | None) -> tuple[np.ndarray, int]:
+def _ffmpeg_decode(p: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream with ffmpeg into a temporary float WAV, read back with soundfile."""
     exe = shutil.which("ffmpeg")
     if exe is None:
-        raise AudioError(f"{p}: not a readable audio file (soundfile cannot decode it; "
-                         "installing ffmpeg adds more formats: apt-get install ffmpeg)")
-    probe = subprocess.run([exe, "-hide_banner", "-i", str(p)], capture_output=True, text=True)
-    sr, ch = _parse_ffmpeg_stream(probe.stderr)
-    if sr is None:
-        raise AudioError(f"{p}: not an audio file (no audio stream found)")
-    cmd = [exe, "-v", "error", "-nostdin"]
-    if offset:
-        cmd += ["-ss", f"{offset:.6f}"]
-    cmd += ["-i", str(p)]
-    if duration is not None:
-        cmd += ["-t", f"{duration:.6f}"]
-    cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-"]
-    out = subprocess.run(cmd, capture_output=True)
-    if out.returncode != 0:
-        raise AudioError(f"{p}: could not be decoded ({out.stderr.decode(errors='replace').strip()[:200]})")
-    x = np.frombuffer(out.stdout, dtype="<f4").reshape(-1, ch).T.copy()
-    return x, sr
+        raise AudioError(f"{p}: not an audio file, or a format soundfile cannot read "
+                         "(ffmpeg, which reads more formats, is not installed: apt-get install ffmpeg)")
+    with tempfile.TemporaryDirectory(prefix="audiovae-") as d:
+        out = Path(d) / "decoded.wav"
+        cmd = [exe, "-nostdin", "-hide_banner", "-v", "error"]
+        if offset:
+            cmd += ["-ss", f"{offset:.6f}"]
+        cmd += ["-i", f"file:{p}", "-map", "0:a:0"]  # file: so names like "a:b.mp3" are not protocols
+        if duration is not None:
+            cmd += ["-t", f"{duration:.6f}"]
+        cmd += ["-c:a", "pcm_f32le", "-rf64", "auto", "-f", "wav", str(out)]
+        r = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+        if r.returncode != 0 or not out.exists():
+            detail = _oneline(r.stderr) or f"exit status {r.returncode}"
+            raise AudioError(f"{p}: not an audio file, or one that cannot be decoded (ffmpeg: {detail})")
+        x, sr = sf.read(str(out), dtype="float32", always_2d=True)
+    return np.ascontiguousarray(x.T), int(sr)
 
 
-def _parse_ffmpeg_stream(stderr: str) -> tuple[int | None, int]:
-    for line in stderr.splitlines():
-        if "Audio:" in line:
-            parts = [s.strip() for s in line.split("Audio:", 1)[1].split(",")]
-            sr = next((int(s.split()[0]) for s in parts if s.endswith("Hz")), None)
-            layout = parts[2] if len(parts) > 2 else "mono"
-            ch = {"mono": 1, "stereo": 2}.get(layout.split("(")[0], None)
-            if ch is None:
-                ch = int(layout.split()[0]) if layout.split()[0].isdigit() else 2
-            return sr, ch
-    return None, 0
+def info(path: str | os.PathLike) -> AudioInfo:
+    """Header information without decoding the samples.
+
+    MP3 headers only estimate the length, so MP3 frames are counted by decoding (in blocks); formats
+    only ffmpeg reads are decoded in full.
+    """
+    p = _check_path(path)
+    f = _sf_open(p)
+    if f is None:
+        x, sr = _ffmpeg_decode(p, 0.0, None)
+        return AudioInfo(str(p), sr, x.shape[0], x.shape[1], "ffmpeg", "FLOAT")
+    with f:
+        frames = f.frames
+        if f.format == "MP3" or not 0 <= frames < 2**62:
+            buf = np.empty((65536, f.channels), dtype=np.float32)
+            frames = 0
+            try:
+                while (n := len(f.read(out=buf))) > 0:
+                    frames += n
+            except sf.LibsndfileError as e:
+                raise AudioError(f"{p}: could not be decoded ({_oneline(e.error_string)})") from None
+        return AudioInfo(str(p), int(f.samplerate), int(f.channels), int(frames), f.format, f.subtype)
+
+
+def _read_segment(p: Path, f: sf.SoundFile, start: int, frames: int | None) -> np.ndarray:
+    pre = min(start, _MP3_PREROLL) if f.format == "MP3" else 0
+    try:
+        f.seek(start - pre)
+        x = f.read(-1 if frames is None else frames + pre, dtype="float32", always_2d=True)
+    except sf.LibsndfileError as e:
+        if start > 0 and e.code == 39:  # seek past the end
+            return np.zeros((f.channels, 0), dtype=np.float32)
+        raise AudioError(f"{p}: could not be decoded ({_oneline(e.error_string)})") from None
+    return np.ascontiguousarray(x[pre:].T)
 
 
 def load(
@@ -122,19 +156,27 @@ def load(
 ) -> tuple[np.ndarray, int]:
     """Read ``path`` (optionally a segment) as float32 (channels, samples); resample if asked.
 
+    ``offset`` and ``duration`` are in seconds of the file's own rate, rounded to whole samples: a
+    segment is exactly that span of a full decode for WAV/FLAC/Ogg/MP3 read by soundfile (ffmpeg
+    seeks are accurate to a few samples). A segment may be shorter than ``duration`` at the end.
     Returns ``(audio, rate)`` where ``rate`` is ``sample_rate`` when given, else the file's rate.
     """
     p = _check_path(path)
-    try:
-        with sf.SoundFile(str(p)) as f:
+    if offset < 0 or (duration is not None and duration <= 0):
+        raise AudioError(f"{p}: need offset >= 0 and duration > 0 (got {offset}, {duration})")
+    if sample_rate is not None and sample_rate <= 0:
+        raise AudioError(f"{p}: target sample rate must be positive (got {sample_rate})")
+    f = _sf_open(p)
+    if f is None:
+        x, sr = _ffmpeg_decode(p, offset, duration)
+    else:
+        with f:
             sr = int(f.samplerate)
-        start = int(round(offset * sr))
-        frames = None if duration is None else int(round(duration * sr))
-        x, sr = _decode_sf(p, start, frames)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        if "unrecognised" not in str(e).lower() and "format" not in str(e).lower():
-            raise AudioError(f"{p}: could not be decoded ({str(e).splitlines()[0]})") from None
-        x, sr = _ffmpeg_decode(p, offset or None, duration)
+            _check_channels(str(p), f.channels)  # before decoding what would be refused anyway
+            frames = None if duration is None else max(1, round(duration * sr))
+            x = _read_segment(p, f, round(offset * sr), frames)
+    if x.shape[1] == 0 and offset > 0:
+        raise AudioError(f"{p}: offset {offset:g} s is at or past the end of the audio")
     validate(x, name=str(p))
     if mono:
         x = x.mean(axis=0, keepdims=True)
@@ -150,65 +192,89 @@ def validate(x: np.ndarray, name: str = "audio") -> None:
         raise AudioError(f"{name}: expected (channels, samples), got shape {tuple(x.shape)}")
     if x.shape[1] == 0:
         raise AudioError(f"{name}: no audio samples (0 frames)")
-    if not 1 <= x.shape[0] <= MAX_CHANNELS:
-        raise AudioError(f"{name}: unsupported channel count {x.shape[0]} (1 to {MAX_CHANNELS} supported)")
+    _check_channels(name, x.shape[0])
     if not np.isfinite(x).all():
         raise AudioError(f"{name}: contains NaN or Inf samples")
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Resample (channels, samples) float32 with soxr (high quality)."""
+    """Resample (channels, samples) float32 with soxr (high quality); length becomes n * sr_out / sr_in."""
+    if sr_in <= 0 or sr_out <= 0:
+        raise AudioError(f"sample rates must be positive (got {sr_in} -> {sr_out})")
     if sr_in == sr_out:
         return x
-    y = soxr.resample(np.ascontiguousarray(x.T), sr_in, sr_out, quality="HQ")
+    y = soxr.resample(np.ascontiguousarray(x.T, dtype=np.float32), sr_in, sr_out, quality="HQ")
     return np.ascontiguousarray(y.T, dtype=np.float32)
 
 
 def to_channels(x: np.ndarray, channels: int) -> np.ndarray:
-    """Mix down to mono, or repeat mono; other conversions are refused."""
+    """Mix down to mono (mean), or repeat mono; other conversions are refused."""
     if x.shape[0] == channels:
         return x
     if channels == 1:
         return x.mean(axis=0, keepdims=True)
-    if x.shape[0] == 1:
+    if x.shape[0] == 1 and 1 <= channels <= MAX_CHANNELS:
         return np.repeat(x, channels, axis=0)
-    raise AudioError(f"cannot convert {x.shape[0]} channels to {channels}")
+    raise AudioError(f"cannot convert {x.shape[0]} channels to {channels} "
+                     "(only mixing down to mono or repeating mono is supported)")
 
 
 def save(path: str | os.PathLike, x: np.ndarray, sample_rate: int, overwrite: bool = True) -> Path:
-    """Write WAV or FLAC (16-bit) atomically: a temp file in the same folder, then a rename."""
+    """Write WAV or FLAC (16-bit) atomically: a temp file in the same folder, then a rename.
+
+    An existing ``path`` is either left untouched or fully replaced; on failure no temp file remains.
+    With ``overwrite=False`` an existing ``path`` is refused (also one created while writing).
+    """
     p = Path(path)
     fmt = WRITE_FORMATS.get(p.suffix.lower())
     if fmt is None:
         raise AudioError(f"{p}: cannot write this format (use {', '.join(WRITE_FORMATS)})")
-    if p.exists() and not overwrite:
-        raise AudioError(f"{p}: already exists (use --force to overwrite)")
+    if not overwrite and p.exists():
+        raise AudioError(f"{p}: already exists (not overwriting it)")
     validate(x, name=str(p))
     if not p.parent.is_dir():
         raise AudioError(f"{p}: folder {p.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        sf.write(tmp, np.clip(x, -1.0, 1.0).T, sample_rate, format=fmt[0], subtype=fmt[1])
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        sf.write(str(tmp), np.clip(x, -1.0, 1.0).T, sample_rate, format=fmt[0], subtype=fmt[1])
+        with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash cannot leave it empty
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, p)
+        else:
+            os.link(tmp, p)  # fails if p exists: never clobbers
+    except FileExistsError:
+        raise AudioError(f"{p}: already exists (not overwriting it)") from None
+    except (OSError, sf.LibsndfileError) as e:
+        raise AudioError(f"{p}: cannot write ({_oneline(getattr(e, 'strerror', None) or e)})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return p
 
 
 def loudness_lufs(x: np.ndarray, sample_rate: int) -> float:
-    """Integrated loudness (ITU-R BS.1770) in LUFS; -inf for silence or clips shorter than 0.4 s."""
+    """Integrated loudness (ITU-R BS.1770) in LUFS; -inf for silence or clips shorter than 0.4 s.
+
+    BS.1770 weights at most 5 channels (L, R, C, Ls, Rs); more channels are measured as their mean.
+    """
     import pyloudnorm
 
     if x.shape[1] < int(0.4 * sample_rate):
         return -math.inf
+    if x.shape[0] > 5:
+        x = x.mean(axis=0, keepdims=True)
     return float(pyloudnorm.Meter(sample_rate).integrated_loudness(x.T.astype(np.float64)))
 
 
 def find_audio_files(root: str | os.PathLike) -> list[Path]:
-    """All audio files under ``root`` (by extension), sorted for determinism."""
+    """Audio files under ``root`` by extension, sorted; hidden files and folders (``.x``, ``._x``) skipped."""
     r = Path(root)
     if r.is_file():
         return [r]
-    return sorted(q for q in r.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_EXTENSIONS)
+    if not r.is_dir():
+        raise AudioError(f"{r}: no such file or folder")
+    return sorted(
+        q for q in r.rglob("*")
+        if q.suffix.lower() in AUDIO_EXTENSIONS and q.is_file()
+        and not any(part.startswith(".") for part in q.relative_to(r).parts)
+    )

@@ -28,23 +28,33 @@ def info(
     plot: Path | None = typer.Option(None, "--plot", help="Write a spectrogram PNG to this path."),
 ) -> None:
     """Duration, sample rate, channels, peak and loudness of an audio file."""
+    import math
+
+    from rich.markup import escape
+
     from audiovae import audio
 
+    if plot is not None and not plot.parent.is_dir():  # before the work, not after it
+        raise AudioVAEError(f"{plot}: folder {plot.parent} does not exist")
     meta = audio.info(file)
     x, sr = audio.load(file)
     peak = float(abs(x).max())
-    console.print(f"[bold]{file}[/bold]")
-    console.print(f"  format      {meta.format} / {meta.subtype}")
+    lufs = audio.loudness_lufs(x, sr)
+    console.print(f"[bold]{escape(str(file))}[/bold]", soft_wrap=True)
+    console.print(f"  format      {meta.format} / {meta.subtype}", highlight=False)
     console.print(f"  duration    {x.shape[1] / sr:.3f} s ({x.shape[1]} frames)")
     console.print(f"  sample rate {sr} Hz")
     console.print(f"  channels    {x.shape[0]}")
-    console.print(f"  peak        {20 * __import__('math').log10(max(peak, 1e-12)):.1f} dBFS")
-    console.print(f"  loudness    {audio.loudness_lufs(x, sr):.1f} LUFS")
+    console.print(f"  peak        {20 * math.log10(max(peak, 1e-12)):.1f} dBFS")
+    if math.isfinite(lufs):
+        console.print(f"  loudness    {lufs:.1f} LUFS")
+    else:
+        console.print("  loudness    n/a (silent, or shorter than 0.4 s)")
     if plot is not None:
         from audiovae.plots import save_spectrogram
 
         save_spectrogram(plot, x, sr, title=file.name)
-        console.print(f"  spectrogram {plot}")
+        console.print(f"  spectrogram {escape(str(plot))}")
 
 
 @app.command()
@@ -57,11 +67,141 @@ def demo(
     run_demo(out, console)
 
 
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", help="Training YAML, e.g. recipes/speech16k/train.yaml."),
+    run_dir: Path | None = typer.Option(None, help="Run folder (default runs/NAME)."),
+    data: list[Path] | None = typer.Option(None, "--data", help="Manifest(s) replacing the config's."),
+    init: str | None = typer.Option(None, help="Start from a pretrained model (name or folder): fine-tuning."),
+    resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
+    max_minutes: float | None = typer.Option(None, help="Wall-clock budget; stops cleanly with a checkpoint."),
+    max_steps: int | None = typer.Option(None, help="Override the config's max_steps."),
+    accelerator: str = typer.Option("cpu", help="cpu, gpu or auto."),
+    devices: str = typer.Option("1", help="Devices per node (a number or 'auto')."),
+    num_nodes: int = typer.Option(1, help="Nodes for multi-node DDP."),
+    strategy: str = typer.Option("auto", help="auto or ddp (Lightning strategies)."),
+    threads: int | None = typer.Option(None, help="torch threads per process."),
+) -> None:
+    """Train a VAE (stage 1 spectral + KL, then the adversarial stage), resumably."""
+    from dataclasses import replace
+
+    from audiovae.train.config import load_train_config
+    from audiovae.train.run import train as run_training
+
+    cfg = load_train_config(config)
+    if data:
+        cfg = replace(cfg, data=replace(cfg.data, manifests=[str(d) for d in data]))
+    if max_steps is not None:
+        cfg = replace(cfg, max_steps=max_steps)
+    last = run_training(
+        cfg, run_dir or Path("runs") / cfg.name, resume=resume, init=init, max_minutes=max_minutes,
+        accelerator=accelerator, devices=int(devices) if devices.isdigit() else devices,
+        num_nodes=num_nodes, strategy=strategy, threads=threads,
+    )
+    console.print(f"last checkpoint: {last}")
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="A training checkpoint (.ckpt)."),
+    out_dir: Path = typer.Argument(..., help="Folder for NAME.safetensors + NAME.json."),
+    name: str | None = typer.Option(None, help="Model name (default: the config's name)."),
+) -> None:
+    """Export a checkpoint as fp16 safetensors + a JSON card with its sha256."""
+    from audiovae.registry import export as export_model
+
+    card = export_model(checkpoint, out_dir, name=name)
+    console.print(f"wrote {card} and {card.with_suffix('.safetensors')}")
+
+
+@app.command()
+def models() -> None:
+    """List the shipped pretrained models."""
+    from audiovae.registry import list_models, load
+
+    for name in list_models():
+        m = load(name)
+        console.print(f"{name:12s} {m.sample_rate} Hz, {m.latent_dim} x {m.sample_rate / m.hop_length:g} Hz "
+                      f"latents, {m.card.get('steps', '?')} steps")
+
+
+@app.command()
+def reconstruct(
+    input: Path = typer.Argument(..., help="Audio file to encode and decode."),
+    output: Path = typer.Argument(..., help="WAV or FLAC to write."),
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+) -> None:
+    """Encode to the posterior mean and decode (rate and channels of the input are kept)."""
+    from audiovae import audio
+    from audiovae.inference import reconstruct as run
+    from audiovae.registry import load
+
+    if output.exists() and not force:
+        raise AudioVAEError(f"{output}: already exists (use --force to overwrite)")
+    x, sr = audio.load(input)
+    audio.save(output, run(load(model), x, sr), sr)
+    console.print(f"wrote {output}")
+
+
+@data_app.command("shard")
+def data_shard(
+    manifest: Path = typer.Argument(..., help="Manifest (JSONL) to shard."),
+    outdir: Path = typer.Argument(..., help="Folder for the tar shards and index.json."),
+    split: str = typer.Option("train", "--split", help="Split to write: train, valid or test."),
+    shard_mb: float = typer.Option(256, "--shard-mb", help="Target size of one shard in MB."),
+    sample_rate: int | None = typer.Option(None, "--sample-rate", help="Resample to this rate."),
+) -> None:
+    """Write a split as WebDataset tar shards (FLAC + JSON per clip) for streaming training."""
+    from rich.progress import Progress
+
+    from audiovae.train.data import write_shards
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task(f"sharding {split}", total=None)
+        shards = write_shards(manifest, outdir, split, shard_size_mb=shard_mb, sample_rate=sample_rate,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+    console.print(f"wrote {len(shards)} {split} shards and index.json to {outdir}")
+
+
+@data_app.command("build")
+def data_build(
+    name: str | None = typer.Argument(None, help="Recipe: recipes/NAME/corpus.yaml (speech16k, music24k) "
+                                                 "or a corpus.yaml path."),
+    root: Path = typer.Option(Path("corpora"), "--root", help="The corpus is written to ROOT/NAME."),
+    jobs: int = typer.Option(2, "--jobs", min=1, help="Decoding processes."),
+    from_folder: Path | None = typer.Option(None, "--from-folder", help="Build from your own folder of "
+                                            "audio files instead of a recipe."),
+    label_from: str = typer.Option("parent-dir", "--label-from", help="With --from-folder: parent-dir "
+                                   "(labels['label'] = the file's folder name) or none."),
+    corpus_name: str | None = typer.Option(None, "--name", help="With --from-folder: corpus name "
+                                           "(default: the folder's name)."),
+    sample_rate: int = typer.Option(16000, "--sample-rate", help="With --from-folder: corpus sample rate."),
+) -> None:
+    """Build a corpus: decoded, trimmed FLACs, manifest.jsonl, card.json and CARD.md under ROOT/NAME."""
+    from audiovae.data.corpus import build, find_recipe, folder_recipe, load_recipe
+
+    if from_folder is not None:
+        name = corpus_name or from_folder.resolve().name
+        recipe = folder_recipe(from_folder, name, sample_rate, label_from)
+    elif name is not None:
+        recipe = load_recipe(find_recipe(name))
+    else:
+        raise typer.BadParameter("give a recipe NAME or --from-folder DIR")
+    card = build(recipe, root, jobs=jobs, console=err_console)
+    for src in card["sources"]:
+        console.print(f"  {src['name']:32} {src['clips']:7d} clips {src['hours']:8.2f} h "
+                      f"({src['too_short']} too short, {src['unreadable']} unreadable)")
+    splits = ", ".join(f"{k} {v['clips']} clips / {v['hours']:.2f} h" for k, v in card["splits"].items())
+    console.print(f"{card['name']}: {card['clips']} clips, {card['hours']:.2f} h ({splits}) "
+                  f"in {root / card['name']}")
+
+
 def main() -> None:
     try:
         app()
     except AudioVAEError as e:
-        err_console.print(f"audiovae: error: {e}", highlight=False, markup=False)
+        err_console.print(f"audiovae: error: {e}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("audiovae: interrupted")

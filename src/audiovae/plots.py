@@ -3,31 +3,43 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
 
+from audiovae.errors import AudioVAEError
 
-def log_spectrogram(x: np.ndarray, sample_rate: int, n_fft: int = 1024) -> tuple[np.ndarray, float]:
-    """dB magnitude spectrogram of a mono signal (freq, frames) and the hop in seconds."""
-    hop = n_fft // 4
-    x = np.pad(x, (n_fft // 2, n_fft // 2))
+MAX_COLUMNS = 2000  # a figure is ~1000 pixels wide: more STFT frames only cost memory
+
+
+def log_spectrogram(
+    x: np.ndarray, sample_rate: int, n_fft: int = 1024, max_frames: int = MAX_COLUMNS
+) -> tuple[np.ndarray, float]:
+    """dB magnitude spectrogram of a mono signal (freq, frames) and the hop in seconds.
+
+    The hop is n_fft/4, widened for long signals so there are at most ``max_frames`` frames
+    (memory stays bounded for hour-long files).
+    """
+    hop = max(n_fft // 4, -(-len(x) // max_frames))
+    x = np.pad(np.asarray(x, dtype=np.float32), (n_fft // 2, n_fft // 2))
     n = 1 + max(0, (len(x) - n_fft) // hop)
     idx = np.arange(n_fft)[None, :] + hop * np.arange(n)[:, None]
-    frames = x[idx] * np.hanning(n_fft)[None, :]
+    frames = x[idx] * np.hanning(n_fft).astype(np.float32)[None, :]
     mag = np.abs(np.fft.rfft(frames, axis=1)).T
     return 20 * np.log10(mag + 1e-6), hop / sample_rate
 
 
 def save_spectrogram(path: str | os.PathLike, x: np.ndarray, sample_rate: int, title: str = "") -> Path:
-    """Write a PNG with one spectrogram panel per channel of ``x`` (channels, samples)."""
-    import matplotlib
+    """Write a PNG with one spectrogram panel per channel of ``x`` (channels, samples), atomically."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise AudioVAEError(f"{p}: folder {p.parent} does not exist")
     ch = x.shape[0]
-    fig, axes = plt.subplots(ch, 1, figsize=(10, 3 * ch), squeeze=False)
+    fig = Figure(figsize=(10, 3 * ch))
+    axes = fig.subplots(ch, 1, squeeze=False)
     for c in range(ch):
         db, hop_s = log_spectrogram(x[c], sample_rate)
         ax = axes[c, 0]
@@ -39,9 +51,12 @@ def save_spectrogram(path: str | os.PathLike, x: np.ndarray, sample_rate: int, t
         fig.colorbar(im, ax=ax, label="dB")
     axes[-1, 0].set_xlabel("seconds")
     fig.tight_layout()
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, p)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, p)
+    except OSError as e:
+        raise AudioVAEError(f"{p}: cannot write ({e.strerror or e})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return p

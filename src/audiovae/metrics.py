@@ -1,0 +1,47 @@
+"""Quality metrics on numpy signals: SI-SDR, log-mel distance, wideband PESQ, STOI."""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+import torch
+
+from audiovae.losses import MelDistance
+
+_MEL_SCALES = [[2048, 128], [1024, 80], [512, 64], [256, 32]]
+
+
+def si_sdr(ref: np.ndarray, est: np.ndarray) -> float:
+    """Scale-invariant SDR in dB of mono signals."""
+    ref = ref - ref.mean()
+    est = est - est.mean()
+    alpha = np.dot(est, ref) / (np.dot(ref, ref) + 1e-12)
+    target = alpha * ref
+    return float(10 * np.log10((np.dot(target, target) + 1e-12) / (np.sum((est - target) ** 2) + 1e-12)))
+
+
+def mel_distance(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
+    """Mean L1 between natural-log mel spectrograms over four resolutions (lower is better)."""
+    m = MelDistance(sample_rate, _MEL_SCALES)
+    with torch.no_grad():
+        return float(m(torch.from_numpy(est[None]).float(), torch.from_numpy(ref[None]).float()))
+
+
+def _at_16k(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    return x if sample_rate == 16000 else soxr.resample(x, sample_rate, 16000).astype(np.float32)
+
+
+def pesq_wb(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
+    """Wideband PESQ (MOS-LQO, 1.0-4.64) at 16 kHz; NaN when the clip has no detectable speech."""
+    from pesq import PesqError, pesq
+
+    try:
+        return float(pesq(16000, _at_16k(ref, sample_rate), _at_16k(est, sample_rate), "wb"))
+    except PesqError:
+        return float("nan")
+
+
+def stoi(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
+    from pystoi import stoi as _stoi
+
+    return float(_stoi(ref, est, sample_rate, extended=False))

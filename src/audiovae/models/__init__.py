@@ -1,0 +1,1 @@
+"""Models: the VAE (encoder, Gaussian posterior, decoder) and its building blocks."""

@@ -1,0 +1,172 @@
+"""The waveform VAE: causal STFT encoder -> Gaussian posterior at the latent rate -> iSTFT decoder.
+
+Encoder: causal STFT frames (``enc_n_fft``, hop = ``hop_length``) -> log magnitude + compressed
+complex spectrum -> ConvNeXt blocks -> (mu, std) per latent frame. Decoder: ConvNeXt blocks at the
+latent rate -> each latent frame predicts ``upsample`` STFT frames (log magnitude + phase, Vocos
+style) -> causal overlap-add. Everything is causal, so streaming is exact; the decoder's output
+lags by ``n_fft - hop`` samples (``latency``), which ``reconstruct`` pads for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from audiovae.config import ModelConfig
+from audiovae.models.blocks import (
+    CausalISTFT,
+    CausalSTFT,
+    ConvNeXtStack,
+    compressed,
+    log_magnitude,
+)
+
+
+@dataclass
+class Posterior:
+    """Diagonal Gaussian q(z|x); tensors are (batch, latent_dim, frames)."""
+
+    mean: Tensor
+    std: Tensor
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        noise = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype)
+        return self.mean + self.std * noise.to(self.mean.device)
+
+    def kl(self) -> Tensor:
+        """KL(q || N(0, I)) per element, same shape as ``mean``."""
+        var = self.std**2
+        return 0.5 * (self.mean**2 + var - 1.0 - torch.log(var))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.stft = CausalSTFT(cfg.enc_n_fft, cfg.hop_length)
+        bins = cfg.enc_n_fft // 2 + 1
+        self.proj = nn.Conv1d(3 * bins, cfg.enc_channels, 1)
+        self.stack = ConvNeXtStack(cfg.enc_channels, cfg.enc_blocks, cfg.expansion, cfg.kernel)
+        self.out = nn.Conv1d(cfg.enc_channels, 2 * cfg.latent_dim, 1)
+
+    def forward(self, x: Tensor, state: list | None = None) -> tuple[Tensor, Tensor, list]:
+        spec, s_stft = self.stft(x, None if state is None else state[0])
+        if spec.shape[-1] == 0:  # a block shorter than one hop: nothing to emit yet
+            empty = x.new_zeros(x.shape[0], self.out.out_channels // 2, 0)
+            return empty, empty, [s_stft, None if state is None else state[1]]
+        h = self.proj(torch.cat([log_magnitude(spec), compressed(spec)], dim=1))
+        h, s_stack = self.stack(h, None if state is None else state[1])
+        mean, scale = self.out(h).chunk(2, dim=1)
+        return mean, F.softplus(scale) + 1e-4, [s_stft, s_stack]
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.upsample = cfg.upsample
+        self.bins = cfg.n_fft // 2 + 1
+        self.proj = nn.Conv1d(cfg.latent_dim, cfg.dec_channels, 1)
+        self.stack = ConvNeXtStack(cfg.dec_channels, cfg.dec_blocks, cfg.expansion, cfg.kernel)
+        self.head = nn.Conv1d(cfg.dec_channels, cfg.upsample * 2 * self.bins, 1)
+        self.istft = CausalISTFT(cfg.n_fft, cfg.hop_length // cfg.upsample)
+
+    def spectrum(self, z: Tensor, state: list | None = None) -> tuple[Tensor, list]:
+        h, s_stack = self.stack(self.proj(z), state)
+        b, _, t = h.shape
+        out = self.head(h).reshape(b, self.upsample, 2 * self.bins, t)
+        out = out.permute(0, 2, 3, 1).reshape(b, 2 * self.bins, t * self.upsample)
+        logmag, phase = out.chunk(2, dim=1)
+        mag = torch.exp(logmag.clamp(max=8.0))
+        return torch.polar(mag, phase), s_stack
+
+    def forward(self, z: Tensor, state: list | None = None) -> tuple[Tensor, list]:
+        spec, s_stack = self.spectrum(z, None if state is None else state[0])
+        y, s_ola = self.istft(spec, None if state is None else state[1])
+        return y, [s_stack, s_ola]
+
+
+class VAE(nn.Module):
+    """The model interface everything else uses: encode, decode, sample_rate, hop_length, latent_dim."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    @property
+    def latency(self) -> int:
+        """Samples by which the decoder output lags (overlap-add tail)."""
+        return self.decoder.istft.n_fft - self.decoder.istft.hop
+
+    def encode(self, wave: Tensor) -> Posterior:
+        """(batch, samples) -> posterior over (batch, latent_dim, samples // hop_length) frames."""
+        mean, std, _ = self.encoder(wave)
+        return Posterior(mean, std)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """(batch, latent_dim, frames) -> (batch, frames * hop_length) samples; the last
+        ``latency`` samples are incomplete (they need frames that come after ``z``)."""
+        y, state = self.decoder(z)
+        return torch.cat([y, state[1]], dim=-1)[:, self.latency :]
+
+    def reconstruct(self, wave: Tensor) -> Tensor:
+        """Posterior-mean reconstruction of (batch, samples), padded so every sample is complete."""
+        n = wave.shape[-1]
+        total = -(-(n + self.latency) // self.hop_length) * self.hop_length
+        z = self.encode(F.pad(wave, (0, total - n))).mean
+        return self.decode(z)[:, :n]
+
+    def stream_encoder(self) -> StreamingEncoder:
+        return StreamingEncoder(self)
+
+    def stream_decoder(self) -> StreamingDecoder:
+        return StreamingDecoder(self)
+
+
+class StreamingEncoder:
+    """Feeds arbitrary-sized blocks of samples, returns the posterior means of completed frames."""
+
+    def __init__(self, vae: VAE):
+        self.vae, self.state = vae, None
+
+    @torch.no_grad()
+    def __call__(self, block: Tensor) -> Tensor:
+        mean, _, self.state = self.vae.encoder(block, self.state)
+        return mean
+
+
+class StreamingDecoder:
+    """Feeds latent frames, returns the samples completed so far; ``flush`` returns the tail."""
+
+    def __init__(self, vae: VAE):
+        self.vae, self.state, self.to_skip = vae, None, vae.latency
+
+    @torch.no_grad()
+    def __call__(self, z: Tensor) -> Tensor:
+        if z.shape[-1] == 0:
+            return z.new_zeros(z.shape[0], 0)
+        y, self.state = self.vae.decoder(z, self.state)
+        skip = min(self.to_skip, y.shape[-1])
+        self.to_skip -= skip
+        return y[:, skip:]
+
+    def flush(self) -> Tensor:
+        if self.state is None:
+            return torch.zeros(0)
+        return self.state[1][:, self.to_skip :]

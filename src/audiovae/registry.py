@@ -1,0 +1,152 @@
+"""Named pretrained models: export a checkpoint to safetensors + JSON, load by name or folder.
+
+A model is ``NAME.safetensors`` (fp16 weights of the VAE) next to ``NAME.json`` (config, corpus,
+steps, git commit, metrics and the sha256 of the weights file). Loading checks the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from audiovae.config import ConfigError, ModelConfig, from_dict, to_dict
+from audiovae.errors import AudioVAEError
+from audiovae.models.vae import VAE
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+CARD_VERSION = 1
+
+
+class ModelLoadError(AudioVAEError):
+    """A model that cannot be found, is corrupted, or does not match its config."""
+
+
+def list_models() -> list[str]:
+    """Names of the models shipped with the package."""
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.json"))
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _resolve(name_or_path: str | os.PathLike) -> Path:
+    p = Path(name_or_path)
+    if p.is_dir():
+        cards = sorted(p.glob("*.json"))
+        if len(cards) != 1:
+            raise ModelLoadError(f"{p}: expected one model card (NAME.json) in the folder, found {len(cards)}")
+        return cards[0]
+    if p.suffix in (".json", ".safetensors") and p.exists():
+        return p.with_suffix(".json")
+    shipped = PRETRAINED_DIR / f"{name_or_path}.json"
+    if shipped.exists():
+        return shipped
+    available = ", ".join(list_models()) or "none shipped"
+    raise ModelLoadError(f"unknown model '{name_or_path}' (available: {available}; or give a folder)")
+
+
+def load(name_or_path: str | os.PathLike = "speech16k") -> VAE:
+    """A VAE in eval mode from a shipped name or an exported folder; ``model.card`` holds its JSON."""
+    card_path = _resolve(name_or_path)
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        cfg = from_dict(ModelConfig, card["model"])
+        expected = card["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as e:
+        raise ModelLoadError(f"{card_path}: not a valid model card ({e})") from None
+    weights = card_path.with_suffix(".safetensors")
+    if not weights.exists():
+        raise ModelLoadError(f"{weights}: weights file missing")
+    actual = sha256(weights)
+    if actual != expected:
+        raise ModelLoadError(f"{weights}: sha256 mismatch (file is corrupted or was changed: "
+                             f"expected {expected[:12]}..., got {actual[:12]}...)")
+    try:
+        state = load_file(str(weights))
+    except SafetensorError as e:
+        raise ModelLoadError(f"{weights}: unreadable safetensors file ({e})") from None
+    model = VAE(cfg)
+    _load_state(model, {k: v.float() for k, v in state.items()}, str(weights))
+    model.eval()
+    model.card = card
+    model.name = card.get("name", card_path.stem)
+    return model
+
+
+def _load_state(model: VAE, state: dict, origin: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    bad = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or extra or bad:
+        detail = (missing[:1] and f"missing {missing[0]}") or (extra[:1] and f"unexpected {extra[0]}") or \
+            f"shape of {bad[0]} is {tuple(state[bad[0]].shape)}, expected {tuple(own[bad[0]].shape)}"
+        raise ModelLoadError(f"{origin}: weights do not match the model architecture ({detail})")
+    model.load_state_dict(state)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, int]:
+    """(train config dict, VAE state dict, generator updates) from a Lightning checkpoint."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelLoadError(f"{p}: no such checkpoint")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        config = ckpt["hyper_parameters"]["config"]
+        state = {k[len("vae."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("vae.")}
+    except (KeyError, TypeError, RuntimeError, EOFError) as e:
+        raise ModelLoadError(f"{p}: not an audiovae training checkpoint ({str(e).splitlines()[0]})") from None
+    return config, state, int(ckpt.get("global_step", 0))
+
+
+def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike, name: str | None = None,
+           metrics: dict | None = None, corpus: str | None = None) -> Path:
+    """Write NAME.safetensors (fp16) and NAME.json into ``out_dir``; returns the JSON path."""
+    config, state, steps = read_checkpoint(ckpt)
+    model_cfg = from_dict(ModelConfig, config["model"])
+    _load_state(VAE(model_cfg), state, str(ckpt))  # refuse a checkpoint of another architecture
+    name = name or config.get("name", "model")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / f"{name}.safetensors"
+    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
+    os.close(fd)
+    save_file({k: v.half().contiguous() for k, v in state.items()}, tmp)
+    os.replace(tmp, weights)
+    card = {
+        "name": name,
+        "card_version": CARD_VERSION,
+        "model": to_dict(model_cfg),
+        "corpus": corpus or config.get("data", {}).get("manifests", None),
+        "steps": steps,
+        "git_commit": _git_commit(),
+        "metrics": metrics or {},
+        "sha256": sha256(weights),
+    }
+    card_path = out / f"{name}.json"
+    tmp_card = card_path.with_suffix(".json.tmp")
+    tmp_card.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp_card, card_path)
+    return card_path

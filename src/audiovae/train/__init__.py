@@ -1,0 +1,1 @@
+"""Training: Lightning module, data loading, configs and the training run."""

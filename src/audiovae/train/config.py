@@ -1,0 +1,42 @@
+"""The training config: one YAML per shipped model under recipes/NAME/train.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from audiovae.config import LossConfig, ModelConfig, load_yaml
+from audiovae.train.data import DataConfig
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    lr_gamma: float = 0.99999  # exponential decay per generator update
+    d_lr: float = 2e-4
+    d_every: int = 2  # discriminator update every N generator updates in stage 2
+
+
+@dataclass
+class TrainConfig:
+    name: str = "model"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    max_steps: int = 1_000_000
+    adversarial_after: int = -1  # generator update at which stage 2 (GAN) starts; -1 = never
+    freeze_encoder_in_gan: bool = True
+    disc_n_ffts: list[int] = field(default_factory=lambda: [1024, 512, 256])
+    disc_channels: int = 32
+    val_every: int = 1000
+    val_clips: int = 16
+    val_seconds: float = 4.0
+    samples_to_write: int = 3
+    seed: int = 0
+
+
+def load_train_config(path) -> TrainConfig:
+    return load_yaml(TrainConfig, path)

@@ -1,0 +1,80 @@
+"""``audiovae train``: build the Lightning trainer from a TrainConfig and fit, resumably."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from audiovae.errors import AudioVAEError
+from audiovae.train.config import TrainConfig
+from audiovae.train.data import AudioDataModule
+from audiovae.train.module import VAEModule
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    init: str | None = None,
+    max_minutes: float | None = None,
+    accelerator: str = "cpu",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    threads: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume) into ``run_dir``; returns the path of the last checkpoint."""
+    if threads:
+        torch.set_num_threads(threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if resume and not last.exists():
+        raise AudioVAEError(f"{last}: nothing to resume (no last checkpoint in {run_dir})")
+    if not resume and last.exists():
+        raise AudioVAEError(f"{run_dir}: already holds a run (use --resume, or another --run-dir)")
+    module = VAEModule(cfg, str(run_dir))
+    if init and not resume:
+        from audiovae.registry import load
+
+        pretrained = load(init)
+        if pretrained.config != cfg.model:
+            cfg = replace(cfg, model=pretrained.config)
+            module = VAEModule(cfg, str(run_dir))
+        module.vae.load_state_dict(pretrained.state_dict())
+    if strategy == "ddp" and (cfg.adversarial_after >= 0 or devices not in (1, "1")):
+        strategy = "ddp_find_unused_parameters_true" if cfg.adversarial_after >= 0 else "ddp"
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        max_steps=cfg.max_steps,
+        max_time=datetime.timedelta(minutes=max_minutes) if max_minutes else None,
+        val_check_interval=cfg.val_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=[CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="tb", version="")],
+        callbacks=[
+            ModelCheckpoint(ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
+                            every_n_train_steps=cfg.val_every, save_last=True, save_top_k=-1),
+            TQDMProgressBar(refresh_rate=50 if os.isatty(2) else 500),
+        ],
+        enable_progress_bar=progress,
+        log_every_n_steps=50,
+        limit_val_batches=max(1, cfg.val_clips // max(cfg.data.batch_size, 1)),
+        default_root_dir=run_dir,
+    )
+    data = AudioDataModule(cfg.data)
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+    return last
