@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 
-.PHONY: venv demo test test-fast bench lint format corpora clean
+.PHONY: venv demo test test-fast bench lint format corpora clean train-%
 
 venv: $(STAMP)
 
@@ -27,7 +27,17 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	$(VENV)/bin/audiovae bench all --out bench-results
+	$(VENV)/bin/audiovae bench speed --model speech16k
+	@if [ -f corpora/speech16k/manifest.jsonl ]; then \
+	  $(VENV)/bin/audiovae bench quality --model speech16k --manifest corpora/speech16k/manifest.jsonl; \
+	else echo "quality benchmark skipped: build the corpus first (audiovae data build speech16k)"; fi
+
+# Reproduce a shipped model from scratch: corpus, stage 1, export (hours on a CPU; resumable).
+train-%: $(STAMP)
+	$(VENV)/bin/audiovae data build $*
+	$(VENV)/bin/audiovae train --config recipes/$*/train.yaml --threads 1 \
+	  $$( [ -f runs/$*/checkpoints/last.ckpt ] && echo --resume )
+	$(VENV)/bin/audiovae export runs/$*/checkpoints/last.ckpt runs/$*/export
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests recipes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,24 @@ def test_manifest_round_trip(tree, tmp_path):
     write_manifest(tmp_path / "copy.jsonl", es.values())
     again, bad = read_manifest(tmp_path / "copy.jsonl")
     assert bad == 0 and {e.id: e for e in again} == es
+
+
+def test_zip_archive_members(tmp_path, monkeypatch):
+    root, pk3 = tmp_path / "sys", "/usr/share/games/ufoai/base/0snd.pk3"
+    put(root, "/tmp/shot.ogg", burst(1.0), fmt="OGG")
+    (root / pk3.lstrip("/")).parent.mkdir(parents=True)
+    with zipfile.ZipFile(root / pk3.lstrip("/"), "w") as z:
+        z.write(root / "tmp/shot.ogg", "sound/weapons/shot.ogg")
+        z.writestr("sound/weapons/broken.ogg", b"not audio" * 20)
+        z.writestr("maps/readme.txt", "text")
+    monkeypatch.setattr(sources, "dpkg_list", lambda pkg: [pk3])
+    monkeypatch.setattr(sources, "installed_versions", lambda pkgs: {p: "1" for p in pkgs})
+    card = build(recipe(sources=[{"package": "ufoai-sound", "lister": "ufoai", "options": {"kind": "sfx"}}]),
+                 tmp_path / "corpora", system_root=root)
+    [e], _ = read_manifest(tmp_path / "corpora" / "tiny" / "manifest.jsonl")
+    assert e.id == f"ufoai-sound{pk3}/sound/weapons/shot.ogg#0" and e.labels["group"] == "sound/weapons"
+    assert e.path == f"audio/ufoai-sound{pk3}/sound/weapons/shot.ogg.flac" and e.labels["kind"] == "sfx"
+    assert card["sources"][0]["unreadable_examples"][0].startswith(f"{root}{pk3}:sound/weapons/broken.ogg: ")
 
 
 def test_from_folder(tmp_path):

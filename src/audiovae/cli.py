@@ -18,6 +18,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build, inspect and shard training corpora.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+bench_app = typer.Typer(help="Benchmarks: CSV + Markdown tables and plots.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -72,7 +74,7 @@ def train(
     config: Path = typer.Option(..., "--config", help="Training YAML, e.g. recipes/speech16k/train.yaml."),
     run_dir: Path | None = typer.Option(None, help="Run folder (default runs/NAME)."),
     data: list[Path] | None = typer.Option(None, "--data", help="Manifest(s) replacing the config's."),
-    init: str | None = typer.Option(None, help="Start from a pretrained model (name or folder): fine-tuning."),
+    init: str | None = typer.Option(None, help="Start from a pretrained model (name or folder) or a .ckpt."),
     resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
     max_minutes: float | None = typer.Option(None, help="Wall-clock budget; stops cleanly with a checkpoint."),
     max_steps: int | None = typer.Option(None, help="Override the config's max_steps."),
@@ -195,6 +197,62 @@ def data_build(
     splits = ", ".join(f"{k} {v['clips']} clips / {v['hours']:.2f} h" for k, v in card["splits"].items())
     console.print(f"{card['name']}: {card['clips']} clips, {card['hours']:.2f} h ({splits}) "
                   f"in {root / card['name']}")
+
+
+@bench_app.command("speed")
+def bench_speed(
+    model: list[str] = typer.Option(["speech16k"], "--model", help="Model name(s) or folder(s)."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+    memory_minutes: float = typer.Option(10.0, help="Length of the file for the peak-memory test."),
+) -> None:
+    """Encode/decode x-realtime on one thread, peak memory on a long file, training throughput."""
+    from audiovae import bench
+    from audiovae.registry import load
+
+    rows = []
+    for name in model:
+        m = load(name)
+        row = bench.speed(m) | bench.training_throughput(m)
+        row[f"peak_rss_MB_{memory_minutes:g}min"] = bench.peak_memory_mb(name, memory_minutes)
+        rows.append(row)
+        console.print(row)
+    csv_path, md = bench.write_table(rows, out, "speed", "Speed on one CPU thread")
+    console.print(f"wrote {csv_path} and {md}")
+
+
+@bench_app.command("quality")
+def bench_quality(
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
+    manifest: Path = typer.Option(..., help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
+    split: str = typer.Option("test", help="Split to evaluate (report test only)."),
+    clips: int = typer.Option(200, help="At most this many clips, spread over the split."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+) -> None:
+    """Posterior-mean reconstruction quality (PESQ, STOI, SI-SDR, mel distance) on a corpus split."""
+    from rich.progress import Progress
+
+    from audiovae import bench
+    from audiovae.registry import load
+
+    m = load(model)
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"{m.name} on {split}", total=None)
+        rows = bench.quality(m, manifest, split, clips, progress=lambda i, n: bar.update(task, completed=i, total=n))
+    bench.write_table(rows, out, f"quality_{m.name}_{split}_clips", f"{m.name} per clip ({split} split)")
+    summary = bench.summarize(rows)
+    _, md = bench.write_table(summary, out, f"quality_{m.name}_{split}", f"{m.name} reconstruction, {split} split")
+    console.print(md.read_text())
+
+
+@bench_app.command("curve")
+def bench_curve(
+    run_dir: Path = typer.Argument(..., help="A training run folder (runs/NAME)."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+) -> None:
+    """Plot validation PESQ and mel distance against training minutes."""
+    from audiovae import bench
+
+    console.print(f"wrote {bench.training_curve(run_dir, out)}")
 
 
 def main() -> None:

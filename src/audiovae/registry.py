@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle  # only for its exception type: checkpoints load with weights_only=True
 import subprocess
 import tempfile
 from pathlib import Path
@@ -116,7 +117,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, int]:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
         config = ckpt["hyper_parameters"]["config"]
         state = {k[len("vae."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("vae.")}
-    except (KeyError, TypeError, RuntimeError, EOFError) as e:
+    except (KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise ModelLoadError(f"{p}: not an audiovae training checkpoint ({str(e).splitlines()[0]})") from None
     return config, state, int(ckpt.get("global_step", 0))
 

@@ -185,15 +185,18 @@ def segments(frames: int, sr: int, max_seconds: float) -> list[tuple[int, int]]:
 def _decode(item: sources.Item) -> tuple[np.ndarray, int]:
     if not item.member:
         return audio.load(item.file, mono=True)
-    suffix = Path(item.member).suffix
-    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+    name = f"{item.file}:{item.member}"
+    with tempfile.NamedTemporaryFile(suffix=Path(item.member).suffix) as tmp:
         try:
             with zipfile.ZipFile(item.file) as z:
                 tmp.write(z.read(item.member))
         except (OSError, KeyError, zipfile.BadZipFile) as e:
-            raise audio.AudioError(f"{item.file}:{item.member}: cannot extract ({e})") from None
+            raise audio.AudioError(f"{name}: cannot extract ({e})") from None
         tmp.flush()
-        return audio.load(tmp.name, mono=True)
+        try:
+            return audio.load(tmp.name, mono=True)
+        except audio.AudioError as e:
+            raise audio.AudioError(str(e).replace(tmp.name, name)) from None
 
 
 def process(job: tuple[sources.Item, str, Path, int, float, float]) -> dict:

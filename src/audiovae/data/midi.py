@@ -30,7 +30,7 @@ SAMPLE_RATE = 44100
 GAIN = 1.0  # float render, peak-normalised afterwards, so the gain only has to avoid silence
 TAIL_S = 1.5  # longest release kept after the last note-off
 TPB = 480  # MIDI ticks per beat
-VERSION = 1  # bump when generation changes: an out_dir rendered by another version is refused
+VERSION = 3  # bump when generation changes: an out_dir rendered by another version is refused
 DRUMS = -1
 
 _GM = """\
@@ -64,12 +64,12 @@ _RANGE = {6: (41, 89), 8: (60, 108), 9: (79, 108), 12: (45, 96), 13: (65, 108), 
           40: (55, 96), 41: (48, 84), 42: (36, 72), 43: (28, 55), 46: (24, 96), 47: (40, 55), 52: (48, 79),
           53: (48, 79), 54: (48, 79), 56: (55, 82), 57: (40, 72), 58: (28, 58), 59: (55, 82), 60: (41, 77),
           64: (56, 87), 65: (49, 81), 66: (44, 76), 67: (36, 69), 68: (58, 91), 69: (52, 81), 70: (34, 72),
-          71: (50, 91), 72: (74, 108), 87: (36, 72), 108: (60, 84), 109: (55, 77), 110: (55, 96),
+          71: (50, 91), 72: (74, 108), 78: (60, 79), 87: (36, 72), 108: (60, 84), 109: (55, 77), 110: (55, 89),
           112: (72, 96), 116: (36, 55), 117: (41, 60)}
 _SCALES = [(0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10), (0, 2, 3, 5, 7, 9, 10), (0, 2, 4, 7, 9),
            (0, 3, 5, 6, 7, 10), (0, 2, 4, 5, 7, 9, 10)]  # major, minor, dorian, pentatonic, blues, mixolydian
 _MONO = {"Bass", "Brass", "Reed", "Pipe", "Synth Lead"}  # no chords for these
-_SUSTAINED = {"Synth Pad", "Synth Effects", "Sound Effects"}  # long held notes and slow chords
+_SUSTAINED = {"Synth Pad", "Synth Effects"}  # also long held chords, slower (one-shot effects would go silent)
 _TOMS, _LATIN = (41, 43, 45, 47, 48, 50), (54, 56, 60, 61, 62, 63, 64, 69, 70, 75, 76, 77)
 
 

@@ -32,6 +32,7 @@ class TrainConfig:
     disc_n_ffts: list[int] = field(default_factory=lambda: [1024, 512, 256])
     disc_channels: int = 32
     val_every: int = 1000
+    log_every: int = 50
     val_clips: int = 16
     val_seconds: float = 4.0
     samples_to_write: int = 3

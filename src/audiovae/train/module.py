@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import lightning as L
@@ -41,6 +42,19 @@ class VAEModule(L.LightningModule):
         )
         self.bad_steps = 0
         self._val: list[dict] = []
+        self.train_seconds, self._tick = 0.0, None  # wall-clock training time, kept across resumes
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["train_seconds"] = self.train_seconds
+
+    def on_load_checkpoint(self, checkpoint):
+        self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self._tick = time.monotonic()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.train_seconds += time.monotonic() - self._tick
 
     @property
     def updates(self) -> int:
@@ -65,7 +79,9 @@ class VAEModule(L.LightningModule):
                 post = self.vae.encode(x)
         else:
             post = self.vae.encode(x)
-        y = self.vae.decode(post.sample())
+        # Noise seeded by the update count: reproducible across resumes and equal on every DDP rank.
+        noise = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.updates)
+        y = self.vae.decode(post.sample(noise))
         valid = x.shape[-1] - self.vae.latency  # the tail needs frames after the crop
         return post, y[..., :valid], x[..., :valid]
 
@@ -139,6 +155,7 @@ class VAEModule(L.LightningModule):
         rows, self._val = self._val, []
         if not rows:
             return
+        self.log("val/minutes", self.train_seconds / 60, sync_dist=True)
         for key in ("mel", "si_sdr", "pesq"):
             vals = [r[key] for r in rows if key in r and not math.isnan(r[key])]
             if vals:

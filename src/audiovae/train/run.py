@@ -12,10 +12,22 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from audiovae.config import ModelConfig, from_dict
 from audiovae.errors import AudioVAEError
 from audiovae.train.config import TrainConfig
 from audiovae.train.data import AudioDataModule
 from audiovae.train.module import VAEModule
+
+
+def initial_weights(init: str) -> tuple[ModelConfig, dict]:
+    """Model config and VAE weights to start from: a training checkpoint (.ckpt) or a pretrained model."""
+    from audiovae.registry import load, read_checkpoint
+
+    if init.endswith(".ckpt"):
+        config, state, _ = read_checkpoint(init)
+        return from_dict(ModelConfig, config["model"]), state
+    model = load(init)
+    return model.config, model.state_dict()
 
 
 def train(
@@ -45,13 +57,11 @@ def train(
         raise AudioVAEError(f"{run_dir}: already holds a run (use --resume, or another --run-dir)")
     module = VAEModule(cfg, str(run_dir))
     if init and not resume:
-        from audiovae.registry import load
-
-        pretrained = load(init)
-        if pretrained.config != cfg.model:
-            cfg = replace(cfg, model=pretrained.config)
+        model_cfg, state = initial_weights(init)
+        if model_cfg != cfg.model:
+            cfg = replace(cfg, model=model_cfg)
             module = VAEModule(cfg, str(run_dir))
-        module.vae.load_state_dict(pretrained.state_dict())
+        module.vae.load_state_dict(state)
     if strategy == "ddp" and (cfg.adversarial_after >= 0 or devices not in (1, "1")):
         strategy = "ddp_find_unused_parameters_true" if cfg.adversarial_after >= 0 else "ddp"
     trainer = L.Trainer(
@@ -64,14 +74,13 @@ def train(
         val_check_interval=cfg.val_every,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
-        logger=[CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="tb", version="")],
+        logger=[CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tb")],  # version_N per (re)start
         callbacks=[
             ModelCheckpoint(ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
                             every_n_train_steps=cfg.val_every, save_last=True, save_top_k=-1),
-            TQDMProgressBar(refresh_rate=50 if os.isatty(2) else 500),
-        ],
+        ] + ([TQDMProgressBar(refresh_rate=50 if os.isatty(2) else 500)] if progress else []),
         enable_progress_bar=progress,
-        log_every_n_steps=50,
+        log_every_n_steps=cfg.log_every,
         limit_val_batches=max(1, cfg.val_clips // max(cfg.data.batch_size, 1)),
         default_root_dir=run_dir,
     )

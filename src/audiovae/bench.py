@@ -1,0 +1,172 @@
+"""Benchmarks that write CSV, Markdown and plots: model speed and memory, reconstruction quality on a
+corpus test split, and the training curve (quality against CPU minutes)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiovae import audio, metrics
+from audiovae.data.manifest import read_manifest
+from audiovae.errors import AudioVAEError
+from audiovae.inference import reconstruct
+from audiovae.models.vae import VAE
+
+
+def write_table(rows: list[dict], out: Path, stem: str, title: str) -> tuple[Path, Path]:
+    """rows -> OUT/STEM.csv and OUT/STEM.md (a Markdown table for the README)."""
+    out.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
+    with csv_path.open("w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(rows)
+
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = [f"**{title}**", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+@torch.no_grad()
+def speed(model: VAE, seconds: float = 60.0, repeats: int = 3) -> dict:
+    """Encode and decode times on one thread, as multiples of real time (best of ``repeats``)."""
+    torch.set_num_threads(1)
+    x = torch.randn(1, int(seconds * model.sample_rate)) * 0.1
+    model.reconstruct(x[:, : model.sample_rate])  # warm-up
+    enc = dec = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        z = model.encode(x).mean
+        t1 = time.perf_counter()
+        model.decode(z)
+        t2 = time.perf_counter()
+        enc, dec = min(enc, t1 - t0), min(dec, t2 - t1)
+    return {"model": getattr(model, "name", "model"), "encode_x_realtime": seconds / enc,
+            "decode_x_realtime": seconds / dec, "encode_decode_x_realtime": seconds / (enc + dec),
+            "params_M": sum(p.numel() for p in model.parameters()) / 1e6}
+
+
+def peak_memory_mb(model_name: str, minutes: float) -> float:
+    """Peak RSS (MB) of a fresh process reconstructing a ``minutes``-long file (streamed)."""
+    code = (
+        "import resource, sys, numpy as np, audiovae\n"
+        "from audiovae.inference import reconstruct\n"
+        f"m = audiovae.load({model_name!r})\n"
+        f"x = (np.random.default_rng(0).standard_normal((1, int({minutes} * 60 * m.sample_rate))) * 0.1)"
+        ".astype(np.float32)\n"
+        "reconstruct(m, x, m.sample_rate)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def training_throughput(model: VAE, batch: int = 8, crop_seconds: float = 0.5, steps: int = 10) -> dict:
+    """Stage-1 training steps per second on one thread, and audio seconds processed per second."""
+    from audiovae.config import LossConfig
+    from audiovae.losses import ReconstructionLoss, kl_loss
+
+    torch.set_num_threads(1)
+    model = VAE(model.config).train()
+    loss_fn = ReconstructionLoss(LossConfig(), model.sample_rate)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    n = int(crop_seconds * model.sample_rate) // model.hop_length * model.hop_length
+    x = torch.randn(batch, n) * 0.1
+    valid = n - model.latency
+    times = []
+    for _ in range(steps + 2):
+        t0 = time.perf_counter()
+        post = model.encode(x)
+        loss = loss_fn(model.decode(post.sample())[:, :valid], x[:, :valid])[0] + 1e-4 * kl_loss(post)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    step = float(np.median(times[2:]))
+    return {"train_steps_per_min": 60 / step, "train_audio_s_per_s": batch * n / model.sample_rate / step}
+
+
+def quality(model: VAE, manifest: str | Path, split: str = "test", max_clips: int = 200,
+            progress=None) -> list[dict]:
+    """Per-clip posterior-mean reconstruction metrics on one split of a corpus manifest."""
+    entries, _ = read_manifest(manifest, split=split)
+    if not entries:
+        raise AudioVAEError(f"{manifest}: no entries in split '{split}'")
+    step = max(1, len(entries) // max_clips)
+    chosen = entries[::step][:max_clips]  # spread over the split, deterministic
+    root = Path(manifest).parent
+    rows = []
+    for i, e in enumerate(chosen):
+        x, sr = audio.load(e.audio_path(root), mono=True, offset=e.offset, duration=e.duration)
+        y = reconstruct(model, x, sr)
+        ref, est = x[0], y[0]
+        row = {"id": e.id, "source": e.source, "seconds": round(e.duration, 2),
+               "mel_distance": metrics.mel_distance(ref, est, sr), "si_sdr": metrics.si_sdr(ref, est)}
+        if model.sample_rate == 16000:
+            row["pesq_wb"] = metrics.pesq_wb(ref, est, sr)
+            row["stoi"] = metrics.stoi(ref, est, sr)
+        rows.append(row)
+        if progress:
+            progress(i + 1, len(chosen))
+    return rows
+
+
+def summarize(rows: list[dict], by: str = "source") -> list[dict]:
+    """Mean of each metric over all rows and per ``by`` value."""
+    keys = [k for k in ("pesq_wb", "stoi", "si_sdr", "mel_distance") if k in rows[0]]
+    groups = {"all": rows} | {g: [r for r in rows if r[by] == g] for g in sorted({r[by] for r in rows})}
+    out = []
+    for g, rs in groups.items():
+        s = {by: g, "clips": len(rs)}
+        for k in keys:
+            vals = [r[k] for r in rs if not math.isnan(r[k])]
+            s[k] = float(np.mean(vals)) if vals else math.nan
+        out.append(s)
+    return out
+
+
+def training_curve(run_dir: Path, out: Path) -> Path:
+    """Plot validation PESQ / mel distance against training wall-clock minutes from a run's CSV logs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for path in sorted(run_dir.glob("logs/version_*/metrics.csv")):
+        with path.open() as f:
+            rows += list(csv.DictReader(f))
+    val = [r for r in rows if r.get("val/mel")]
+    if not val:
+        raise AudioVAEError(f"{run_dir}: no validation results in logs/version_*/metrics.csv yet")
+    x = [float(r["val/minutes"]) for r in val]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "val/pesq", "wideband PESQ (valid split)"),
+                           (axes[1], "val/mel", "log-mel distance (valid split)")):
+        ax.plot(x, [float(r[key]) if r.get(key) else math.nan for r in val], marker="o")
+        ax.set_xlabel("training minutes (wall clock, 1 CPU thread)")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"curve_{run_dir.name}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,137 @@
+"""Training end to end on a tiny model and a synthetic corpus: fit, checkpoint, resume, export,
+load (hash checked), fine-tune with --init, and CPU DDP with two processes."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from audiovae.config import ConfigError
+from audiovae.data.manifest import Entry, write_manifest
+from audiovae.registry import ModelLoadError, export, load
+from audiovae.train.config import load_train_config
+from audiovae.train.run import train
+
+TINY_MODEL = {"enc_channels": 8, "enc_blocks": 1, "dec_channels": 8, "dec_blocks": 1, "latent_dim": 4}
+
+
+def make_corpus(root: Path, identical: bool = False) -> Path:
+    """Eight 0.5 s tones (train) plus two 1 s clips (valid); with ``identical`` all train clips are one file."""
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(10):
+        split, dur = ("train", 0.5) if i < 8 else ("valid", 1.0)
+        name = "tone0.wav" if identical and split == "train" else f"tone{i}.wav"
+        t = np.arange(int(16000 * dur)) / 16000
+        x = 0.3 * np.sin(2 * np.pi * (220 + 40 * i) * t) + 0.01 * rng.standard_normal(t.size)
+        if not (root / name).exists():
+            sf.write(root / name, x.astype(np.float32), 16000, subtype="PCM_16")
+        entries.append(Entry(id=f"t{i}", path=name, offset=0.0, duration=dur, sample_rate=16000, split=split,
+                             source="synthetic", license="CC0-1.0", labels={"kind": "tone"}))
+    return write_manifest(root / "manifest.jsonl", entries)
+
+
+def write_config(root: Path, manifest: Path, **extra) -> Path:
+    cfg = {"name": "tiny", "model": TINY_MODEL, "max_steps": 4, "val_every": 2, "val_clips": 2, "log_every": 1,
+           "data": {"manifests": [str(manifest)], "batch_size": 2, "num_workers": 0, "eval_seconds": 1.0,
+                    "gain_db": [0.0, 0.0], "polarity_flip": False}}
+    cfg.update(extra)
+    path = root / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def losses(run: Path) -> list[float]:
+    rows = []
+    for path in sorted((run / "logs").glob("version_*/metrics.csv")):
+        with path.open() as f:
+            rows += [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    return rows
+
+
+def test_train_resume_export_load_and_finetune(tmp_path):
+    cfg = load_train_config(write_config(tmp_path, make_corpus(tmp_path)))
+    run = tmp_path / "run"
+    last = train(cfg, run, progress=False)
+    assert last.exists() and (run / "checkpoints" / "step0000002.ckpt").exists()
+    assert len(losses(run)) == 4 and all(np.isfinite(losses(run)))
+    assert sorted(p.name for p in (run / "samples" / "step0000002").iterdir())[:2] == ["0.png", "0_decoded.wav"]
+
+    with pytest.raises(Exception, match="already holds a run"):
+        train(cfg, run, progress=False)
+    train(replace(cfg, max_steps=6), run, resume=True, progress=False)
+    assert torch.load(last, weights_only=True)["global_step"] == 6 and len(losses(run)) == 6
+
+    card = export(last, tmp_path / "export")
+    model = load(tmp_path / "export")
+    assert model.latent_dim == 4 and json.loads(card.read_text())["steps"] == 6
+    x = torch.randn(1, 8000) * 0.1
+    assert model.reconstruct(x).shape == x.shape
+
+    fine = train(replace(cfg, max_steps=2), tmp_path / "fine", init=str(tmp_path / "export"), progress=False)
+    assert fine.exists()
+
+
+def test_load_refuses_corrupt_mismatched_and_unknown(tmp_path):
+    cfg = load_train_config(write_config(tmp_path, make_corpus(tmp_path), max_steps=1))
+    card = export(train(cfg, tmp_path / "run", progress=False), tmp_path / "export")
+    weights = card.with_suffix(".safetensors")
+
+    meta = json.loads(card.read_text())
+    meta["model"]["latent_dim"] = 8
+    card.write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="do not match the model architecture"):
+        load(tmp_path / "export")
+
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="sha256 mismatch"):
+        load(tmp_path / "export")
+    with pytest.raises(ModelLoadError, match="unknown model 'nope' \\(available"):
+        load("nope")
+    with pytest.raises(ModelLoadError, match="not an audiovae training checkpoint"):
+        (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+        export(tmp_path / "bad.ckpt", tmp_path / "x")
+
+
+def test_config_errors_name_the_key(tmp_path):
+    manifest = make_corpus(tmp_path)
+    with pytest.raises(ConfigError, match="unknown config key 'data.batchsize'"):
+        load_train_config(write_config(tmp_path, manifest, data={"batchsize": 3}))
+    with pytest.raises(ConfigError, match="'max_steps': expected int"):
+        load_train_config(write_config(tmp_path, manifest, max_steps="many"))
+
+
+def test_cli_train_errors_are_one_line(tmp_path):
+    path = write_config(tmp_path, make_corpus(tmp_path), optim={"lr": "fast"})
+    out = subprocess.run([sys.executable, "-m", "audiovae.cli", "train", "--config", str(path)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0 and "optim.lr" in out.stderr
+
+
+@pytest.mark.slow
+def test_cpu_ddp_two_processes_match_one(tmp_path):
+    """Two gloo processes on identical batches average identical gradients: the losses equal a
+    one-process run, and only rank 0 writes checkpoints."""
+    config = write_config(tmp_path, make_corpus(tmp_path, identical=True), max_steps=3, val_every=100)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name, extra in (("single", []), ("ddp", ["--devices", "2", "--strategy", "ddp"])):
+        cmd = [sys.executable, "-m", "audiovae.cli", "train", "--config", str(config), "--run-dir",
+               str(tmp_path / name), "--threads", "1", *extra]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+    single, ddp = losses(tmp_path / "single"), losses(tmp_path / "ddp")
+    assert len(single) == len(ddp) == 3
+    np.testing.assert_allclose(ddp, single, rtol=1e-4)
+    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == ["last.ckpt"]
