@@ -50,6 +50,11 @@ def write_config(root: Path, manifest: Path, **extra) -> Path:
     return path
 
 
+def gan_logged(run: Path) -> list[int]:
+    with next((run / "logs").glob("version_*/metrics.csv")).open() as f:
+        return [int(r["step"]) + 1 for r in csv.DictReader(f) if r.get("train/adv_g")]
+
+
 def losses(run: Path) -> list[float]:
     rows = []
     for path in sorted((run / "logs").glob("version_*/metrics.csv")):
@@ -59,11 +64,13 @@ def losses(run: Path) -> list[float]:
 
 
 def test_train_resume_export_load_and_finetune(tmp_path):
-    cfg = load_train_config(write_config(tmp_path, make_corpus(tmp_path)))
+    # adversarial_after=2: steps 3-4 run stage 2 (discriminator, feature matching, frozen encoder)
+    cfg = load_train_config(write_config(tmp_path, make_corpus(tmp_path), adversarial_after=2, disc_channels=4))
     run = tmp_path / "run"
     last = train(cfg, run, progress=False)
     assert last.exists() and (run / "checkpoints" / "step0000002.ckpt").exists()
     assert len(losses(run)) == 4 and all(np.isfinite(losses(run)))
+    assert gan_logged(run) == [3, 4]  # generator adversarial loss from step 3 on; discriminator every 2nd
     assert sorted(p.name for p in (run / "samples" / "step0000002").iterdir())[:2] == ["0.png", "0_decoded.wav"]
 
     with pytest.raises(Exception, match="already holds a run"):
@@ -135,3 +142,15 @@ def test_cpu_ddp_two_processes_match_one(tmp_path):
     assert len(single) == len(ddp) == 3
     np.testing.assert_allclose(ddp, single, rtol=1e-4)
     assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
+def test_non_finite_losses_stop_training_with_a_message(tmp_path):
+    from audiovae.errors import AudioVAEError
+    from audiovae.train.module import MAX_BAD_STEPS, VAEModule
+
+    cfg = load_train_config(write_config(tmp_path, make_corpus(tmp_path)))
+    module = VAEModule(cfg)
+    for _ in range(MAX_BAD_STEPS - 1):
+        module._bad_step()
+    with pytest.raises(AudioVAEError, match="non-finite loss .* last good checkpoint is kept"):
+        module._bad_step()
