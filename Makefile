@@ -32,12 +32,15 @@ bench: $(STAMP)
 	  $(VENV)/bin/audiovae bench quality --model speech16k --manifest corpora/speech16k/manifest.jsonl; \
 	else echo "quality benchmark skipped: build the corpus first (audiovae data build speech16k)"; fi
 
-# Reproduce a shipped model from scratch: corpus, stage 1, export (hours on a CPU; resumable).
+# Reproduce a shipped model from scratch: corpus, stage 1, stage 2 (GAN), export. Hours on a CPU;
+# re-running resumes where it stopped.
 train-%: $(STAMP)
 	$(VENV)/bin/audiovae data build $*
 	$(VENV)/bin/audiovae train --config recipes/$*/train.yaml --threads 1 \
 	  $$( [ -f runs/$*/checkpoints/last.ckpt ] && echo --resume )
-	$(VENV)/bin/audiovae export runs/$*/checkpoints/last.ckpt runs/$*/export
+	$(VENV)/bin/audiovae train --config recipes/$*/gan.yaml --threads 1 --run-dir runs/$*-gan \
+	  $$( [ -f runs/$*-gan/checkpoints/last.ckpt ] && echo --resume || echo --init runs/$*/checkpoints/last.ckpt )
+	$(VENV)/bin/audiovae export runs/$*-gan/checkpoints/last.ckpt runs/$*/export
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests recipes

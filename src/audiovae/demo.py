@@ -23,17 +23,18 @@ def run_demo(out: Path, console: Console) -> None:
         console.print(f"no demo clips found in {ASSETS}")
         return
     shipped = list_models()
-    table = Table(title="audiovae demo: posterior-mean reconstruction with the shipped models")
-    for col in ("clip", "seconds", "rate", "loudness", "model", "PESQ", "STOI", "SI-SDR", "mel dist"):
+    table = Table(title="posterior-mean reconstruction with the shipped models")
+    for col in ("clip", "model", "PESQ", "STOI", "SI-SDR", "mel dist"):
         table.add_column(col)
     for clip in clips:
         x, sr = audio.load(clip)
-        console.print(f"[bold]{clip.name}[/bold]: {x.shape[1] / sr:.2f} s, {sr} Hz, {x.shape[0]} channel(s)")
+        console.print(f"[bold]{clip.name}[/bold]: {x.shape[1] / sr:.2f} s, {sr} Hz, {x.shape[0]} channel(s), "
+                      f"{audio.loudness_lufs(x, sr):.1f} LUFS")
         save_spectrogram(out / f"{clip.stem}.png", x, sr, title=clip.name)
         model_name = clip.stem.split("_")[0]
-        row = [clip.name, f"{x.shape[1] / sr:.1f}", str(sr), f"{audio.loudness_lufs(x, sr):.1f} LUFS"]
+        row = [clip.stem.split("_", 1)[-1]]
         if model_name not in shipped:
-            table.add_row(*row, f"({model_name} not shipped yet)", "", "", "", "")
+            table.add_row(*row, f"{model_name}: not shipped yet", "", "", "", "")
             continue
         y = reconstruct(load(model_name), x, sr)
         audio.save(out / f"{clip.stem}_decoded.wav", y, sr)

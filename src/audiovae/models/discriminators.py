@@ -10,13 +10,14 @@ from audiovae.models.blocks import hann
 
 
 class STFTDiscriminator(nn.Module):
-    """2-D conv stack over the (real, imag) STFT at one resolution."""
+    """2-D conv stack over the (real, imag) STFT at one resolution. Unlike EnCodec's, the first layer
+    already strides over frequency: on a CPU that halves the cost of the whole stack."""
 
-    def __init__(self, n_fft: int, channels: int = 32):
+    def __init__(self, n_fft: int, channels: int = 16):
         super().__init__()
         self.n_fft = n_fft
         self.register_buffer("window", hann(n_fft), persistent=False)
-        layers = [nn.Conv2d(2, channels, (3, 9), padding=(1, 4))]
+        layers = [nn.Conv2d(2, channels, (3, 9), stride=(1, 2), padding=(1, 4))]
         for d in (1, 2, 4):
             layers.append(nn.Conv2d(channels, channels, (3, 9), stride=(1, 2), dilation=(d, 1), padding=(d, 4)))
         layers.append(nn.Conv2d(channels, channels, (3, 3), padding=(1, 1)))
@@ -34,7 +35,7 @@ class STFTDiscriminator(nn.Module):
 
 
 class MultiScaleSTFTDiscriminator(nn.Module):
-    def __init__(self, n_ffts: list[int], channels: int = 32):
+    def __init__(self, n_ffts: list[int], channels: int = 16):
         super().__init__()
         self.discriminators = nn.ModuleList(STFTDiscriminator(n, channels) for n in n_ffts)
 

@@ -30,7 +30,7 @@ class TrainConfig:
     adversarial_after: int = -1  # generator update at which stage 2 (GAN) starts; -1 = never
     freeze_encoder_in_gan: bool = True
     disc_n_ffts: list[int] = field(default_factory=lambda: [1024, 512, 256])
-    disc_channels: int = 32
+    disc_channels: int = 16
     val_every: int = 1000
     log_every: int = 50
     val_clips: int = 16

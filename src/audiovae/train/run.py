@@ -62,6 +62,9 @@ def train(
             cfg = replace(cfg, model=model_cfg)
             module = VAEModule(cfg, str(run_dir))
         module.vae.load_state_dict(state)
+    if cfg.data.sample_rate != cfg.model.sample_rate:
+        raise AudioVAEError(f"data.sample_rate {cfg.data.sample_rate} does not match the model's "
+                            f"{cfg.model.sample_rate} (for stage 2, pass --init with the stage-1 model)")
     if strategy == "ddp" and (cfg.adversarial_after >= 0 or devices not in (1, "1")):
         strategy = "ddp_find_unused_parameters_true" if cfg.adversarial_after >= 0 else "ddp"
     trainer = L.Trainer(
