@@ -219,6 +219,8 @@ def test_writer_refuses_bad_chunks():
     w.close()
     with pytest.raises(ValueError):
         w.write_chunk(b"late", 1)
+    with pytest.raises(TypeError, match="binary file object"):
+        Reader(io.StringIO("AVAE"))
 
 
 def test_interrupted_writer_leaves_a_detectably_truncated_stream():
@@ -276,7 +278,7 @@ def test_write_and_read_file(tmp_path):
     path = write_file(tmp_path / "a.avae", HEADER, CHUNKS)
     assert path.read_bytes() == encode()
     assert read_file(path) == (HEADER, [Chunk(i, f, p) for i, (p, f) in enumerate(CHUNKS)])
-    with pytest.raises(FormatError, match=r"b\.avae: cannot read \(No such file or directory\)"):
+    with pytest.raises(FormatError, match=r"b\.avae: cannot read \("):
         read_file(tmp_path / "b.avae")
     with pytest.raises(FormatError, match="does not exist"):
         write_file(tmp_path / "missing" / "a.avae", HEADER, CHUNKS)
