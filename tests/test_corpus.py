@@ -195,10 +195,14 @@ def test_second_run_is_a_noop_and_a_lost_flac_is_redone(tree, tmp_path, monkeypa
     _, second = run(tree, tmp_path)
     assert manifest.read_text() == text and second == first
 
+    monkeypatch.setattr(sources, "dpkg_list", listing)
+    monkeypatch.setattr(corpus, "_listers_version", lambda: "changed")  # new lister code: list, don't decode
+    _, third = run(tree, tmp_path)
+    assert third == first
+
     lost = next(e for e in first.values() if e.source == "fake-music")
     (tmp_path / "corpora" / "tiny" / lost.path).unlink()
     decoded = []
-    monkeypatch.setattr(sources, "dpkg_list", listing)
     monkeypatch.setattr(corpus, "process", lambda job: decoded.append(job[0].key) or process(job))
     build(recipe(), tmp_path / "corpora", jobs=1, system_root=tree)
     assert decoded == [lost.id.rsplit("#", 1)[0]]
@@ -339,8 +343,20 @@ def test_midi_source_with_a_fake_renderer(tmp_path, monkeypatch):
     build(r, tmp_path / "corpora", system_root=tmp_path / "sys")
     [e], _ = read_manifest(tmp_path / "corpora" / "tiny" / "manifest.jsonl")
     assert e.id == "gm/p000-piano-00.wav#0" and e.labels["synthetic"] is True
-    assert (e.labels["instrument"], e.labels["family"], e.labels["kind"]) == ("Acoustic Grand Piano", "Piano",
+    assert (e.labels["instrument"], e.labels["family"], e.labels["kind"]) == ("Acoustic Grand Piano", "piano",
                                                                               "music")
+
+
+def test_new_generator_version_regenerates(monkeypatch):
+    from audiovae.data import midi
+
+    r = recipe(sources=[{"name": "gm", "package": "fake-sf", "lister": "midi",
+                         "options": {"soundfont": "Fake.sf2", "seconds_per_program": 1}},
+                        {"package": "fake-music", "lister": "files", "options": {"under": MUSIC, "kind": "music"}}])
+    before = [corpus._fingerprint(s, r) for s in r.sources]
+    monkeypatch.setattr(midi, "VERSION", midi.VERSION + 1)
+    after = [corpus._fingerprint(s, r) for s in r.sources]
+    assert before[0] != after[0] and before[1] == after[1]
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build, inspect and shard training corpora.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+codec_app = typer.Typer(help="Entropy models for the codec.", no_args_is_help=True)
+app.add_typer(codec_app, name="codec")
 bench_app = typer.Typer(help="Benchmarks: CSV + Markdown tables and plots.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 console = Console()
@@ -253,6 +256,122 @@ def bench_curve(
     from audiovae import bench
 
     console.print(f"wrote {bench.training_curve(run_dir, out)}")
+
+
+def _refuse_existing(path: Path, force: bool) -> None:
+    if str(path) != "-" and path.exists() and not force:
+        raise AudioVAEError(f"{path}: already exists (use --force to overwrite)")
+
+
+@app.command()
+def compress(
+    input: Path = typer.Argument(..., help="Audio file (any rate, channels, WAV/FLAC/Ogg/MP3), or - for stdin."),
+    output: Path = typer.Argument(..., help="The .avae file to write, or - for stdout."),
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
+    kbps: float | None = typer.Option(None, "--kbps", help="Target average bitrate (picks the quality)."),
+    quality: int | None = typer.Option(None, "--quality", help="Quality level 1 (smallest) .. 10 (best)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+) -> None:
+    """Compress audio with the neural codec."""
+    import tempfile
+
+    from audiovae import audio
+    from audiovae.codec.stream import Codec
+
+    _refuse_existing(output, force)
+    if kbps is not None and quality is not None:
+        raise AudioVAEError("give --kbps or --quality, not both")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = input
+        if str(input) == "-":
+            src = Path(tmp) / "stdin"
+            src.write_bytes(sys.stdin.buffer.read())
+        x, sr = audio.load(src)
+        codec = Codec(model)
+        data = io.BytesIO()
+        q = codec.write(data, x, sr, kbps=kbps, quality=quality)
+    payload = data.getvalue()
+    if str(output) == "-":
+        sys.stdout.buffer.write(payload)
+    else:
+        _atomic_write(output, payload)
+    rate = len(payload) * 8 / (x.shape[1] / sr) / 1000
+    err_console.print(f"{input} -> {output}: {len(payload)} bytes, {rate:.2f} kbps, quality {q}")
+
+
+@app.command()
+def decompress(
+    input: Path = typer.Argument(..., help="An .avae file, or - for stdin."),
+    output: Path = typer.Argument(..., help="WAV or FLAC to write, or - for WAV on stdout."),
+    model: str | None = typer.Option(None, "--model", help="Model folder (default: the model named in the file)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+) -> None:
+    """Decompress an .avae file (original rate and channels restored)."""
+    import soundfile as sf
+
+    from audiovae import audio
+    from audiovae.codec.format import Reader
+    from audiovae.codec.stream import Codec
+
+    _refuse_existing(output, force)
+    name = "<stdin>" if str(input) == "-" else str(input)
+    if str(input) != "-" and not input.is_file():
+        raise AudioVAEError(f"{input}: no such file")
+    with (sys.stdin.buffer if str(input) == "-" else input.open("rb")) as f:
+        reader = Reader(f, name=name)
+        from audiovae.registry import ModelLoadError
+
+        try:
+            codec = Codec(model or reader.header.model_id)
+        except ModelLoadError as e:
+            raise AudioVAEError(f"{name}: needs model '{reader.header.model_id}' ({e})") from None
+        codec.check(reader.header, name)
+        y, _ = codec.decode_reader(reader)
+        sr = reader.header.original_sample_rate
+    if str(output) == "-":
+        buf = io.BytesIO()
+        sf.write(buf, y.T, sr, format="WAV", subtype="PCM_16")
+        sys.stdout.buffer.write(buf.getvalue())
+    else:
+        audio.save(output, y, sr)
+    err_console.print(f"{input} -> {output}: {y.shape[1] / sr:.2f} s, {sr} Hz, {y.shape[0]} channel(s)")
+
+
+@codec_app.command("fit")
+def codec_fit(
+    model: Path = typer.Argument(..., help="An exported model folder (NAME.json + NAME.safetensors)."),
+    manifest: Path = typer.Option(..., help="Corpus manifest; its train split is used."),
+    clips: int = typer.Option(400, help="Number of train clips to fit on."),
+) -> None:
+    """Fit the context entropy model on a model's train-split latents and store it with the model."""
+    from audiovae import audio
+    from audiovae.codec.stream import fit_for_model
+    from audiovae.data.manifest import read_manifest
+    from audiovae.registry import load
+
+    m = load(model)
+    entries, _ = read_manifest(manifest, split="train")
+    chosen = entries[:: max(1, len(entries) // clips)][:clips]
+    waves = [audio.load(e.audio_path(manifest.parent), sample_rate=m.sample_rate, mono=True, offset=e.offset,
+                        duration=e.duration)[0][0] for e in chosen]
+    fit_for_model(m, waves, m.sample_rate)
+    console.print(f"fitted the entropy model of {model} on {len(waves)} train clips")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    import os
+    import tempfile
+
+    if not path.parent.is_dir():
+        raise AudioVAEError(f"{path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def main() -> None:

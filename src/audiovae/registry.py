@@ -83,8 +83,40 @@ def load(name_or_path: str | os.PathLike = "speech16k") -> VAE:
     _load_state(model, {k: v.float() for k, v in state.items()}, str(weights))
     model.eval()
     model.card = card
+    model.card_path = card_path
     model.name = card.get("name", card_path.stem)
     return model
+
+
+def _write_card(card_path: Path, card: dict) -> None:
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, card_path)
+
+
+def save_entropy_model(model: VAE, arrays: dict, meta: dict) -> Path:
+    """Store an entropy model's integer tables next to ``model``'s weights and record it in its card."""
+    path = model.card_path.with_suffix(".entropy.safetensors")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    save_file({k: torch.from_numpy(v) for k, v in arrays.items()}, tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    model.card["entropy"] = {**meta, "file": path.name, "sha256": sha256(path)}
+    _write_card(model.card_path, model.card)
+    return path
+
+
+def load_entropy_state(model: VAE) -> tuple[dict, dict]:
+    """(arrays, meta) of the entropy model stored with ``model``; checks its sha256."""
+    meta = dict(model.card.get("entropy") or {})
+    if not meta:
+        raise ModelLoadError(f"model '{model.name}' has no entropy model: fit one with `audiovae codec fit`")
+    path = model.card_path.with_name(meta.pop("file"))
+    expected = meta.pop("sha256")
+    if not path.exists() or sha256(path) != expected:
+        raise ModelLoadError(f"{path}: entropy model missing or sha256 mismatch (file corrupted or changed)")
+    return {k: v.numpy() for k, v in load_file(str(path)).items()}, meta
 
 
 def _load_state(model: VAE, state: dict, origin: str) -> None:
@@ -128,26 +160,31 @@ def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike, name: str | None
     config, state, steps = read_checkpoint(ckpt)
     model_cfg = from_dict(ModelConfig, config["model"])
     _load_state(VAE(model_cfg), state, str(ckpt))  # refuse a checkpoint of another architecture
-    name = name or config.get("name", "model")
+    return save(model_cfg, state, out_dir, name or config.get("name", "model"), steps=steps, metrics=metrics,
+                corpus=corpus or config.get("data", {}).get("manifests", None))
+
+
+def save(model_cfg: ModelConfig, state: dict, out_dir: str | os.PathLike, name: str, steps: int = 0,
+         metrics: dict | None = None, corpus=None) -> Path:
+    """Write weights (fp16 safetensors) and the JSON card with their sha256; returns the card path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{name}.safetensors"
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
     os.close(fd)
     save_file({k: v.half().contiguous() for k, v in state.items()}, tmp)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, weights)
     card = {
         "name": name,
         "card_version": CARD_VERSION,
         "model": to_dict(model_cfg),
-        "corpus": corpus or config.get("data", {}).get("manifests", None),
+        "corpus": corpus,
         "steps": steps,
         "git_commit": _git_commit(),
         "metrics": metrics or {},
         "sha256": sha256(weights),
     }
     card_path = out / f"{name}.json"
-    tmp_card = card_path.with_suffix(".json.tmp")
-    tmp_card.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_card, card_path)
+    _write_card(card_path, card)
     return card_path

@@ -228,9 +228,17 @@ def process(job: tuple[sources.Item, str, Path, int, float, float]) -> dict:
 
 
 def _fingerprint(src: SourceConfig, recipe: Recipe) -> str:
+    """Changes with anything that changes the decoded audio (then everything is made again)."""
     d = {"lister": src.lister, "package": src.package, "options": src.options, "sr": recipe.sample_rate,
          "min": recipe.min_seconds, "db": recipe.silence_db, "version": CACHE_VERSION}
+    if generator := sources.generator_version(src.lister):
+        d["generator"] = generator
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _listers_version() -> str:
+    """Changes with the listers' code: sources are then listed again (labels refreshed, nothing decoded)."""
+    return hashlib.sha1(inspect.getsource(sources).encode()).hexdigest()[:16]
 
 
 def _read_jsonl(path: Path) -> dict[str, dict]:
@@ -245,8 +253,31 @@ def _read_jsonl(path: Path) -> dict[str, dict]:
     return records
 
 
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    os.replace(tmp, path)
+
+
 def _flac_missing(out: Path, records) -> bool:
     return any(r["status"] == "ok" and not (out / r["flac"]).exists() for r in records)
+
+
+def _run(args: list[tuple], jobs: int, console: Console, name: str):
+    """Yield process(a) for each job, in ``jobs`` processes, with a progress bar."""
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(name, total=len(args))
+        if jobs == 1:
+            for a in args:
+                yield process(a)
+                bar.advance(task)
+            return
+        with multiprocessing.Pool(jobs) as pool:
+            for rec in pool.imap_unordered(process, args, chunksize=4):
+                yield rec
+                bar.advance(task)
 
 
 def build_source(src: SourceConfig, recipe: Recipe, out: Path, jobs: int, console: Console,
@@ -262,36 +293,30 @@ def build_source(src: SourceConfig, recipe: Recipe, out: Path, jobs: int, consol
         shutil.rmtree(work, ignore_errors=True)
         state = {"fingerprint": fp, "complete": False}
     records = _read_jsonl(cache)
-    if state["complete"] and not _flac_missing(out, records.values()):
+    listers = _listers_version()
+    if state["complete"] and state.get("listers") == listers and not _flac_missing(out, records.values()):
         return sorted(records.values(), key=lambda r: r["key"])
-    state["complete"] = False
+    state.update(complete=False, listers=listers)
     state_path.write_text(json.dumps(state))
     files = tuple(sources.dpkg_list(src.package)) if src.package else ()
     pkg = sources.Package(src.package, src.name, system_root, work, files)
     items = {i.key: i for i in sources.LISTERS[src.lister](pkg, **src.options)}
-    records = {k: r for k, r in records.items() if k in items}
+    records = {k: {**r, "labels": items[k].labels, "license": items[k].license}
+               for k, r in records.items() if k in items}
     todo = [i for k, i in sorted(items.items()) if k not in records or _flac_missing(out, [records[k]])]
     if todo:
-        jobs_args = [(i, f"audio/{src.name}/{i.rel}.flac", out, recipe.sample_rate, recipe.silence_db,
-                      recipe.min_seconds) for i in todo]
-        columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with cache.open("a", encoding="utf-8") as f, Progress(*columns, console=console) as bar:
-            task = bar.add_task(src.name, total=len(todo))
-            pool = multiprocessing.Pool(jobs) if jobs > 1 else None
-            try:
-                results = pool.imap_unordered(process, jobs_args, chunksize=4) if pool else \
-                    map(process, jobs_args)
-                for rec in results:
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                    f.flush()
-                    records[rec["key"]] = rec
-                    bar.advance(task)
-            finally:
-                if pool:
-                    pool.terminate()
+        args = [(i, f"audio/{src.name}/{i.rel}.flac", out, recipe.sample_rate, recipe.silence_db,
+                 recipe.min_seconds) for i in todo]
+        with cache.open("a", encoding="utf-8") as f:
+            for rec in _run(args, jobs, console, src.name):
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.flush()  # an interrupted build keeps what it decoded
+                records[rec["key"]] = rec
+    result = [records[k] for k in sorted(items)]
+    _write_jsonl(cache, result)  # labels refreshed, files no longer listed dropped
     state["complete"] = True
     state_path.write_text(json.dumps(state))
-    return [records[k] for k in sorted(items)]
+    return result
 
 
 def entries_for(rec: dict, src: SourceConfig, license: str, recipe: Recipe) -> list[Entry]:

@@ -403,8 +403,17 @@ def midi(pkg: Package, soundfont: str, seconds_per_program: float, seed: int = 0
         raise SourceError(f"{pkg.name}: no file {soundfont} in dpkg -L {pkg.name}")
     clips = render_instruments(pkg.work, pkg.path(found[0]), pkg.source, seconds_per_program, seed)
     return [pkg.generated(Path(c["path"]), {"kind": "music", "instrument": c["instrument"],
-                                            "family": c["family"], "program": c["program"],
+                                            "family": c["family"].lower(), "program": c["program"],
                                             "soundfont": c["soundfont"]}) for c in clips]
+
+
+def generator_version(lister: str) -> str:
+    """Version of the code that generates a source's audio ("" for recordings)."""
+    if lister == "midi":
+        from audiovae.data.midi import VERSION
+
+        return f"midi-{VERSION}"
+    return ""
 
 
 def folder(pkg: Package, path: str, label_from: str = "parent-dir") -> list[Item]:

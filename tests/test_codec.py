@@ -1,0 +1,121 @@
+"""The codec end to end on a tiny model: exact symbols through the file, rates, channels, bad input."""
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audiovae.codec import stream
+from audiovae.codec.format import FormatError, Reader
+from audiovae.codec.stream import Codec, CodecError, fit_for_model
+from audiovae.config import ModelConfig
+from audiovae.errors import AudioVAEError
+from audiovae.models.vae import VAE
+from audiovae.registry import load, save
+
+SR = 16000
+
+
+def voice(seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = 110 + 30 * rng.random() + 15 * np.sin(2 * np.pi * 0.7 * t)
+    x = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / SR) / k for k in range(1, 12))
+    return (0.1 * x * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t)) + 0.003 * rng.standard_normal(t.size)).astype(
+        np.float32)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    cfg = ModelConfig(enc_channels=8, enc_blocks=1, dec_channels=8, dec_blocks=1, latent_dim=4)
+    save(cfg, VAE(cfg).state_dict(), d, "tiny")
+    fit_for_model(load(d), [voice(2.0, s) for s in range(6)], SR)
+    return d
+
+
+def test_symbols_survive_the_file_exactly(model_dir, monkeypatch):
+    monkeypatch.setattr(stream, "CHUNK_FRAMES", 40)  # several chunks
+    codec = Codec(str(model_dir))
+    x = voice(3.0, seed=7)
+    data = codec.compress(x, SR, quality=6)
+    means = stream.encode_means(codec.model, stream.to_model_rate(codec.model, x[None], SR)).numpy()[0]
+    sent = codec.entropy.quantize(means, 6)
+    reader = Reader(io.BytesIO(data))
+    got = np.concatenate([codec._split(c.payload, c.frames, 1, 6)[0] for c in reader], axis=1)
+    assert np.array_equal(got, sent)
+    assert reader.header.codec["frames"] == sent.shape[1] and reader.header.quality == 6
+
+
+def test_roundtrip_restores_rate_channels_and_length(model_dir):
+    codec = Codec(str(model_dir))
+    stereo = np.stack([voice(1.5, 1), voice(1.5, 2)])
+    x44 = np.stack([np.interp(np.arange(66150) / 44100, np.arange(stereo.shape[1]) / SR, ch) for ch in stereo])
+    y, sr = codec.decompress(codec.compress(x44.astype(np.float32), 44100, quality=5))
+    assert sr == 44100 and y.shape == x44.shape and y.dtype == np.float32
+    mono, sr = codec.decompress(codec.compress(voice(1.0), SR))
+    assert mono.shape == (1, SR)
+
+
+def test_kbps_picks_a_quality_and_is_met(model_dir):
+    codec = Codec(str(model_dir))
+    x = voice(4.0, 3)
+    sizes = [len(codec.compress(x, SR, quality=q)) for q in (1, 5, 10)]
+    assert sizes[0] < sizes[1] < sizes[2]
+    target = (sizes[1] * 8 / 4.0 / 1000) * 1.02
+    data = codec.compress(x, SR, kbps=target)
+    assert len(data) * 8 / 4.0 / 1000 <= target and Reader(io.BytesIO(data)).header.quality == 5
+    with pytest.raises(CodecError, match="--kbps must be positive"):
+        codec.compress(x, SR, kbps=0)
+    with pytest.raises(CodecError, match="--quality must be 1..10"):
+        codec.compress(x, SR, quality=11)
+
+
+def test_other_model_and_damage_are_named(model_dir, tmp_path):
+    codec = Codec(str(model_dir))
+    data = bytearray(codec.compress(voice(2.0), SR, quality=5))
+    torch.manual_seed(1)
+    cfg = ModelConfig(enc_channels=8, enc_blocks=1, dec_channels=8, dec_blocks=1, latent_dim=4)
+    save(cfg, VAE(cfg).state_dict(), tmp_path / "other", "other")
+    fit_for_model(load(tmp_path / "other"), [voice(1.0)], SR)
+    with pytest.raises(CodecError, match="encoded with model 'tiny'"):
+        Codec(str(tmp_path / "other")).decompress(bytes(data))
+    data[-30] ^= 0x40
+    with pytest.raises(FormatError, match="CRC mismatch in chunk 0"):
+        codec.decompress(bytes(data))
+    with pytest.raises(AudioVAEError):
+        codec.compress(np.zeros((1, 0), np.float32), SR)
+
+
+def run_cli(*args, stdin=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "audiovae.cli", *args], input=stdin, capture_output=True, cwd=cwd)
+
+
+def test_cli_files_pipes_and_refusals(model_dir, tmp_path):
+    wav = tmp_path / "in.wav"
+    sf.write(wav, voice(1.5), SR, subtype="PCM_16")
+    out = run_cli("compress", str(wav), str(tmp_path / "a.avae"), "--model", str(model_dir), "--kbps", "6")
+    assert out.returncode == 0, out.stderr
+    assert b"kbps" in out.stderr
+    out = run_cli("decompress", str(tmp_path / "a.avae"), str(tmp_path / "a.wav"), "--model", str(model_dir))
+    assert out.returncode == 0, out.stderr
+    assert sf.info(tmp_path / "a.wav").frames == int(1.5 * SR)
+    # pipes: stdin -> stdout
+    piped = run_cli("compress", "-", "-", "--model", str(model_dir), "--quality", "5", stdin=wav.read_bytes())
+    assert piped.returncode == 0 and piped.stdout[:4] == b"AVAE"
+    back = run_cli("decompress", "-", "-", "--model", str(model_dir), stdin=piped.stdout)
+    assert back.returncode == 0 and back.stdout[:4] == b"RIFF"
+    # refusals: existing output, not an .avae file, truncated file; one line, exit 1, no partial output
+    again = run_cli("compress", str(wav), str(tmp_path / "a.avae"), "--model", str(model_dir))
+    assert again.returncode == 1 and b"already exists" in again.stderr
+    bad = run_cli("decompress", str(wav), str(tmp_path / "b.wav"), "--model", str(model_dir))
+    assert bad.returncode == 1 and b"not an .avae file" in bad.stderr and not (tmp_path / "b.wav").exists()
+    (tmp_path / "cut.avae").write_bytes((tmp_path / "a.avae").read_bytes()[:-20])
+    cut = run_cli("decompress", str(tmp_path / "cut.avae"), str(tmp_path / "c.wav"), "--model", str(model_dir))
+    assert cut.returncode == 1 and b"truncated" in cut.stderr and not (tmp_path / "c.wav").exists()
+    assert cut.stderr.decode().strip().count("\n") == 0
