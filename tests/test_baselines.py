@@ -24,6 +24,14 @@ def test_roundtrip_measures_real_bitrate_and_keeps_length(codec, kbps, low, high
     assert coded.audio.shape == x.shape and coded.bytes > 0
     assert low <= coded.kbps <= high
     assert metrics.mel_distance(x, coded.audio, SR) < metrics.mel_distance(x, np.zeros_like(x) + 1e-4, SR)
+    assert metrics.stoi(x, coded.audio, SR) > 0.6  # aligned: the codec delay is removed
+
+
+def test_align_removes_a_delay():
+    x = np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    delayed = np.concatenate([np.zeros(1105, np.float32), x])[:8000]
+    assert np.allclose(baselines.align(x, delayed)[:6000], x[:6000])
+    assert np.allclose(baselines.align(x, x[300:])[300:7000], x[300:7000])
 
 
 def test_missing_tools_name_the_apt_package(monkeypatch):

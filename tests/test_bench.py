@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from audiovae import bench
@@ -40,3 +41,25 @@ def test_quality_summary_and_tables(tmp_path):
 def test_summary_ignores_nan():
     rows = [{"source": "a", "si_sdr": 1.0, "mel_distance": 2.0, "pesq_wb": math.nan, "stoi": 0.5}]
     assert math.isnan(bench.summarize(rows)[0]["pesq_wb"])
+
+
+def test_codec_benchmark_rows_summary_and_plot(tmp_path, monkeypatch):
+    from audiovae.codec.stream import Codec, fit_for_model
+    from audiovae.registry import load, save
+
+    torch.manual_seed(0)
+    save(TINY, VAE(TINY).state_dict(), tmp_path / "m", "tiny")
+    manifest = make_corpus(tmp_path)  # the benchmark takes clips of 2 s or more: make the valid ones 2 s
+    manifest.write_text(manifest.read_text().replace('"duration": 1.0', '"duration": 2.0'))
+    wave = (np.sin(np.arange(32000) / 10.0) * 0.3).astype(np.float32)
+    for name in ("tone8.wav", "tone9.wav"):
+        sf.write(tmp_path / name, wave, 16000, subtype="PCM_16")
+    fit_for_model(load(tmp_path / "m"), [wave], 16000)
+    monkeypatch.setattr(bench, "codec_conditions", lambda m: [("posterior-mean", 0.0), ("audiovae", 6.0)])
+    rows = bench.codec_benchmark(Codec(str(tmp_path / "m")), manifest, split="valid", max_clips=1)
+    assert [r["codec"] for r in rows] == ["posterior-mean", "audiovae"]
+    assert math.isnan(rows[0]["kbps"]) and 0 < rows[1]["kbps"] <= 6.0
+    assert {"pesq_wb", "stoi", "visqol", "si_sdr", "mel_distance"} <= set(rows[1])
+    summary = bench.summarize_codec(rows)
+    assert summary[1]["codec"] == "audiovae" and summary[1]["target_kbps"] == 6.0
+    assert bench.plot_rate_quality(summary, tmp_path, "tiny codec").stat().st_size > 1000

@@ -247,6 +247,38 @@ def bench_quality(
     console.print(md.read_text())
 
 
+@bench_app.command("codec")
+def bench_codec(
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder (with its entropy model)."),
+    manifest: Path = typer.Option(..., help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
+    split: str = typer.Option("test", help="Split to evaluate (report test only)."),
+    clips: int = typer.Option(16, help="At most this many clips (2 s or longer), spread over the split."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+) -> None:
+    """Our codec at several bitrates against Opus, Codec2 and MP3 on the same clips."""
+    from rich.progress import Progress
+
+    from audiovae import bench
+    from audiovae.codec import baselines
+    from audiovae.codec.stream import Codec
+
+    missing = baselines.missing_tools()
+    if missing:
+        err_console.print(f"skipping codecs whose tools are missing; install: apt-get install {' '.join(missing)}")
+    codec = Codec(model)
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"{codec.model.name} vs classic codecs", total=None)
+        rows = bench.codec_benchmark(codec, manifest, split, clips,
+                                     progress=lambda i, n: bar.update(task, completed=i, total=n))
+    name = codec.model.name
+    bench.write_table(rows, out, f"codec_{name}_{split}_clips", f"{name} codec per clip ({split} split)")
+    summary = bench.summarize_codec(rows)
+    _, md = bench.write_table(summary, out, f"codec_{name}_{split}", f"{name} vs classic codecs, {split} split")
+    plot = bench.plot_rate_quality(summary, out, f"{name} codec, {split} split")
+    console.print(md.read_text())
+    console.print(f"plot: {plot}")
+
+
 @bench_app.command("curve")
 def bench_curve(
     run_dir: Path = typer.Argument(..., help="A training run folder (runs/NAME)."),

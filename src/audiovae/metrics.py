@@ -45,3 +45,20 @@ def stoi(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
     from pystoi import stoi as _stoi
 
     return float(_stoi(ref, est, sample_rate, extended=False))
+
+
+_VISQOL: dict[str, object] = {}
+
+
+def visqol(ref: np.ndarray, est: np.ndarray, sample_rate: int, mode: str) -> float:
+    """ViSQOL MOS-LQO: mode "speech" (at 16 kHz) or "audio" (at 48 kHz); visqol-python's port."""
+    from visqol import VisqolApi
+
+    if mode not in _VISQOL:
+        api = VisqolApi()
+        api.create(mode=mode, use_lattice_model=True) if mode == "speech" else api.create(mode=mode)
+        _VISQOL[mode] = api
+    rate = 16000 if mode == "speech" else 48000
+    ref = soxr.resample(ref, sample_rate, rate) if sample_rate != rate else ref
+    est = soxr.resample(est, sample_rate, rate) if sample_rate != rate else est
+    return float(_VISQOL[mode].measure_from_arrays(ref.astype(np.float64), est.astype(np.float64), rate).moslqo)

@@ -78,6 +78,17 @@ def _codec2(x: np.ndarray, sample_rate: int, bps: int, tmp: Path) -> Coded:
     return _finish(x, resample(y[None], 8000, sample_rate)[0], (tmp / "c.c2").stat().st_size, sample_rate, enc, dec)
 
 
+def align(x: np.ndarray, y: np.ndarray, max_lag: int = 4096) -> np.ndarray:
+    """``y`` shifted by the lag (within +-max_lag samples) that best correlates it with ``x``: lame and
+    Codec2 add their codec delay to the decoded file."""
+    n = 1 << int(np.ceil(np.log2(len(x) + len(y))))
+    corr = np.fft.irfft(np.fft.rfft(y, n) * np.conj(np.fft.rfft(x, n)), n)
+    lags = np.concatenate([np.arange(0, max_lag + 1), np.arange(-max_lag, 0)])
+    lag = int(lags[np.argmax(corr[lags])])
+    y = y[lag:] if lag >= 0 else np.concatenate([np.zeros(-lag, y.dtype), y])
+    return np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)]
+
+
 def _finish(x: np.ndarray, y: np.ndarray, size: int, sample_rate: int, enc: float, dec: float) -> Coded:
-    y = np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)].astype(np.float32)
+    y = align(x, y.astype(np.float32))
     return Coded(y, size, size * 8 / (len(x) / sample_rate) / 1000, enc, dec)
