@@ -9,11 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "demo"
+DEMO_KBPS = (3.0, 6.0)
 
 
 def run_demo(out: Path, console: Console) -> None:
-    from audiovae import audio, metrics
-    from audiovae.inference import reconstruct
+    from audiovae import audio
+    from audiovae.codec.stream import Codec
     from audiovae.plots import save_spectrogram
     from audiovae.registry import list_models, load
 
@@ -23,26 +24,43 @@ def run_demo(out: Path, console: Console) -> None:
         console.print(f"no demo clips found in {ASSETS}")
         return
     shipped = list_models()
-    table = Table(title="posterior-mean reconstruction with the shipped models")
-    for col in ("clip", "model", "PESQ", "STOI", "SI-SDR", "mel dist"):
+    table = Table(title="shipped models on the demo clips (test-split audio, never trained on)")
+    for col in ("clip", "model", "mode", "kbps", "PESQ", "STOI", "SI-SDR", "mel dist"):
         table.add_column(col)
     for clip in clips:
         x, sr = audio.load(clip)
         console.print(f"[bold]{clip.name}[/bold]: {x.shape[1] / sr:.2f} s, {sr} Hz, {x.shape[0]} channel(s), "
                       f"{audio.loudness_lufs(x, sr):.1f} LUFS")
         save_spectrogram(out / f"{clip.stem}.png", x, sr, title=clip.name)
-        model_name = clip.stem.split("_")[0]
-        row = [clip.stem.split("_", 1)[-1]]
+        model_name, short = clip.stem.split("_", 1)
         if model_name not in shipped:
-            table.add_row(*row, f"{model_name}: not shipped yet", "", "", "", "")
+            table.add_row(short, f"{model_name}: not shipped yet", "", "", "", "", "", "")
             continue
-        y = reconstruct(load(model_name), x, sr)
-        audio.save(out / f"{clip.stem}_decoded.wav", y, sr)
-        save_spectrogram(out / f"{clip.stem}_decoded.png", y, sr, title=f"{clip.name} decoded by {model_name}")
-        ref, est = x[0], y[0]
-        pesq = metrics.pesq_wb(ref, est, sr) if model_name.startswith("speech") else math.nan
-        stoi = metrics.stoi(ref, est, sr) if model_name.startswith("speech") else math.nan
-        table.add_row(*row, model_name, f"{pesq:.2f}", f"{stoi:.3f}", f"{metrics.si_sdr(ref, est):.1f} dB",
-                      f"{metrics.mel_distance(ref, est, sr):.3f}")
+        model = load(model_name)
+        from audiovae.inference import reconstruct
+
+        y = reconstruct(model, x, sr)
+        table.add_row(short, model_name, "posterior mean", "-", *_scores(x, y, sr))
+        audio.save(out / f"{clip.stem}_reconstructed.wav", y, sr)
+        codec = Codec(model)
+        for kbps in DEMO_KBPS:
+            data = codec.compress(x, sr, kbps=kbps)
+            (out / f"{clip.stem}_{kbps:g}kbps.avae").write_bytes(data)
+            y, _ = codec.decompress(data)
+            audio.save(out / f"{clip.stem}_{kbps:g}kbps.wav", y, sr)
+            real = len(data) * 8 / (x.shape[1] / sr) / 1000
+            table.add_row(short, model_name, f"codec --kbps {kbps:g}", f"{real:.2f}", *_scores(x, y, sr))
+        save_spectrogram(out / f"{clip.stem}_{DEMO_KBPS[-1]:g}kbps.png", y, sr,
+                         title=f"{clip.name} through the codec at {DEMO_KBPS[-1]:g} kbps")
     console.print(table)
-    console.print(f"spectrograms and decoded audio in {out}/")
+    console.print(f"audio, .avae files and spectrograms in {out}/")
+    console.print("try: audiovae compress in.wav out.avae --kbps 6 && audiovae decompress out.avae out.wav")
+
+
+def _scores(x, y, sr) -> list[str]:
+    from audiovae import metrics
+
+    ref, est = x[0], y[0]
+    pesq = metrics.pesq_wb(ref, est, sr) if sr >= 16000 else math.nan
+    return [f"{pesq:.2f}", f"{metrics.stoi(ref, est, sr):.3f}", f"{metrics.si_sdr(ref, est):.1f} dB",
+            f"{metrics.mel_distance(ref, est, sr):.3f}"]

@@ -1,0 +1,28 @@
+import numpy as np
+import torch
+from rich.console import Console
+
+from audiovae import registry
+from audiovae.codec.stream import fit_for_model
+from audiovae.config import ModelConfig
+from audiovae.demo import ASSETS, run_demo
+from audiovae.models.vae import VAE
+
+
+def test_demo_runs_end_to_end_with_a_shipped_model(tmp_path, monkeypatch):
+    """The demo on the shipped clips, with a tiny stand-in for the shipped speech16k model."""
+    models = tmp_path / "pretrained"
+    cfg = ModelConfig(enc_channels=8, enc_blocks=1, dec_channels=8, dec_blocks=1, latent_dim=4)
+    torch.manual_seed(0)
+    registry.save(cfg, VAE(cfg).state_dict(), models, "speech16k")
+    fit_for_model(registry.load(models), [np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1],
+                  16000)
+    monkeypatch.setattr(registry, "PRETRAINED_DIR", models)
+    console = Console(record=True, width=120)
+    run_demo(tmp_path / "out", console)
+    text = console.export_text()
+    clips = sorted(ASSETS.glob("speech16k_*.flac"))
+    assert clips and "codec --kbps 6" in text and "posterior mean" in text
+    for clip in clips:
+        for suffix in ("_reconstructed.wav", "_6kbps.avae", "_6kbps.wav", "_6kbps.png", ".png"):
+            assert (tmp_path / "out" / f"{clip.stem}{suffix}").exists()
