@@ -26,11 +26,15 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# Speed of the shipped models; quality and codec comparisons on the corpus test splits when built.
 bench: $(STAMP)
-	$(VENV)/bin/audiovae bench speed --model speech16k
-	@if [ -f corpora/speech16k/manifest.jsonl ]; then \
-	  $(VENV)/bin/audiovae bench quality --model speech16k --manifest corpora/speech16k/manifest.jsonl; \
-	else echo "quality benchmark skipped: build the corpus first (audiovae data build speech16k)"; fi
+	$(VENV)/bin/audiovae bench speed --model speech16k --model music24k
+	@for m in speech16k music24k; do \
+	  if [ -f corpora/$$m/manifest.jsonl ]; then \
+	    $(VENV)/bin/audiovae bench quality --model $$m --manifest corpora/$$m/manifest.jsonl && \
+	    $(VENV)/bin/audiovae bench codec --model $$m --manifest corpora/$$m/manifest.jsonl || exit 1; \
+	  else echo "$$m quality and codec benchmarks skipped: build the corpus first (make corpora)"; fi; \
+	done
 
 # Reproduce a shipped model from scratch: corpus, stage 1, stage 2 (GAN), export. Hours on a CPU;
 # re-running resumes where it stopped.

@@ -160,12 +160,7 @@ def training_curve(run_dir: Path, out: Path) -> Path:
         ax.set_xlabel("training minutes (wall clock, 1 CPU thread)")
         ax.set_title(label)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"curve_{run_dir.name}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, out / f"curve_{run_dir.name}.png")
 
 
 def max_rss_mb() -> float:
@@ -258,6 +253,7 @@ def plot_rate_quality(summary: list[dict], out: Path, title: str) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     metrics_ = [k for k in ("pesq_wb", "visqol", "stoi", "mel_distance") if k in summary[0]]
     fig, axes = plt.subplots(1, len(metrics_), figsize=(4.5 * len(metrics_), 4))
@@ -270,14 +266,22 @@ def plot_rate_quality(summary: list[dict], out: Path, title: str) -> Path:
         if ref:
             ax.axhline(ref[0], color="gray", linestyle="--", label="unquantized")
         ax.set_xscale("log")
+        ax.set_xticks([1, 2, 3, 6, 12, 24, 48])
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("measured kbps")
         ax.set_title(key + (" (lower is better)" if key == "mel_distance" else ""))
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.suptitle(title)
+    return _save_figure(fig, out / f"{title.split()[0]}_rate_quality.png")
+
+
+def _save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{title.split()[0]}_rate_quality.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

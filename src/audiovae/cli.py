@@ -23,6 +23,8 @@ codec_app = typer.Typer(help="Entropy models for the codec.", no_args_is_help=Tr
 app.add_typer(codec_app, name="codec")
 bench_app = typer.Typer(help="Benchmarks: CSV + Markdown tables and plots.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+classify_app = typer.Typer(help="Fit, apply and evaluate classifiers on embeddings.", no_args_is_help=True)
+app.add_typer(classify_app, name="classify")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -288,6 +290,185 @@ def bench_curve(
     from audiovae import bench
 
     console.print(f"wrote {bench.training_curve(run_dir, out)}")
+
+
+def _embed_with_progress(items, kind: str, model, what: str, skip_errors: bool = True):
+    from rich.progress import Progress
+
+    from audiovae.classify import embed_items
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task(what, total=len(items))
+        out = embed_items(items, kind, model, lambda i, n: bar.update(task, completed=i),
+                                         skip_errors=skip_errors)
+    for msg in out[2]:
+        err_console.print(f"skipped: {msg}", highlight=False, markup=False, soft_wrap=True)
+    return out
+
+
+def _audio_items(paths: list[Path]) -> list:
+    from audiovae import audio
+    from audiovae.classify import Item
+
+    items = [Item(f) for p in paths for f in audio.find_audio_files(p)]
+    if not items:
+        raise AudioVAEError(f"no audio files in {', '.join(map(str, paths))}")
+    return items
+
+
+@app.command()
+def embed(
+    files: list[Path] = typer.Argument(..., help="Audio files and/or folders (walked recursively)."),
+    out: Path = typer.Option(..., "--out", help="The .npz to write (arrays: paths, embeddings)."),
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
+) -> None:
+    """Embed audio files: time mean and std of the VAE posterior means, one row per file."""
+    import numpy as np
+
+    from audiovae.registry import load
+
+    if not out.parent.is_dir():
+        raise AudioVAEError(f"{out}: folder {out.parent} does not exist")
+    items = _audio_items(files)
+    m = load(model)
+    x, kept, failed = _embed_with_progress(items, "vae", m, f"embedding with {m.name}")
+    if not kept:
+        raise AudioVAEError(f"none of the {len(items)} files could be embedded")
+    np.savez(out, paths=np.array([str(items[i].path) for i in kept]), embeddings=x)
+    console.print(f"wrote {len(kept)} embeddings ({x.shape[1]} dims) to {out}; {len(failed)} file(s) skipped")
+
+
+def _classifier_model(clf, folder: Path, model: str | None):
+    """The model a classifier's features need (None for MFCC), checked against the classifier."""
+    from audiovae.registry import load
+
+    if clf.meta["features"] != "vae":
+        return None
+    m = load(model or clf.meta["model"])
+    clf.check_model(m, folder)
+    if m.card.get("sha256") != clf.meta.get("model_sha256"):
+        err_console.print(f"warning: {folder} was fitted on model '{clf.meta.get('model_name')}', using '{m.name}' "
+                          "(other weights: embeddings may not match)")
+    return m
+
+
+@classify_app.command("fit")
+def classify_fit(
+    data: Path = typer.Option(..., "--data", help="A manifest (its train split is used) or a folder of class folders."),
+    label: str = typer.Option(..., "--label", help="Manifest label key, or parent-dir for a folder."),
+    out: Path = typer.Option(..., "--out", help="Folder for classifier.json + classifier.npz."),
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder (for --features vae)."),
+    features: str = typer.Option("vae", "--features", help="vae (posterior-mean embeddings) or mfcc (baseline)."),
+) -> None:
+    """Fit a probe (scaler + logistic regression / linear SVM / kNN, chosen by cross-validation)."""
+    import numpy as np
+
+    from audiovae import classify as cl
+    from audiovae.registry import load
+
+    if features not in cl.FEATURE_KINDS:
+        raise AudioVAEError(f"unknown --features '{features}' (use {' or '.join(cl.FEATURE_KINDS)})")
+    items = cl.labelled_items(data, label, "train")
+    m = load(model) if features == "vae" else None
+    x, kept, failed = _embed_with_progress(items, features, m, f"{features} features of {len(items)} clips")
+    meta = {"features": features, "label": label, "data": str(data), "train_clips": len(kept)}
+    if m is not None:
+        meta |= {"model": str(Path(model).resolve()) if Path(model).is_dir() else model, "model_name": m.name,
+                 "model_sha256": m.card.get("sha256")}
+    clf, cv = cl.fit(x, np.array([items[i].label for i in kept]), meta)
+    clf.save(out)
+    console.print(f"{len(clf.classes)} classes, {len(kept)} clips ({len(failed)} skipped): {cv['estimator']} "
+                  f"{cv['params']}, cross-validated macro-F1 {cv['cv_macro_f1']:.3f}; saved to {out}")
+
+
+@classify_app.command("predict")
+def classify_predict(
+    folder: Path = typer.Argument(..., help="A classifier folder written by `classify fit`."),
+    files: list[Path] = typer.Argument(..., help="Audio files and/or folders."),
+    out: Path | None = typer.Option(None, "--out", help="Write .csv or .json here (default: CSV on stdout)."),
+    model: str | None = typer.Option(None, "--model", help="Model name or folder (default: the classifier's)."),
+) -> None:
+    """Label and probability per file."""
+    import csv
+    import json
+
+    from audiovae import classify as cl
+
+    clf = cl.Classifier.load(folder)
+    m = _classifier_model(clf, folder, model)
+    items = _audio_items(files)
+    x, _, _ = _embed_with_progress(items, clf.meta["features"], m, "classifying", skip_errors=False)
+    proba = clf.predict_proba(x)
+    rows = [{"path": str(it.path), "label": clf.classes[p.argmax()], "probability": round(float(p.max()), 4)}
+            for it, p in zip(items, proba, strict=True)]
+    if out is not None and out.suffix == ".json":
+        out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, ["path", "label", "probability"])
+        w.writeheader()
+        w.writerows(rows)
+        if out is None:
+            sys.stdout.write(buf.getvalue())
+        else:
+            out.write_text(buf.getvalue(), encoding="utf-8")
+    if out is not None:
+        console.print(f"wrote {len(rows)} predictions to {out}")
+
+
+@classify_app.command("eval")
+def classify_eval(
+    folder: Path = typer.Argument(..., help="A classifier folder written by `classify fit`."),
+    data: Path = typer.Option(..., "--data", help="A manifest or a folder of class folders."),
+    split: str = typer.Option("test", "--split", help="Manifest split to evaluate."),
+    model: str | None = typer.Option(None, "--model", help="Model name or folder (default: the classifier's)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Confusion matrix PNG "
+                                     "(default: FOLDER/confusion_SPLIT.png)."),
+) -> None:
+    """Accuracy, macro-F1 and a confusion matrix on labelled data."""
+    from audiovae import classify as cl
+
+    clf = cl.Classifier.load(folder)
+    m = _classifier_model(clf, folder, model)
+    items = cl.labelled_items(data, clf.meta["label"], split)
+    x, kept, failed = _embed_with_progress(items, clf.meta["features"], m, f"evaluating on {split}")
+    if not kept:
+        raise AudioVAEError(f"{data}: none of the {len(items)} {split} clips could be read")
+    result = cl.evaluate([items[i].label for i in kept], clf.predict(x))
+    png = cl.plot_confusion(result, plot or folder / f"confusion_{split}.png", f"{folder.name} on {split}")
+    console.print(f"{split}: {len(kept)} clips ({len(failed)} skipped), accuracy {result['accuracy']:.3f}, "
+                  f"macro-F1 {result['macro_f1']:.3f}; confusion matrix: {png}")
+
+
+@bench_app.command("classify")
+def bench_classify(
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
+    manifest: Path = typer.Option(..., help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
+    label: str = typer.Option("language", help="Label key to classify."),
+    max_per_class: int = typer.Option(40, "--max-per-class", min=2, help="Clips per class embedded from each split."),
+    draws: int = typer.Option(5, help="Random draws of the labelled examples per k."),
+    semi_supervised: bool = typer.Option(False, "--semi-supervised", help="Also self-training with unlabelled rest."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+) -> None:
+    """Few-label accuracy (k = 1, 5, 20, all labels per class) of VAE embeddings vs an MFCC baseline."""
+    from rich.progress import Progress
+
+    from audiovae import bench
+    from audiovae import classify as cl
+    from audiovae.registry import load
+
+    m = load(model)
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("embedding", total=None)
+        rows, info = cl.benchmark(m, manifest, label, max_per_class, draws=draws, semi_supervised=semi_supervised,
+                                  progress=lambda s, i, n: bar.update(task, description=s, completed=i, total=n))
+    stem = f"classify_{m.name}_{label}"
+    title = (f"{m.name}: {label} from {len(info['classes'])} classes ({info['train_clips']} train / "
+             f"{info['test_clips']} test clips)")
+    _, md = bench.write_table(rows, out, stem, title)
+    plot = cl.plot_few_label(rows, out / f"{stem}.png", title, all_at=max_per_class)
+    console.print(md.read_text())
+    console.print(f"plot: {plot}")
 
 
 def _refuse_existing(path: Path, force: bool) -> None:
