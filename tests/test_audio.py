@@ -318,13 +318,13 @@ def test_save_load_round_trip_property(channels, n, seed, suffix, sr):
 def test_save_failure_keeps_original(tmp_path, monkeypatch, exc):
     out = audio.save(tmp_path / "out.wav", tone(), 44100)
     before = out.read_bytes()
-    real_write = sf.write
+    real_write = sf.SoundFile.write
 
-    def half_write(file, data, *args, **kw):
-        real_write(file, data[: len(data) // 2], *args, **kw)  # something on disk, then the failure
+    def half_write(self, data):
+        real_write(self, data[: len(data) // 2])  # something on disk, then the failure
         raise exc
 
-    monkeypatch.setattr(sf, "write", half_write)
+    monkeypatch.setattr(sf.SoundFile, "write", half_write)
     with pytest.raises((AudioError, RuntimeError)) as ei:
         audio.save(out, tone(300, channels=2), 44100)
     if isinstance(exc, OSError):
@@ -385,3 +385,14 @@ def test_find_audio_files(tmp_path):
 
 def test_audio_info_duration():
     assert AudioInfo("x.wav", 16000, 1, 8000, "WAV", "PCM_16").duration == 0.5
+
+
+def test_save_blocks_writes_blocks_in_order_and_refuses_nothing(tmp_path):
+    x = tone(1000, channels=2)
+    blocks = [x[:, :10], x[:, 10:10], x[:, 10:700], x[:, 700:]]
+    out = audio.save_blocks(tmp_path / "b.flac", iter(blocks), 44100, 2)
+    y, _ = audio.load(out)
+    assert np.abs(y - x).max() <= Q16
+    with pytest.raises(AudioError, match="no audio samples"):
+        audio.save_blocks(tmp_path / "empty.wav", [np.zeros((1, 0), np.float32)], 44100, 1)
+    assert sorted(os.listdir(tmp_path)) == ["b.flac"]

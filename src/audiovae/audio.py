@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,18 +226,32 @@ def save(path: str | os.PathLike, x: np.ndarray, sample_rate: int, overwrite: bo
     An existing ``path`` is either left untouched or fully replaced; on failure no temp file remains.
     With ``overwrite=False`` an existing ``path`` is refused (also one created while writing).
     """
+    validate(x, name=str(path))
+    return save_blocks(path, [x], sample_rate, x.shape[0], overwrite)
+
+
+def save_blocks(path: str | os.PathLike, blocks: Iterable[np.ndarray], sample_rate: int, channels: int,
+                overwrite: bool = True) -> Path:
+    """``save`` for audio that arrives in (channels, n) blocks, written as they come (bounded memory)."""
     p = Path(path)
     fmt = WRITE_FORMATS.get(p.suffix.lower())
     if fmt is None:
         raise AudioError(f"{p}: cannot write this format (use {', '.join(WRITE_FORMATS)})")
     if not overwrite and p.exists():
         raise AudioError(f"{p}: already exists (not overwriting it)")
-    validate(x, name=str(p))
     if not p.parent.is_dir():
         raise AudioError(f"{p}: folder {p.parent} does not exist")
     tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        sf.write(str(tmp), np.clip(x, -1.0, 1.0).T, sample_rate, format=fmt[0], subtype=fmt[1])
+        frames = 0
+        with sf.SoundFile(str(tmp), "w", sample_rate, channels, subtype=fmt[1], format=fmt[0]) as f:
+            for x in blocks:
+                if x.shape[1]:
+                    validate(x, name=str(p))
+                    f.write(np.clip(x, -1.0, 1.0).T)
+                    frames += x.shape[1]
+        if frames == 0:
+            raise AudioError(f"{p}: no audio samples (0 frames)")
         with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash cannot leave it empty
             os.fsync(fh.fileno())
         if overwrite:

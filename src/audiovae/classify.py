@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -287,7 +288,7 @@ def few_label_eval(x_train: np.ndarray, y_train, x_test: np.ndarray, y_test, k: 
                    seed: int = 0, semi_supervised: bool = False) -> dict:
     """Accuracy and macro-F1 (mean and std over ``draws``) of StandardScaler + logistic regression fitted on
     k random labels per class (k=None: all labels, one draw). ``semi_supervised`` adds the rest of the
-    train set unlabelled, through self-training."""
+    train set unlabelled, through self-training (same as supervised for k=None)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.pipeline import make_pipeline
@@ -303,13 +304,17 @@ def few_label_eval(x_train: np.ndarray, y_train, x_test: np.ndarray, y_test, k: 
     for _ in range(1 if k is None else draws):
         chosen = _draw(y_tr, k, rng)
         base = LogisticRegression(max_iter=2000)
-        if semi_supervised:
+        if semi_supervised and k is not None:
             y_semi = np.full(len(y_tr), -1)
             y_semi[chosen] = y_tr[chosen]
             model = make_pipeline(StandardScaler(), SelfTrainingClassifier(base, threshold=0.9))
-            model.fit(x_train, y_semi)
+            fit_args = (x_train, y_semi)
         else:
-            model = make_pipeline(StandardScaler(), base).fit(x_train[chosen], y_tr[chosen])
+            model = make_pipeline(StandardScaler(), base)
+            fit_args = (x_train[chosen], y_tr[chosen])
+        with warnings.catch_warnings():  # one label per class looks like regression targets to sklearn
+            warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
+            model.fit(*fit_args)
         pred = model.predict(x_test)
         acc.append(accuracy_score(y_te, pred))
         f1.append(f1_score(y_te, pred, labels=np.unique(y_te[known]), average="macro", zero_division=0))
@@ -351,7 +356,7 @@ def benchmark(model, manifest: Path, label: str, max_per_class: int = 40, ks=(1,
             x, kept, _ = embed_items(items, kind, model, report)
             sets += [x, [items[i].label for i in kept]]
         for semi in (False, True) if semi_supervised else (False,):
-            for k in ks:
+            for k in [k for k in ks if not (semi and k is None)]:  # all labels: nothing left unlabelled
                 r = few_label_eval(*sets, k=k, draws=draws, semi_supervised=semi)
                 rows.append({"features": kind + ("+self-training" if semi else ""), **r,
                              "train_clips": len(sets[0]), "test_clips": len(sets[2])})

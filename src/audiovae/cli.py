@@ -335,7 +335,8 @@ def embed(
     if not kept:
         raise AudioVAEError(f"none of the {len(items)} files could be embedded")
     np.savez(out, paths=np.array([str(items[i].path) for i in kept]), embeddings=x)
-    console.print(f"wrote {len(kept)} embeddings ({x.shape[1]} dims) to {out}; {len(failed)} file(s) skipped")
+    console.print(f"wrote {len(kept)} embeddings ({x.shape[1]} dims) to {out}; {len(failed)} file(s) skipped",
+                  soft_wrap=True)
 
 
 def _classifier_model(clf, folder: Path, model: str | None):
@@ -378,7 +379,7 @@ def classify_fit(
     clf, cv = cl.fit(x, np.array([items[i].label for i in kept]), meta)
     clf.save(out)
     console.print(f"{len(clf.classes)} classes, {len(kept)} clips ({len(failed)} skipped): {cv['estimator']} "
-                  f"{cv['params']}, cross-validated macro-F1 {cv['cv_macro_f1']:.3f}; saved to {out}")
+                  f"{cv['params']}, cross-validated macro-F1 {cv['cv_macro_f1']:.3f}; saved to {out}", soft_wrap=True)
 
 
 @classify_app.command("predict")
@@ -413,7 +414,7 @@ def classify_predict(
         else:
             out.write_text(buf.getvalue(), encoding="utf-8")
     if out is not None:
-        console.print(f"wrote {len(rows)} predictions to {out}")
+        console.print(f"wrote {len(rows)} predictions to {out}", soft_wrap=True)
 
 
 @classify_app.command("eval")
@@ -437,7 +438,7 @@ def classify_eval(
     result = cl.evaluate([items[i].label for i in kept], clf.predict(x))
     png = cl.plot_confusion(result, plot or folder / f"confusion_{split}.png", f"{folder.name} on {split}")
     console.print(f"{split}: {len(kept)} clips ({len(failed)} skipped), accuracy {result['accuracy']:.3f}, "
-                  f"macro-F1 {result['macro_f1']:.3f}; confusion matrix: {png}")
+                  f"macro-F1 {result['macro_f1']:.3f}; confusion matrix: {png}", soft_wrap=True)
 
 
 @bench_app.command("classify")
@@ -539,15 +540,16 @@ def decompress(
         except ModelLoadError as e:
             raise AudioVAEError(f"{name}: needs model '{reader.header.model_id}' ({e})") from None
         codec.check(reader.header, name)
-        y, _ = codec.decode_reader(reader)
-        sr = reader.header.original_sample_rate
-    if str(output) == "-":
-        buf = io.BytesIO()
-        sf.write(buf, y.T, sr, format="WAV", subtype="PCM_16")
-        sys.stdout.buffer.write(buf.getvalue())
-    else:
-        audio.save(output, y, sr)
-    err_console.print(f"{input} -> {output}: {y.shape[1] / sr:.2f} s, {sr} Hz, {y.shape[0]} channel(s)")
+        h = reader.header
+        sr = h.original_sample_rate
+        if str(output) == "-":  # a WAV header needs the length: collect, then write
+            y, _ = codec.decode_reader(reader)
+            buf = io.BytesIO()
+            sf.write(buf, y.T, sr, format="WAV", subtype="PCM_16")
+            sys.stdout.buffer.write(buf.getvalue())
+        else:  # block by block: memory stays bounded for long files
+            audio.save_blocks(output, codec.stream_decode(reader), sr, h.channels)
+    err_console.print(f"{input} -> {output}: {sr} Hz, {h.channels} channel(s)")
 
 
 @codec_app.command("fit")
