@@ -3,6 +3,7 @@ import torch
 from rich.console import Console
 
 from audiovae import registry
+from audiovae.classify import fit
 from audiovae.codec.stream import fit_for_model
 from audiovae.config import ModelConfig
 from audiovae.demo import ASSETS, run_demo
@@ -17,12 +18,16 @@ def test_demo_runs_end_to_end_with_a_shipped_model(tmp_path, monkeypatch):
     registry.save(cfg, VAE(cfg).state_dict(), models, "speech16k")
     fit_for_model(registry.load(models), [np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1],
                   16000)
+    rng = np.random.default_rng(0)
+    clf, _ = fit(rng.standard_normal((12, 8)), ["cs", "nl"] * 6, {"model": "speech16k", "features": "vae"})
+    clf.save(models / "speech16k-language")
     monkeypatch.setattr(registry, "PRETRAINED_DIR", models)
     console = Console(record=True, width=120)
     run_demo(tmp_path / "out", console)
     text = console.export_text()
     clips = sorted(ASSETS.glob("speech16k_*.flac"))
     assert clips and "codec --kbps 6" in text and "posterior mean" in text
+    assert text.count("language of speech16k_") == len(clips)
     for clip in clips:
         for suffix in ("_reconstructed.wav", "_6kbps.avae", "_6kbps.wav", "_6kbps.png", ".png"):
             assert (tmp_path / "out" / f"{clip.stem}{suffix}").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -53,8 +54,28 @@ def run_demo(out: Path, console: Console) -> None:
         save_spectrogram(out / f"{clip.stem}_{DEMO_KBPS[-1]:g}kbps.png", y, sr,
                          title=f"{clip.name} through the codec at {DEMO_KBPS[-1]:g} kbps")
     console.print(table)
+    _classify(clips, console)
     console.print(f"audio, .avae files and spectrograms in {out}/")
     console.print("try: audiovae compress in.wav out.avae --kbps 6 && audiovae decompress out.avae out.wav")
+
+
+def _classify(clips: list[Path], console: Console) -> None:
+    """Spoken language of each clip from the shipped probe on speech16k embeddings."""
+    from audiovae import audio
+    from audiovae.classify import Classifier, embed
+    from audiovae.registry import PRETRAINED_DIR, load
+
+    folder = PRETRAINED_DIR / "speech16k-language"
+    if not (folder / "classifier.json").exists():
+        return
+    clf = Classifier.load(folder)
+    model = load("speech16k")
+    for clip in clips:
+        x, sr = audio.load(clip)
+        probs = clf.predict_proba(embed(model, x, sr, str(clip))[None])[0]
+        best = int(np.argmax(probs))
+        console.print(f"language of {clip.name}: [bold]{clf.classes[best]}[/bold] (p = {probs[best]:.2f}; "
+                      f"{len(clf.classes)} languages, probe on speech16k embeddings)")
 
 
 def _scores(x, y, sr) -> list[str]:
