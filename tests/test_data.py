@@ -319,3 +319,11 @@ def test_cli_data_shard(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().replace("\n", "")  # rich wraps at the captured width
     assert err == f"audiovae: error: {tmp_path / 'nope.jsonl'}: no such manifest file"
+
+
+def test_spread_covers_the_whole_list_deterministically():
+    from audiovae.data.manifest import spread
+
+    items = [_entry(str(i), "x.wav") for i in range(10)]
+    assert [e.id for e in spread(items, 4)] == ["0", "3", "6", "9"]
+    assert [e.id for e in spread(items, 1)] == ["0"] and len(spread(items, 50)) == 10

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from audiovae import audio, metrics
-from audiovae.data.manifest import read_manifest
+from audiovae.data.manifest import read_manifest, spread
 from audiovae.errors import AudioVAEError
 from audiovae.inference import reconstruct
 from audiovae.models.vae import VAE
@@ -105,8 +105,7 @@ def quality(model: VAE, manifest: str | Path, split: str = "test", max_clips: in
     entries, _ = read_manifest(manifest, split=split)
     if not entries:
         raise AudioVAEError(f"{manifest}: no entries in split '{split}'")
-    step = max(1, len(entries) // max_clips)
-    chosen = entries[::step][:max_clips]  # spread over the split, deterministic
+    chosen = spread(entries, max_clips)
     root = Path(manifest).parent
     rows = []
     for i, e in enumerate(chosen):
@@ -194,7 +193,7 @@ def codec_benchmark(codec, manifest: str | Path, split: str = "test", max_clips:
     entries = [e for e in entries if e.duration >= 2.0]
     if not entries:
         raise AudioVAEError(f"{manifest}: no clips of 2 s or more in split '{split}'")
-    chosen = entries[:: max(1, len(entries) // max_clips)][:max_clips]
+    chosen = spread(entries, max_clips)
     root = Path(manifest).parent
     rows, total, done = [], len(chosen) * len(conditions), 0
     for e in chosen:

@@ -561,12 +561,12 @@ def codec_fit(
     """Fit the context entropy model on a model's train-split latents and store it with the model."""
     from audiovae import audio
     from audiovae.codec.stream import fit_for_model
-    from audiovae.data.manifest import read_manifest
+    from audiovae.data.manifest import read_manifest, spread
     from audiovae.registry import load
 
     m = load(model)
     entries, _ = read_manifest(manifest, split="train")
-    chosen = entries[:: max(1, len(entries) // clips)][:clips]
+    chosen = spread(entries, clips)
     waves = [audio.load(e.audio_path(manifest.parent), sample_rate=m.sample_rate, mono=True, offset=e.offset,
                         duration=e.duration)[0][0] for e in chosen]
     fit_for_model(m, waves, m.sample_rate)

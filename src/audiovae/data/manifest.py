@@ -60,6 +60,13 @@ def split_for(key: str, valid: float = 0.05, test: float = 0.05) -> str:
     return "train"
 
 
+def spread(entries: list[Entry], n: int) -> list[Entry]:
+    """At most ``n`` entries evenly spaced over the whole list (deterministic, every source represented)."""
+    if len(entries) <= n:
+        return list(entries)
+    return [entries[(i * (len(entries) - 1)) // (n - 1)] for i in range(n)] if n > 1 else entries[:1]
+
+
 def read_manifest(path: str | os.PathLike, split: str | None = None) -> tuple[list[Entry], int]:
     """Entries of a JSONL manifest (optionally one split) and the number of malformed lines skipped."""
     p = Path(path)
