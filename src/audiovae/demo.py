@@ -55,6 +55,7 @@ def run_demo(out: Path, console: Console) -> None:
                          title=f"{clip.name} through the codec at {DEMO_KBPS[-1]:g} kbps")
     console.print(table)
     _classify(clips, console)
+    console.print("generation (sampling from a learned latent prior) is not available yet")
     console.print(f"audio, .avae files and spectrograms in {out}/")
     console.print("try: audiovae compress in.wav out.avae --kbps 6 && audiovae decompress out.avae out.wav")
 
