@@ -147,3 +147,15 @@ def test_streaming_encoder_and_decoder_equal_whole_file(model_dir, monkeypatch):
     assert np.allclose(y_stream[:, :n], y_whole[:, :n], atol=1e-4)
     with pytest.raises(CodecError, match="2 channel"):
         enc(np.zeros((1, 10), np.float32))
+
+
+def test_cli_unwritable_output_is_one_line_error(model_dir, tmp_path):
+    wav = tmp_path / "in.wav"
+    sf.write(wav, voice(1.0), SR, subtype="PCM_16")
+    out = run_cli("compress", str(wav), str(tmp_path / "missing" / "a.avae"), "--model", str(model_dir))
+    assert out.returncode == 1 and b"does not exist" in out.stderr
+    assert out.stderr.decode().strip().count("\n") == 0
+    ok = run_cli("compress", str(wav), str(tmp_path / "a.avae"), "--model", str(model_dir))
+    assert ok.returncode == 0
+    bad = run_cli("decompress", str(tmp_path / "a.avae"), str(tmp_path / "missing" / "a.wav"), "--model", str(model_dir))
+    assert bad.returncode == 1 and b"does not exist" in bad.stderr
