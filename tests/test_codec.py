@@ -157,5 +157,6 @@ def test_cli_unwritable_output_is_one_line_error(model_dir, tmp_path):
     assert out.stderr.decode().strip().count("\n") == 0
     ok = run_cli("compress", str(wav), str(tmp_path / "a.avae"), "--model", str(model_dir))
     assert ok.returncode == 0
-    bad = run_cli("decompress", str(tmp_path / "a.avae"), str(tmp_path / "missing" / "a.wav"), "--model", str(model_dir))
+    bad = run_cli("decompress", str(tmp_path / "a.avae"), str(tmp_path / "missing" / "a.wav"),
+                  "--model", str(model_dir))
     assert bad.returncode == 1 and b"does not exist" in bad.stderr
