@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -161,9 +160,6 @@ def training_curve(run_dir: Path, out: Path) -> Path:
         ax.grid(alpha=0.3)
     return _save_figure(fig, out / f"curve_{run_dir.name}.png")
 
-
-def max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def codec_conditions(model: VAE) -> list[tuple[str, float]]:

@@ -121,10 +121,6 @@ class CausalISTFT(nn.Module):
         return out[:, :emitted], out[:, emitted:]
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def log_magnitude(spec: Tensor, eps: float = 1e-5) -> Tensor:
     return torch.log(spec.abs().clamp_min(eps))
 
