@@ -131,6 +131,16 @@ def test_crops_are_reproducible_from_the_seed(corpus):
     assert not torch.equal(a[(0, 5)]["audio"], ClipDataset(corpus, _config(seed=4))[(0, 5)]["audio"])
 
 
+def test_preloaded_crops_equal_crops_read_from_files(corpus, tmp_path):
+    plain, cached = ClipDataset(corpus, _config(seed=2)), ClipDataset(corpus, _config(seed=2, preload=True))
+    assert len(cached._cache) == 3
+    for key in [(0, 1), (1, 4), (2, 9), (3, 0)]:
+        assert torch.equal(plain[key]["audio"], cached[key]["audio"])
+    (tmp_path / "audio/b.flac").write_bytes(b"not flac")  # a file that fails to preload is skipped later
+    broken = ClipDataset(corpus, _config(preload=True))
+    assert len(broken._cache) == 2 and broken[2]["audio"].shape[-1] == CROP and broken.skipped == 1
+
+
 def test_sampler_numbers_draws_across_epochs_and_weights():
     s = ClipSampler(10, seed=1)
     e0, e1 = list(s), list(s)

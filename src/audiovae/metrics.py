@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import soxr
 import torch
@@ -29,6 +31,11 @@ def mel_distance(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:
 
 def _at_16k(x: np.ndarray, sample_rate: int) -> np.ndarray:
     return x if sample_rate == 16000 else soxr.resample(x, sample_rate, 16000).astype(np.float32)
+
+
+def has_pesq() -> bool:
+    """Whether the optional ``pesq`` package (extra ``[bench]``) is installed."""
+    return importlib.util.find_spec("pesq") is not None
 
 
 def pesq_wb(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> float:

@@ -32,6 +32,7 @@ from torch.utils.data import (
     Sampler,
     WeightedRandomSampler,
 )
+from tqdm import tqdm
 
 from audiovae import audio
 from audiovae.audio import AudioError
@@ -68,6 +69,7 @@ class DataConfig:
     eval_crop: str = "center"  # validation/test crop: "start" or "center" of each clip
     min_seconds: float = 0.1  # shorter manifest entries are dropped
     shuffle_buffer: int = 1000  # samples held for shuffling a shard stream
+    preload: bool = False  # decode each split's files into memory once (small corpora, fast accelerators)
     seed: int = 0
 
     def validate(self) -> None:
@@ -175,6 +177,19 @@ class ClipDataset(Dataset):
         self.labels = [_label(e.labels, c, index) for e in self.entries]
         self.train = train
         self._bad = torch.zeros(len(self.entries), dtype=torch.uint8).share_memory_()
+        self._cache: dict[str, np.ndarray] = {}
+        if c.preload:
+            self._preload()
+
+    def _preload(self) -> None:
+        """Decode every file of the split once, before workers fork (they share the arrays);
+        a file that fails is left to ``__getitem__``, which skips and counts its entries."""
+        paths = sorted({e.path for e in self.entries})
+        for path in tqdm(paths, desc="preload", unit="file", disable=len(paths) < 100):
+            try:
+                self._cache[path], _ = audio.load(path, mono=self.config.channels == 1)
+            except AudioError as e:
+                log.warning("preload: %s", e)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -205,6 +220,8 @@ class ClipDataset(Dataset):
         first = int(round(e.offset * sr))
         region = int(round((e.offset + e.duration) * sr)) - first
         start, n = _window(region, int(round(c.seconds(rng is not None) * sr)), rng, c.eval_crop)
+        if e.path in self._cache:
+            return _finish(self._cache[e.path][:, first + start : first + start + n], sr, c, rng)
         x, _ = audio.load(e.path, mono=c.channels == 1, offset=(first + start) / sr, duration=n / sr)
         return _finish(x, sr, c, rng)
 

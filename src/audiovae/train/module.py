@@ -147,7 +147,7 @@ class VAEModule(L.LightningModule):
             if np.abs(ref).max() < 1e-4:
                 continue
             row = {"mel": metrics.mel_distance(ref, est, sr), "si_sdr": metrics.si_sdr(ref, est)}
-            if sr >= 16000:
+            if sr >= 16000 and metrics.has_pesq():
                 row["pesq"] = metrics.pesq_wb(ref, est, sr)
             self._val.append({**row, "ref": ref, "est": est})
 

@@ -47,6 +47,8 @@ def train(
     """Train (or resume) into ``run_dir``; returns the path of the last checkpoint."""
     if threads:
         torch.set_num_threads(threads)
+    if accelerator != "cpu":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints"
