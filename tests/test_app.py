@@ -104,6 +104,13 @@ def test_bad_uploads_get_4xx_and_the_server_keeps_serving(client, files, status)
     assert client.post("/api/classify", files={"files": ("ok.wav", wav(x, sr), "audio/wav")}).status_code == 200
 
 
+@pytest.mark.parametrize("samples", [1, 400])
+def test_very_short_clips_compress_without_metrics(client, samples):
+    r = client.post("/api/codec", files=upload(wav(0.1 * np.ones((2, samples)))), data={"kbps": "1"})
+    assert r.status_code == 200, r.text
+    assert set(r.json()["metrics"].values()) == {None} and r.json()["seconds"] == samples / 16000
+
+
 def test_requests_that_are_not_uploads_get_4xx(client):
     assert client.post("/api/codec", json={"file": "clip.wav"}).status_code == 422
     assert client.post("/api/codec", files=upload(wav(np.zeros(1600))), data={"kbps": "-1"}).status_code == 422

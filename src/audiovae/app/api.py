@@ -16,6 +16,7 @@ from audiovae import audio, metrics
 from audiovae.errors import AudioVAEError
 
 OPUS_MIN_KBPS = 6.0  # opusenc's lowest bitrate
+MIN_METRIC_SECONDS = 0.5  # shorter clips have too few frames for PESQ, STOI and the mel distance
 
 
 class Unavailable(AudioVAEError):
@@ -61,10 +62,13 @@ def _finite(v: float) -> float | None:
 
 
 def scores(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> dict[str, float | None]:
-    """PESQ (wideband), STOI, SI-SDR and mel distance of mono signals; None where undefined or not installed."""
+    """PESQ (wideband), STOI, SI-SDR and mel distance of mono signals; None where undefined (all of them
+    for clips under MIN_METRIC_SECONDS) or not installed."""
     n = min(len(ref), len(est))
     ref, est = ref[:n].astype(np.float32), est[:n].astype(np.float32)
-    out = {"pesq": None, "stoi": None}
+    out = {"pesq": None, "stoi": None, "si_sdr": None, "mel_distance": None}
+    if n < MIN_METRIC_SECONDS * sample_rate:
+        return out
     if metrics.has_pesq():
         out["pesq"] = _finite(metrics.pesq_wb(ref, est, sample_rate))
     try:

@@ -220,7 +220,8 @@ function drawMap(m, play) {
   const sx = (v) => pad + (W - 2 * pad) * (v - Math.min(...xs)) / ((Math.max(...xs) - Math.min(...xs)) || 1);
   const sy = (v) => H - pad - (H - 2 * pad) * (v - Math.min(...ys)) / ((Math.max(...ys) - Math.min(...ys)) || 1);
   const labels = [...new Set(m.points.map((p) => p.label))].sort();
-  const color = (l) => COLORS[labels.indexOf(l) % COLORS.length];
+  const color = (l) => (labels.length <= COLORS.length ? COLORS[labels.indexOf(l)]
+    : `hsl(${Math.round(360 * labels.indexOf(l) / labels.length)}, 65%, ${labels.indexOf(l) % 2 ? 40 : 60}%)`);
   svg.replaceChildren();
   m.points.forEach((p, i) => {
     const c = document.createElementNS(ns, "circle");
