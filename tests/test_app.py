@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from audiovae import audio  # noqa: E402
+from audiovae import AudioVAEError, audio  # noqa: E402
 from audiovae.app import api  # noqa: E402
 from audiovae.app.server import create_app  # noqa: E402
 from audiovae.codec.stream import Codec  # noqa: E402
@@ -142,6 +142,11 @@ def test_latent_map_of_the_server_set_and_of_uploads(client):
     assert r.status_code == 200 and [p["label"] for p in r.json()["points"]] == ["a", "a", "b"]
     assert client.post("/api/latent-map", files=files, data={"labels": ["a"]}).status_code == 400
     assert client.post("/api/latent-map", files=files[:1]).status_code == 400
+
+
+def test_a_clip_set_without_labelled_clips_is_refused_at_start(tmp_path):
+    with pytest.raises(AudioVAEError, match="no labelled audio"):
+        create_app(data=tmp_path)
 
 
 def test_pca2_is_deterministic_and_handles_few_points():

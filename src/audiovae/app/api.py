@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -216,27 +215,17 @@ def latent_map(name: str, clips: list[tuple[str, np.ndarray, int]], labels: list
     return {"model": name, "explained_variance": share, "points": points}
 
 
-@dataclass
 class ClipSet:
     """The server's own clips for the latent map: a folder (labels from parent folders) or a manifest's
-    test split (labels from ``label``), up to ``max_clips`` balanced over labels."""
+    test split (labels from ``label``, default language), up to ``max_clips`` balanced over labels."""
 
-    path: Path
-    label: str | None = None
-    max_clips: int = 300
-    _items: list | None = field(default=None, repr=False)
-    _maps: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def items(self) -> list:
+    def __init__(self, path: Path, label: str | None = None, max_clips: int = 300):
         from audiovae.classify import PARENT_DIR, balanced_subset, labelled_items
 
-        if self._items is None:
-            label = self.label or (PARENT_DIR if self.path.is_dir() else "language")
-            items = labelled_items(self.path, label, split="test")
-            per_class = max(1, self.max_clips // len({it.label for it in items}))
-            self._items = balanced_subset(items, per_class)[: self.max_clips]
-        return self._items
+        items = labelled_items(path, label or (PARENT_DIR if path.is_dir() else "language"), split="test")
+        per_class = max(1, max_clips // len({it.label for it in items}))
+        self.items = balanced_subset(items, per_class)[:max_clips]
+        self._maps: dict[str, dict] = {}
 
     def load(self, index: int) -> tuple[np.ndarray, int]:
         if not 0 <= index < len(self.items):
