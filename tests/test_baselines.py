@@ -32,6 +32,8 @@ def test_align_removes_a_delay():
     delayed = np.concatenate([np.zeros(1105, np.float32), x])[:8000]
     assert np.allclose(baselines.align(x, delayed)[:6000], x[:6000])
     assert np.allclose(baselines.align(x, x[300:])[300:7000], x[300:7000])
+    short = x[:1600]  # shorter than the largest lag searched
+    assert np.allclose(baselines.align(short, np.concatenate([np.zeros(40, np.float32), short]))[:1500], short[:1500])
 
 
 def test_missing_tools_name_the_apt_package(monkeypatch):

@@ -75,6 +75,44 @@ def demo(
 
 
 @app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind; the default is this machine only."),
+    port: int = typer.Option(8000, help="TCP port."),
+    data: Path | None = typer.Option(None, help="Folder or manifest whose (test) clips the latent map shows."),
+    label: str | None = typer.Option(None, help="Manifest label for the map's colors (default: language; "
+                                                "folders: parent-dir)."),
+    max_upload_mb: float = typer.Option(20.0, help="Largest request body."),
+    max_seconds: float = typer.Option(60.0, help="Longest uploaded clip."),
+    timeout: float = typer.Option(120.0, help="Seconds before a request gives up (504)."),
+) -> None:
+    """The local web app: codec A/B listening, classification, generation, latent map; API at /docs."""
+    try:
+        from audiovae.app.server import serve as run
+    except ImportError as e:
+        raise AudioVAEError(f"the web app needs its extra ({e.name} is missing): pip install -e '.[app]'") from None
+    if data is not None and not data.exists():
+        raise AudioVAEError(f"{data}: no such folder or manifest")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"warning: binding {host}: anyone who reaches this address can use the server")
+    run(host, port, data=data, label=label, max_upload_mb=max_upload_mb, max_seconds=max_seconds, timeout_s=timeout)
+
+
+@app.command()
+def report(
+    bench: Path = typer.Option(Path("docs/bench"), help="Folder of benchmark results (CSV, Markdown, PNG, audio)."),
+    out: Path = typer.Option(Path("out/report.html"), help="The HTML page to write."),
+    examples: bool = typer.Option(True, help="Add codec examples on the shipped demo clips (listen + spectrograms)."),
+) -> None:
+    """Render benchmark results and audio examples into one self-contained HTML page."""
+    from audiovae.demo import ASSETS
+    from audiovae.report import write_report
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = write_report(bench, out, sorted(ASSETS.glob("*.flac")) if examples else [])
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
 def train(
     config: Path = typer.Option(..., "--config", help="Training YAML, e.g. recipes/speech16k/train.yaml."),
     run_dir: Path | None = typer.Option(None, help="Run folder (default runs/NAME)."),

@@ -58,6 +58,7 @@ def run_demo(out: Path, console: Console) -> None:
     console.print("generation (sampling from a learned latent prior) is not available yet")
     console.print(f"audio, .avae files and spectrograms in {out}/")
     console.print("try: audiovae compress in.wav out.avae --kbps 6 && audiovae decompress out.avae out.wav")
+    console.print("the web app: audiovae serve (then open http://127.0.0.1:8000); a report: audiovae report")
 
 
 def _classify(clips: list[Path], console: Console) -> None:

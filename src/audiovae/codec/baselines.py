@@ -82,6 +82,7 @@ def align(x: np.ndarray, y: np.ndarray, max_lag: int = 4096) -> np.ndarray:
     """``y`` shifted by the lag (within +-max_lag samples) that best correlates it with ``x``: lame and
     Codec2 add their codec delay to the decoded file."""
     n = 1 << int(np.ceil(np.log2(len(x) + len(y))))
+    max_lag = min(max_lag, n // 2 - 1)  # short clips: lags past half the FFT length would wrap around
     corr = np.fft.irfft(np.fft.rfft(y, n) * np.conj(np.fft.rfft(x, n)), n)
     lags = np.concatenate([np.arange(0, max_lag + 1), np.arange(-max_lag, 0)])
     lag = int(lags[np.argmax(corr[lags])])

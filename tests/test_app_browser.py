@@ -1,0 +1,180 @@
+"""End to end: ``audiovae serve`` on a free loopback port, driven by headless Chromium through Playwright.
+
+Screenshots go to build/test-artifacts/. Needs Debian's chromium (``.ci/run`` installs it)."""
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from audiovae import audio
+from audiovae.demo import ASSETS
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "build" / "test-artifacts"
+HAS_GENERATE = importlib.util.find_spec("audiovae.generate") is not None
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed (apt-get install -y chromium)"),
+    pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="playwright is not installed"),
+]
+WAIT_MS = 180_000  # generous: the machine may be busy; every wait ends as soon as its condition holds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The CLI's server with the demo clips as its latent-map set; its URL."""
+    data = tmp_path_factory.mktemp("data")
+    for clip in sorted(ASSETS.glob("speech16k_*.flac")):  # labels from folder names: the clip's language
+        (data / clip.stem[-2:]).mkdir()
+        (data / clip.stem[-2:] / clip.name).symlink_to(clip)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(audio.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "audiovae", "serve", "--port", str(port), "--data", str(data)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/api/info", timeout=5)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"the server did not start: {proc.stdout.read()}")
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    pg = browser.new_page(viewport={"width": 1280, "height": 1000})
+    pg.set_default_timeout(WAIT_MS)
+    pg.goto(server)
+    pg.wait_for_selector("body[data-ready]")
+    yield pg
+    pg.close()
+
+
+def wait_done(page, status_id: str) -> str:
+    """Wait until a status line leaves 'working…'; return it (an error fails the test with its text)."""
+    page.wait_for_function(f"document.getElementById('{status_id}').textContent !== 'working…'")
+    text = page.inner_text(f"#{status_id}")
+    assert text == "done", text
+    return text
+
+
+def audio_duration(page, selector: str) -> float:
+    page.wait_for_function(f"document.querySelector('{selector}').readyState >= 1")
+    return page.eval_on_selector(selector, "a => a.duration")
+
+
+def short_clip(tmp_path, seconds: float) -> Path:
+    x, sr = audio.load(ASSETS / "speech16k_fillets-cs.flac")
+    return audio.save(tmp_path / "fillets-cs-short.wav", x[:, : int(seconds * sr)], sr)
+
+
+def test_codec_tab_compresses_and_plays_the_decoded_clip(page, tmp_path):
+    page.set_input_files("#codec-file", str(short_clip(tmp_path, 3.0)))
+    page.fill("#codec-kbps", "3")
+    page.click("#codec-run")
+    wait_done(page, "codec-status")
+    rows = page.locator("#codec-numbers tbody tr")
+    assert rows.first.inner_text().startswith("audiovae speech16k")
+    cells = rows.first.locator("td").all_inner_texts()
+    assert 0 < float(cells[1]) <= 3 and cells[3].endswith("×") and all(c != "–" for c in cells[4:])
+    assert audio_duration(page, "#codec-decoded") == pytest.approx(3.0, abs=0.02)
+    assert audio_duration(page, "#codec-original") == pytest.approx(3.0, abs=0.02)
+    assert page.get_attribute("#codec-download-avae", "download") == "fillets-cs-short_3kbps.avae"
+    assert page.eval_on_selector("#codec-spec-difference", "i => i.complete && i.naturalWidth > 0")
+    page.screenshot(path=str(ARTIFACTS / "codec.png"), full_page=True)
+
+
+def test_bad_upload_shows_the_error_and_the_page_keeps_working(page, tmp_path):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    page.set_input_files("#codec-file", str(bad))
+    page.click("#codec-run")
+    page.wait_for_function("document.getElementById('codec-status').textContent !== 'working…'")
+    assert "notes.wav: not an audio file" in page.inner_text("#codec-status")
+    page.set_input_files("#codec-file", str(short_clip(tmp_path, 1.0)))
+    page.click("#codec-run")
+    wait_done(page, "codec-status")
+
+
+def test_classify_tab_names_the_languages(page):
+    page.click("button[data-tab=classify]")
+    clips = sorted(ASSETS.glob("speech16k_*.flac"))
+    page.set_input_files("#classify-files", [str(c) for c in clips])
+    page.click("#classify-run")
+    wait_done(page, "classify-status")
+    results = page.locator("#classify-results .clip")
+    assert results.count() == len(clips)
+    assert results.first.locator(".prediction").first.inner_text().startswith("cs ")
+    page.screenshot(path=str(ARTIFACTS / "classify.png"), full_page=True)
+
+
+def test_latent_map_tab_plots_the_server_set_and_plays_a_point(page):
+    page.click("button[data-tab=map]")
+    page.click("#map-server")
+    page.wait_for_selector("#map-svg circle")
+    assert page.locator("#map-svg circle").count() == 2
+    assert page.locator("#map-legend span").all_inner_texts() == ["cs", "nl"]
+    page.locator("#map-svg circle").first.click()
+    assert "/api/latent-map/clip?index=0" in page.get_attribute("#map-audio", "src")
+    assert audio_duration(page, "#map-audio") > 1
+    page.screenshot(path=str(ARTIFACTS / "latent-map.png"), full_page=True)
+
+
+@pytest.mark.skipif(HAS_GENERATE, reason="audiovae.generate is installed")
+def test_generate_tab_says_generation_is_unavailable(page):
+    page.click("button[data-tab=generate]")
+    assert "generation is unavailable" in page.inner_text("#gen-status")
+    assert page.is_disabled("#gen-run")
+
+
+@pytest.mark.skipif(not HAS_GENERATE, reason="audiovae.generate is not available on this branch")
+def test_generate_tab_samples_a_clip_and_interpolates(page, tmp_path):
+    page.click("button[data-tab=generate]")
+    page.wait_for_function("!document.getElementById('gen-run').disabled || "
+                           "document.getElementById('gen-status').textContent !== ''")
+    page.fill("#gen-seconds", "1")
+    page.click("#gen-run")
+    wait_done(page, "gen-status")
+    assert audio_duration(page, "#gen-audio") == pytest.approx(1.0, abs=0.05)
+    clip = str(short_clip(tmp_path, 1.0))
+    page.set_input_files("#interp-a", clip)
+    page.set_input_files("#interp-b", clip)
+    page.fill("#interp-steps", "3")
+    page.click("#interp-run")
+    wait_done(page, "interp-status")
+    page.locator("#interp-slider").fill("2")
+    assert page.inner_text("#interp-pos") == "3 / 3"
+    assert audio_duration(page, "#interp-audio") > 0
+    page.screenshot(path=str(ARTIFACTS / "generate.png"), full_page=True)
