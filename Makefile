@@ -26,9 +26,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-# Speed of the shipped models; quality and codec comparisons on the corpus test splits when built.
+# Speed and peak memory (1-, 10-, 60-minute files) of the shipped models; quality and codec
+# comparisons on the corpus test splits when built.
 bench: $(STAMP)
 	$(VENV)/bin/audiovae bench speed --model speech16k --model music24k
+	$(VENV)/bin/audiovae bench memory --model speech16k --model music24k
 	@for m in speech16k music24k; do \
 	  if [ -f corpora/$$m/manifest.jsonl ]; then \
 	    $(VENV)/bin/audiovae bench quality --model $$m --manifest corpora/$$m/manifest.jsonl && \

@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from audiovae import audio, bench, inference
 from audiovae.codec import stream
 from audiovae.codec.format import FormatError, Reader
 from audiovae.codec.stream import Codec, CodecError, fit_for_model
@@ -160,3 +161,73 @@ def test_cli_unwritable_output_is_one_line_error(model_dir, tmp_path):
     bad = run_cli("decompress", str(tmp_path / "a.avae"), str(tmp_path / "missing" / "a.wav"),
                   "--model", str(model_dir))
     assert bad.returncode == 1 and b"does not exist" in bad.stderr
+
+
+@pytest.mark.parametrize("sr, channels, kbps, suffix", [
+    (SR, 1, None, "wav"), (44100, 2, None, "wav"), (22050, 3, 4.0, "wav"), (44100, 2, 6.0, "mp3")])
+def test_file_coded_in_blocks_equals_whole_signal(model_dir, tmp_path, monkeypatch, sr, channels, kbps, suffix):
+    monkeypatch.setattr(stream, "CHUNK_FRAMES", 30)
+    monkeypatch.setattr(inference, "BLOCK_SECONDS", 0.37)  # 1.7 s is not a whole number of blocks
+    codec = Codec(str(model_dir))
+    path = tmp_path / f"in.{suffix}"
+    sf.write(path, np.stack([voice(1.7, s) for s in range(channels)]).T, sr,
+             subtype="FLOAT" if suffix == "wav" else "MPEG_LAYER_III")
+    x, _ = audio.load(path)
+    quality = None if kbps else 6
+    blocked = io.BytesIO()
+    q = codec.write_blocks(blocked, audio.blocks(path, inference.block_frames(sr)), sr, channels, x.shape[1],
+                           kbps=kbps, quality=quality)
+    assert blocked.getvalue() == codec.compress(x, sr, kbps=kbps, quality=quality)  # bit-identical
+    enc = codec.stream_encoder(sr, channels, q, length=x.shape[1])  # the push encoder, length known
+    pushed = b"".join(enc(b) for b in audio.blocks(path, inference.block_frames(sr))) + enc.finish()
+    assert pushed == blocked.getvalue()
+    reader = Reader(io.BytesIO(pushed))
+    assert reader.header.original_length == x.shape[1] and "streamed" not in reader.header.codec
+    y = np.concatenate(list(codec.stream_decode(reader)), axis=1)
+    assert y.shape == x.shape and np.allclose(y, codec.decompress(pushed)[0])
+
+
+def test_announced_length_is_enforced(model_dir):
+    codec = Codec(str(model_dir))
+    enc = codec.stream_encoder(SR, 1, 5, length=1000)
+    enc(np.zeros((1, 600), np.float32))
+    with pytest.raises(CodecError, match="longer than the 1000 samples"):
+        enc(np.zeros((1, 600), np.float32))
+    with pytest.raises(CodecError, match="has 600 samples, not the 1000"):
+        enc.finish()
+    with pytest.raises(CodecError, match="no audio samples"):
+        codec.stream_encoder(SR, 1, 5, length=0)
+
+
+def test_cli_streams_files_and_refuses_bad_samples_midway(model_dir, tmp_path):
+    wav = tmp_path / "in.wav"
+    x = np.stack([voice(30, 1), voice(30, 2)])  # 10.9 s at 44.1 kHz: more than one 10 s block
+    sf.write(wav, x.T, 44100, subtype="FLOAT")
+    out = run_cli("compress", str(wav), str(tmp_path / "a.avae"), "--model", str(model_dir), "--kbps", "6")
+    assert out.returncode == 0, out.stderr
+    codec = Codec(str(model_dir))
+    assert (tmp_path / "a.avae").read_bytes() == codec.compress(x, 44100, kbps=6)
+    rec = run_cli("reconstruct", str(wav), str(tmp_path / "r.flac"), "--model", str(model_dir))
+    assert rec.returncode == 0, rec.stderr
+    assert sf.info(tmp_path / "r.flac").frames == x.shape[1] and sf.info(tmp_path / "r.flac").channels == 2
+    x[1, 450000] = np.nan  # in the second block: found after the first chunks were coded
+    sf.write(wav, x.T, 44100, subtype="FLOAT")
+    for cmd, target in (("compress", "b.avae"), ("reconstruct", "b.wav")):
+        bad = run_cli(cmd, str(wav), str(tmp_path / target), "--model", str(model_dir))
+        assert bad.returncode == 1 and b"NaN" in bad.stderr and bad.stderr.decode().strip().count("\n") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.avae", "in.wav", "r.flac"]  # no partial or temp files
+
+
+@pytest.mark.slow
+def test_peak_memory_does_not_grow_with_length(model_dir, tmp_path):
+    """compress and decompress of a 60-minute file stay within a few MB of a 1-minute file's peak RSS."""
+    short, long = bench.memory(str(model_dir), [1.0, 60.0], tmp_path)
+    assert long["compress_peak_rss_MB"] < short["compress_peak_rss_MB"] + 20
+    assert long["decompress_peak_rss_MB"] < short["decompress_peak_rss_MB"] + 20
+    assert not list(tmp_path.iterdir())
+
+
+def test_codec_speed_is_end_to_end(model_dir):
+    row = bench.codec_speed(Codec(str(model_dir)), seconds=2.0, repeats=1)
+    assert row["codec_q7_x_rt"] < min(row["compress_q7_x_rt"], row["decompress_x_rt"])
+    assert row["kbps_6kbps"] <= 6.0

@@ -112,16 +112,12 @@ def test_context_model_beats_factorized_on_correlated_latents(models):
     assert models["context"].bits(q, 5) < 0.85 * models["factorized"].bits(q, 5)
 
 
-def test_quality_for_kbps_picks_highest_quality_under_target(models):
+def test_bits_per_quality_grow_with_quality(models):
     model = models["context"]
     means = ar1(np.random.default_rng(6), 500)
-    kbps = [model.bits(model.quantize(means, k), k) * 50 / 500 / 1000 for k in range(1, model.qualities + 1)]
-    assert all(a < b for a, b in zip(kbps, kbps[1:], strict=False))
-    for k in (3, 6):
-        target = (kbps[k - 1] + kbps[k]) / 2
-        assert model.quality_for_kbps(means, target) == k
-    assert model.quality_for_kbps(means, kbps[0] / 2) == 1
-    assert model.quality_for_kbps(means, 1e6) == model.qualities
+    bits = model.bits_per_quality(means)
+    assert bits.shape == (model.qualities,) and all(a < b for a, b in zip(bits, bits[1:], strict=False))
+    assert bits[5] == model.bits(model.quantize(means, 6), 6)
 
 
 def test_quantize_dequantize_and_argument_errors(models):

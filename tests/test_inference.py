@@ -29,7 +29,15 @@ def test_blocked_encoding_equals_whole_file(monkeypatch):
     monkeypatch.setattr(inference, "BLOCK_SECONDS", 0.37)
     blocked = inference.encode_means(m, x)
     assert torch.allclose(whole, blocked, atol=1e-4)
-    y1 = inference.decode_frames(m, whole, x.shape[-1])
-    y2 = inference.decode_frames(m, blocked, x.shape[-1])
-    assert y1.shape == (1, 3 * 16000) and torch.allclose(y1, y2, atol=1e-4)
-    assert torch.allclose(y1, m.reconstruct(x), atol=1e-4)
+    y = inference.reconstruct(m, x.numpy(), 16000)
+    monkeypatch.setattr(inference, "BLOCK_SECONDS", 10.0)
+    assert y.shape == (1, 3 * 16000) and np.allclose(y, inference.reconstruct(m, x.numpy(), 16000), atol=1e-4)
+    assert np.allclose(y, m.reconstruct(x).detach().numpy(), atol=1e-4)
+
+
+def test_streamed_reconstruction_at_another_rate_keeps_length():
+    m = tiny()
+    x = (np.random.default_rng(1).standard_normal((2, 30001)) * 0.1).astype(np.float32)
+    blocks = list(inference.split(x, 7000))  # 30001 is not a multiple of the block size
+    y = np.concatenate(list(inference.reconstruct_blocks(m, blocks, 22050, 2, x.shape[1])), axis=1)
+    assert y.shape == x.shape and np.allclose(y, inference.reconstruct(m, x, 22050), atol=1e-4)

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,8 @@ WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
 _SF_UNRECOGNISED = {1, 4, 7}
 # After a seek, MP3 frames depend on earlier ones (bit reservoir, overlap): decode a few frames
 # before the target and drop them, so a segment equals the same span of a full decode.
-_MP3_PREROLL = 4 * 1152
+_MP3_FRAME = 1152
+_MP3_PREROLL = 4 * _MP3_FRAME
 
 
 class AudioError(AudioVAEError):
@@ -89,25 +90,30 @@ def _sf_open(p: Path) -> sf.SoundFile | None:
         raise AudioError(f"{p}: malformed or unreadable audio file ({_oneline(e.error_string)})") from None
 
 
-def _ffmpeg_decode(p: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
-    """Decode the first audio stream with ffmpeg into a temporary float WAV, read back with soundfile."""
+def _ffmpeg_to_wav(p: Path, out: Path, offset: float = 0.0, duration: float | None = None) -> None:
+    """Decode the first audio stream of ``p`` with ffmpeg into the float WAV ``out``."""
     exe = shutil.which("ffmpeg")
     if exe is None:
         raise AudioError(f"{p}: not an audio file, or a format soundfile cannot read "
                          "(ffmpeg, which reads more formats, is not installed: apt-get install ffmpeg)")
+    cmd = [exe, "-nostdin", "-hide_banner", "-v", "error"]
+    if offset:
+        cmd += ["-ss", f"{offset:.6f}"]
+    cmd += ["-i", f"file:{p}", "-map", "0:a:0"]  # file: so names like "a:b.mp3" are not protocols
+    if duration is not None:
+        cmd += ["-t", f"{duration:.6f}"]
+    cmd += ["-c:a", "pcm_f32le", "-rf64", "auto", "-f", "wav", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    if r.returncode != 0 or not out.exists():
+        detail = _oneline(r.stderr) or f"exit status {r.returncode}"
+        raise AudioError(f"{p}: not an audio file, or one that cannot be decoded (ffmpeg: {detail})")
+
+
+def _ffmpeg_decode(p: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    """Decode with ffmpeg into a temporary float WAV, read back with soundfile."""
     with tempfile.TemporaryDirectory(prefix="audiovae-") as d:
         out = Path(d) / "decoded.wav"
-        cmd = [exe, "-nostdin", "-hide_banner", "-v", "error"]
-        if offset:
-            cmd += ["-ss", f"{offset:.6f}"]
-        cmd += ["-i", f"file:{p}", "-map", "0:a:0"]  # file: so names like "a:b.mp3" are not protocols
-        if duration is not None:
-            cmd += ["-t", f"{duration:.6f}"]
-        cmd += ["-c:a", "pcm_f32le", "-rf64", "auto", "-f", "wav", str(out)]
-        r = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
-        if r.returncode != 0 or not out.exists():
-            detail = _oneline(r.stderr) or f"exit status {r.returncode}"
-            raise AudioError(f"{p}: not an audio file, or one that cannot be decoded (ffmpeg: {detail})")
+        _ffmpeg_to_wav(p, out, offset, duration)
         x, sr = sf.read(str(out), dtype="float32", always_2d=True)
     return np.ascontiguousarray(x.T), int(sr)
 
@@ -116,13 +122,15 @@ def info(path: str | os.PathLike) -> AudioInfo:
     """Header information without decoding the samples.
 
     MP3 headers only estimate the length, so MP3 frames are counted by decoding (in blocks); formats
-    only ffmpeg reads are decoded in full.
+    only ffmpeg reads are decoded to a temporary file.
     """
     p = _check_path(path)
     f = _sf_open(p)
     if f is None:
-        x, sr = _ffmpeg_decode(p, 0.0, None)
-        return AudioInfo(str(p), sr, x.shape[0], x.shape[1], "ffmpeg", "FLOAT")
+        with tempfile.TemporaryDirectory(prefix="audiovae-") as d:
+            _ffmpeg_to_wav(p, Path(d) / "decoded.wav")
+            i = sf.info(str(Path(d) / "decoded.wav"))
+        return AudioInfo(str(p), int(i.samplerate), int(i.channels), int(i.frames), "ffmpeg", "FLOAT")
     with f:
         frames = f.frames
         if f.format == "MP3" or not 0 <= frames < 2**62:
@@ -187,6 +195,46 @@ def load(
     return x, sr
 
 
+def blocks(path: str | os.PathLike, frames: int) -> Iterator[np.ndarray]:
+    """Decode ``path`` as float32 (channels, n) blocks of ``frames`` samples (the last may be shorter),
+    each validated: memory stays bounded however long the file is."""
+    p = _check_path(path)
+    f = _sf_open(p)
+    if f is None:
+        with tempfile.TemporaryDirectory(prefix="audiovae-") as d:
+            _ffmpeg_to_wav(p, Path(d) / "decoded.wav")
+            yield from _sf_blocks(sf.SoundFile(str(Path(d) / "decoded.wav")), p, frames)
+        return
+    yield from _sf_blocks(f, p, frames)
+
+
+def _sf_blocks(f: sf.SoundFile, p: Path, frames: int) -> Iterator[np.ndarray]:
+    """Blocks read with ``read(out=)``, which reads past an MP3 header's length estimate. libsndfile 1.2's
+    MP3 reads glitch where one read ends and the next begins, so there each block is read as a segment: a
+    seek to a multiple of the MPEG frame, at least ``_MP3_PREROLL`` samples before it, decoded and dropped
+    (this equals a one-piece decode exactly; unaligned seeks do not)."""
+    with f:
+        _check_channels(str(p), f.channels)
+        mp3 = f.format == "MP3"
+        buf = np.empty((frames + (_MP3_PREROLL + _MP3_FRAME if mp3 else 0), f.channels), dtype=np.float32)
+        start = 0
+        try:
+            while True:
+                back = min(start, _MP3_PREROLL + start % _MP3_FRAME) if mp3 else 0
+                if mp3:
+                    f.seek(start - back)
+                n = len(f.read(out=buf[: frames + back])) - back
+                if n > 0:
+                    x = buf[back : back + n].T.copy()
+                    validate(x, name=str(p))
+                    yield x
+                    start += n
+                if n < frames:
+                    return
+        except sf.LibsndfileError as e:
+            raise AudioError(f"{p}: could not be decoded ({_oneline(e.error_string)})") from None
+
+
 def validate(x: np.ndarray, name: str = "audio") -> None:
     """Reject what no model can use: wrong shape, no samples, too many channels, NaN/Inf."""
     if x.ndim != 2:
@@ -206,6 +254,11 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
         return x
     y = soxr.resample(np.ascontiguousarray(x.T, dtype=np.float32), sr_in, sr_out, quality="HQ")
     return np.ascontiguousarray(y.T, dtype=np.float32)
+
+
+def resampled_length(n: int, sr_in: int, sr_out: int) -> int:
+    """Samples that ``resample`` (and a flushed ``soxr.ResampleStream``) gives for ``n``: round half up."""
+    return (2 * n * sr_out + sr_in) // (2 * sr_in)
 
 
 def to_channels(x: np.ndarray, channels: int) -> np.ndarray:

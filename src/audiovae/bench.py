@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,19 +60,79 @@ def speed(model: VAE, seconds: float = 60.0, repeats: int = 3) -> dict:
             "params_M": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
-def peak_memory_mb(model_name: str, minutes: float) -> float:
-    """Peak RSS (MB) of a fresh process reconstructing a ``minutes``-long file (streamed)."""
-    code = (
-        "import resource, sys, numpy as np, audiovae\n"
-        "from audiovae.inference import reconstruct\n"
-        f"m = audiovae.load({model_name!r})\n"
-        f"x = (np.random.default_rng(0).standard_normal((1, int({minutes} * 60 * m.sample_rate))) * 0.1)"
-        ".astype(np.float32)\n"
-        "reconstruct(m, x, m.sample_rate)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+def demo_speech(sample_rate: int) -> np.ndarray:
+    """The shipped demo speech clips (test-split audio), joined, mono float32 at ``sample_rate``."""
+    from audiovae.demo import ASSETS
+
+    clips = sorted(ASSETS.glob("*.flac"))
+    if not clips:
+        raise AudioVAEError(f"no demo clips in {ASSETS}")
+    return np.concatenate([audio.load(c, sample_rate=sample_rate, mono=True)[0][0] for c in clips])
+
+
+def codec_speed(codec, seconds: float = 60.0, repeats: int = 3) -> dict:
+    """End-to-end codec speed on one thread, as multiples of real time (best of ``repeats``): compress
+    (VAE encoder, quantization, entropy coding, container) at quality 7 and at 6 kbps, and decompress, of
+    ``seconds`` of the looped demo speech at the model's rate."""
+    torch.set_num_threads(1)
+    sr = codec.model.sample_rate
+    x = np.resize(demo_speech(sr), int(seconds * sr))[None]
+    codec.decompress(codec.compress(x[:, :sr], sr))  # warm-up
+    best = {"q7": math.inf, "6kbps": math.inf, "decompress": math.inf}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        data = codec.compress(x, sr, quality=7)
+        t1 = time.perf_counter()
+        codec.decompress(data)
+        t2 = time.perf_counter()
+        small = codec.compress(x, sr, kbps=6.0)
+        t3 = time.perf_counter()
+        best = {"q7": min(best["q7"], t1 - t0), "decompress": min(best["decompress"], t2 - t1),
+                "6kbps": min(best["6kbps"], t3 - t2)}
+    return {"compress_q7_x_rt": seconds / best["q7"], "compress_6kbps_x_rt": seconds / best["6kbps"],
+            "decompress_x_rt": seconds / best["decompress"],
+            "codec_q7_x_rt": seconds / (best["q7"] + best["decompress"]),
+            "codec_6kbps_x_rt": seconds / (best["6kbps"] + best["decompress"]),
+            "kbps_q7": len(data) * 8 / seconds / 1000, "kbps_6kbps": len(small) * 8 / seconds / 1000}
+
+
+def run_measured(cmd: list[str]) -> tuple[float, float]:
+    """Run ``cmd`` on one thread; (its peak RSS in MB, wall seconds). A failure raises with its last error line."""
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode:
+            err.seek(0)
+            lines = err.read().decode(errors="replace").strip().splitlines() or [f"exit status {p.returncode}"]
+            raise AudioVAEError(f"{' '.join(cmd[2:4])} failed: {lines[-1]}")
+    return usage.ru_maxrss / 1024, wall
+
+
+def memory(model: str, minutes: list[float], workdir: Path) -> list[dict]:
+    """Peak RSS and wall time of ``audiovae compress`` (quality 7) and ``decompress``, each a fresh
+    process on one thread, for files of each length (the looped demo speech at the model's rate)."""
+    from audiovae.registry import load
+
+    sr = load(model).sample_rate
+    clip = demo_speech(sr)
+    rows = []
+    for mins in minutes:
+        n = int(mins * 60 * sr)
+        wav, avae, out = (workdir / f"memory_{mins:g}min{ext}" for ext in (".wav", ".avae", "_decoded.wav"))
+        audio.save_blocks(wav, (clip[None, : n - i] for i in range(0, n, len(clip))), sr, 1)
+        cli = [sys.executable, "-m", "audiovae"]
+        c_mb, c_s = run_measured([*cli, "compress", str(wav), str(avae), "--model", model, "--quality", "7", "--force"])
+        d_mb, d_s = run_measured([*cli, "decompress", str(avae), str(out), "--model", model, "--force"])
+        rows.append({"model": Path(model).name, "minutes": mins, "compress_peak_rss_MB": c_mb,
+                     "decompress_peak_rss_MB": d_mb, "compress_s": c_s, "decompress_s": d_s,
+                     "kbps": avae.stat().st_size * 8 / (mins * 60) / 1000})
+        for f in (wav, avae, out):
+            f.unlink()
+    return rows
 
 
 def training_throughput(model: VAE, batch: int = 8, crop_seconds: float = 0.5, steps: int = 10) -> dict:

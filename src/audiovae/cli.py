@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import typer
 from rich.console import Console
@@ -177,16 +180,27 @@ def reconstruct(
     model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
-    """Encode to the posterior mean and decode (rate and channels of the input are kept)."""
+    """Encode to the posterior mean and decode (rate and channels of the input are kept), block by block."""
     from audiovae import audio
-    from audiovae.inference import reconstruct as run
+    from audiovae.inference import block_frames, reconstruct_blocks
     from audiovae.registry import load
 
     if output.exists() and not force:
         raise AudioVAEError(f"{output}: already exists (use --force to overwrite)")
-    x, sr = audio.load(input)
-    audio.save(output, run(load(model), x, sr), sr)
+    meta = _audio_info(input)
+    blocks = audio.blocks(input, block_frames(meta.sample_rate))
+    audio.save_blocks(output, reconstruct_blocks(load(model), blocks, meta.sample_rate, meta.channels, meta.frames),
+                      meta.sample_rate, meta.channels)
     console.print(f"wrote {output}")
+
+
+def _audio_info(path: Path):
+    from audiovae import audio
+
+    meta = audio.info(path)
+    if meta.frames == 0:
+        raise audio.AudioError(f"{path}: no audio samples (0 frames)")
+    return meta
 
 
 @data_app.command("shard")
@@ -246,20 +260,39 @@ def data_build(
 def bench_speed(
     model: list[str] = typer.Option(["speech16k"], "--model", help="Model name(s) or folder(s)."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
-    memory_minutes: float = typer.Option(10.0, help="Length of the file for the peak-memory test."),
 ) -> None:
-    """Encode/decode x-realtime on one thread, peak memory on a long file, training throughput."""
+    """On one thread: model encode/decode x-realtime, end-to-end codec x-realtime, training throughput."""
     from audiovae import bench
-    from audiovae.registry import load
+    from audiovae.codec.stream import Codec
 
     rows = []
     for name in model:
-        m = load(name)
-        row = bench.speed(m) | bench.training_throughput(m)
-        row[f"peak_rss_MB_{memory_minutes:g}min"] = bench.peak_memory_mb(name, memory_minutes)
+        codec = Codec(name)
+        row = bench.speed(codec.model) | bench.codec_speed(codec) | bench.training_throughput(codec.model)
         rows.append(row)
         console.print(row)
     csv_path, md = bench.write_table(rows, out, "speed", "Speed on one CPU thread")
+    console.print(f"wrote {csv_path} and {md}")
+
+
+@bench_app.command("memory")
+def bench_memory(
+    model: list[str] = typer.Option(["speech16k"], "--model", help="Model name(s) or folder(s)."),
+    minutes: list[float] = typer.Option([1.0, 10.0, 60.0], "--minutes", help="File lengths to measure."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+) -> None:
+    """Peak RSS of `compress` and `decompress` (fresh processes, one thread) against the file's length."""
+    import tempfile
+
+    from audiovae import bench
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in model:
+            for row in bench.memory(name, minutes, Path(tmp)):
+                rows.append(row)
+                console.print(row)
+    csv_path, md = bench.write_table(rows, out, "memory", "Peak memory of compress / decompress by file length")
     console.print(f"wrote {csv_path} and {md}")
 
 
@@ -524,31 +557,31 @@ def compress(
     quality: int | None = typer.Option(None, "--quality", help="Quality level 1 (smallest) .. 10 (best)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
-    """Compress audio with the neural codec."""
+    """Compress audio with the neural codec, block by block (memory does not grow with the length)."""
+    import shutil
     import tempfile
 
     from audiovae import audio
     from audiovae.codec.stream import Codec
+    from audiovae.inference import block_frames
 
     _refuse_existing(output, force)
     if kbps is not None and quality is not None:
         raise AudioVAEError("give --kbps or --quality, not both")
     with tempfile.TemporaryDirectory() as tmp:
         src = input
-        if str(input) == "-":
+        if str(input) == "-":  # the length goes into the header: keep stdin in a file
             src = Path(tmp) / "stdin"
-            src.write_bytes(sys.stdin.buffer.read())
-        x, sr = audio.load(src)
+            with src.open("wb") as f:
+                shutil.copyfileobj(sys.stdin.buffer, f)
+        meta = _audio_info(src)
         codec = Codec(model)
-        data = io.BytesIO()
-        q = codec.write(data, x, sr, kbps=kbps, quality=quality)
-    payload = data.getvalue()
-    if str(output) == "-":
-        sys.stdout.buffer.write(payload)
-    else:
-        _atomic_write(output, payload)
-    rate = len(payload) * 8 / (x.shape[1] / sr) / 1000
-    err_console.print(f"{input} -> {output}: {len(payload)} bytes, {rate:.2f} kbps, quality {q}")
+        blocks = audio.blocks(src, block_frames(meta.sample_rate))
+        with _output(output) as f:
+            q = codec.write_blocks(f, blocks, meta.sample_rate, meta.channels, meta.frames, kbps=kbps, quality=quality)
+            size = f.tell()
+    rate = size * 8 / meta.duration / 1000
+    err_console.print(f"{input} -> {output}: {size} bytes, {rate:.2f} kbps, quality {q}")
 
 
 @app.command()
@@ -558,12 +591,14 @@ def decompress(
     model: str | None = typer.Option(None, "--model", help="Model folder (default: the model named in the file)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
-    """Decompress an .avae file (original rate and channels restored)."""
-    import soundfile as sf
+    """Decompress an .avae file (original rate and channels restored), block by block."""
+    import shutil
+    import tempfile
 
     from audiovae import audio
     from audiovae.codec.format import Reader
     from audiovae.codec.stream import Codec
+    from audiovae.registry import ModelLoadError
 
     _refuse_existing(output, force)
     name = "<stdin>" if str(input) == "-" else str(input)
@@ -571,8 +606,6 @@ def decompress(
         raise AudioVAEError(f"{input}: no such file")
     with (sys.stdin.buffer if str(input) == "-" else input.open("rb")) as f:
         reader = Reader(f, name=name)
-        from audiovae.registry import ModelLoadError
-
         try:
             codec = Codec(model or reader.header.model_id)
         except ModelLoadError as e:
@@ -580,12 +613,13 @@ def decompress(
         codec.check(reader.header, name)
         h = reader.header
         sr = h.original_sample_rate
-        if str(output) == "-":  # a WAV header needs the length: collect, then write
-            y, _ = codec.decode_reader(reader)
-            buf = io.BytesIO()
-            sf.write(buf, y.T, sr, format="WAV", subtype="PCM_16")
-            sys.stdout.buffer.write(buf.getvalue())
-        else:  # block by block: memory stays bounded for long files
+        if str(output) == "-":  # decoded into a temporary WAV first: no partial output on errors
+            with tempfile.TemporaryDirectory() as tmp:
+                wav = audio.save_blocks(Path(tmp) / "out.wav", codec.stream_decode(reader), sr, h.channels)
+                with wav.open("rb") as w:
+                    shutil.copyfileobj(w, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+        else:
             audio.save_blocks(output, codec.stream_decode(reader), sr, h.channels)
     err_console.print(f"{input} -> {output}: {sr} Hz, {h.channels} channel(s)")
 
@@ -611,20 +645,37 @@ def codec_fit(
     console.print(f"fitted the entropy model of {model} on {len(waves)} train clips")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def _output(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that becomes ``path`` (renamed into place, or copied to stdout for -) only when the
+    block succeeds; on any error nothing is left behind."""
     import os
+    import shutil
     import tempfile
 
-    if not path.parent.is_dir():
+    stdout = str(path) == "-"
+    if not stdout and not path.parent.is_dir():
         raise AudioVAEError(f"{path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=None if stdout else path.parent)
+    except OSError as e:
+        raise AudioVAEError(f"{path}: cannot write ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            yield f
+            f.flush()
+            if stdout:
+                f.seek(0)
+                shutil.copyfileobj(f, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            else:
+                os.fsync(f.fileno())  # on disk before the rename, so a crash cannot leave an empty file
+        if not stdout:
+            os.replace(tmp, path)
+    except OSError as e:
+        raise AudioVAEError(f"{path}: cannot write ({e.strerror or e})") from None
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ CLIP = (1 << 15) - 1  # context symbols are clipped to +-CLIP, so products fit i
 WEIGHT_LIMIT = 1 << 16  # |weights| (16 in real units) and |means| (2**24 symbols) bound table centers,
 MEAN_LIMIT = 1 << 36  # so an escaped residual of an int32 symbol stays below 2**32 for latent_dim <= 2**11
 BINS = 8  # activity bins of the context model
+BATCH = 32  # frames per call of the range encoder (it codes symbol by symbol: the bits do not depend on it)
 SCALES = np.geomspace(0.11, 16.0, 48)  # table standard deviations, in symbols
 DEFAULT_STEPS = tuple(2.0 ** (1.5 - k / 2) for k in range(10))  # quality 1..10: step 2.83 .. 0.125
 KINDS = ("factorized", "context")
@@ -150,14 +151,20 @@ class EntropyModel:
         """One independent chunk of int32 symbols (latent_dim, frames) -> bytes (little-endian words)."""
         q, i = self._symbols(symbols), self._level(quality)
         center, offset, scale = self._params(i, q, np.arange(q.shape[1]))
+        r = q - center
+        esc = np.abs(r) > RADIUS
+        symbols, escaped = np.where(esc, ESCAPE, r + RADIUS).astype(np.int32), esc.any(0)
         coder = _queue.RangeEncoder()
-        for t in range(q.shape[1]):
-            r = q[:, t] - center[:, t]
-            esc = np.abs(r) > RADIUS
-            coder.encode(np.where(esc, ESCAPE, r + RADIUS).astype(np.int32), _CATEGORICAL,
-                         self._pmf[scale[:, t], offset[:, t]])
-            if esc.any():
-                _encode_escapes(coder, r[esc])
+        start = 0
+        while start < q.shape[1]:  # frames in order, many per call: up to BATCH, or to one with escapes
+            end = min(start + BATCH, q.shape[1])
+            if (hits := np.flatnonzero(escaped[start:end])).size:
+                end = start + int(hits[0]) + 1
+            coder.encode(symbols[:, start:end].T.ravel(), _CATEGORICAL,
+                         self._pmf[scale[:, start:end].T.ravel(), offset[:, start:end].T.ravel()])
+            if escaped[end - 1]:  # its escape codes follow the frame's symbols
+                _encode_escapes(coder, r[esc[:, end - 1], end - 1])
+            start = end
         return coder.get_compressed().astype("<u4").tobytes()
 
     def decode(self, data: bytes, quality: int, frames: int) -> np.ndarray:
@@ -167,28 +174,29 @@ class EntropyModel:
             raise ValueError(f"entropy decode: {len(data)} bytes is not whole 32-bit words, or frames {frames} < 0")
         coder = _queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
         q = np.zeros((self.latent_dim, frames), dtype=np.int64)
+        # _params for one frame at a time, unrolled: the clipped previous two frames are carried along
+        weights, bias, thresholds, scale_index = self.weights[i], self.bias[i], self.thresholds[i], self.scale_index[i]
+        mean, scale, prev, prev2 = self.start_mean[i], self.start_scale[i], None, None
         for t in range(frames):
-            center, offset, scale = self._params(i, q, np.array([t]))
-            idx = coder.decode(_CATEGORICAL, self._pmf[scale[:, 0], offset[:, 0]]).astype(np.int64)
+            if t:
+                mean = weights @ prev + bias
+                scale = scale_index[:, np.searchsorted(thresholds, np.abs(prev - prev2).sum(), side="right")]
+            center, offset = _split(mean)
+            idx = coder.decode(_CATEGORICAL, self._pmf[scale, offset]).astype(np.int64)
             r = idx - RADIUS
             esc = idx == ESCAPE
             if esc.any():
                 r[esc] = _decode_escapes(coder, int(esc.sum()))
-            q[:, t] = center[:, 0] + r
+            q[:, t] = center + r
+            clipped = np.minimum(np.maximum(q[:, t], -CLIP), CLIP)
+            prev, prev2 = clipped, clipped if prev is None else prev
         if q.size and (q.min() < -(2**31) or q.max() >= 2**31):
             raise ValueError("entropy decode: symbols out of int32 range (corrupt data or wrong model/quality)")
         return q.astype(np.int32)
 
-    def quality_for_kbps(self, means: np.ndarray, kbps: float, frame_rate: float = 50.0) -> int:
-        """Highest quality whose ideal rate on ``means`` (latent_dim, frames) is at most ``kbps``
-        (quality 1 when none is)."""
-        frames = np.asarray(means).shape[1]
-        best = 1
-        for quality in range(1, self.qualities + 1):
-            rate = self.bits(self.quantize(means, quality), quality) * frame_rate / max(frames, 1) / 1000
-            if rate <= kbps:
-                best = quality
-        return best
+    def bits_per_quality(self, means: np.ndarray) -> np.ndarray:
+        """Ideal code length in bits of ``means`` (latent_dim, frames) coded as one chunk, at each quality."""
+        return np.array([self.bits(self.quantize(means, q), q) for q in range(1, self.qualities + 1)])
 
     def to_state(self) -> tuple[dict[str, np.ndarray], dict]:
         """Plain arrays (for safetensors) and a JSON-able dict; ``from_state`` inverts it."""

@@ -9,19 +9,19 @@ VAE decoder's streaming state, which runs across chunks.
 from __future__ import annotations
 
 import io
+import shutil
 import struct
-from collections.abc import Iterator
-from dataclasses import replace
+import tempfile
+from collections.abc import Iterable, Iterator
 
 import numpy as np
-import soxr
 import torch
 
-from audiovae.audio import validate
+from audiovae.audio import resampled_length, validate
 from audiovae.codec.entropy import EntropyModel, fit_entropy_model
 from audiovae.codec.format import FormatError, Header, Reader, Writer
 from audiovae.errors import AudioVAEError
-from audiovae.inference import encode_means, to_model_rate
+from audiovae.inference import EncodeStream, block_frames, encode_means, split, to_model_rate, to_rate
 from audiovae.models.vae import VAE
 
 CHUNK_FRAMES = 250
@@ -41,15 +41,6 @@ class Codec:
         self.model = load(model) if not isinstance(model, VAE) else model
         self.entropy = EntropyModel.from_state(*load_entropy_state(self.model))
 
-    @property
-    def frame_rate(self) -> float:
-        return self.model.sample_rate / self.model.hop_length
-
-    def quality_for_kbps(self, means: np.ndarray, kbps: float) -> int:
-        """Highest quality whose rate on these means (channels, dim, frames), all channels, is <= kbps."""
-        joined = np.concatenate(list(means), axis=1)  # channels side by side: the rate per channel
-        return self.entropy.quality_for_kbps(joined, kbps / means.shape[0], self.frame_rate)
-
     def compress(self, wave: np.ndarray, sample_rate: int, kbps: float | None = None,
                  quality: int | None = None) -> bytes:
         out = io.BytesIO()
@@ -58,62 +49,83 @@ class Codec:
 
     def write(self, fileobj, wave: np.ndarray, sample_rate: int, kbps: float | None = None,
               quality: int | None = None) -> int:
-        """Encode ``wave`` (channels, samples) into ``fileobj``; returns the quality used.
-
-        With ``kbps``, the highest quality whose whole file (container included) fits the target;
-        quality 1 when none does."""
+        """Encode ``wave`` (channels, samples) into ``fileobj``; returns the quality used (see ``write_blocks``)."""
         wave = wave[None] if wave.ndim == 1 else wave
         validate(wave)
+        blocks = split(wave, block_frames(sample_rate))
+        return self.write_blocks(fileobj, blocks, sample_rate, wave.shape[0], wave.shape[1], kbps, quality)
+
+    def write_blocks(self, fileobj, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, length: int,
+                     kbps: float | None = None, quality: int | None = None) -> int:
+        """Encode a ``length``-sample signal arriving as (channels, n) blocks into ``fileobj``, chunk by
+        chunk; returns the quality used. Blocks of ``block_frames(sample_rate)`` give the bytes of ``write``.
+
+        With ``kbps``, the highest quality whose whole file (container included) fits the target, quality
+        1 when none does: a first pass keeps the latents in a temporary file and sums each quality's ideal
+        code length, then the file is coded (again at lower qualities while it is too large)."""
         if kbps is not None and kbps <= 0:
             raise CodecError(f"--kbps must be positive, got {kbps:g}")
-        x = to_model_rate(self.model, wave, sample_rate)
-        means = encode_means(self.model, x).numpy()
-        if quality is None and kbps is None:
-            quality = DEFAULT_QUALITY
+        if kbps is None:
+            enc = self.stream_encoder(sample_rate, channels, DEFAULT_QUALITY if quality is None else quality,
+                                      length=length)
+            for block in blocks:
+                fileobj.write(enc(block))
+            fileobj.write(enc.finish())
+            return enc.quality
         if quality is not None:
-            self.check_quality(quality)
-        header = self.header(wave.shape[0], sample_rate, quality or 1, original_length=wave.shape[1],
-                             frames=int(means.shape[-1]), samples=int(x.shape[-1]))
-        if quality is None:
-            budget = kbps * 1000 * wave.shape[1] / sample_rate / 8
-            quality = self.quality_for_kbps(means, kbps)
-            while True:  # the estimate ignores the container: check the real size
-                data = self._encode(header, means, quality)
-                if len(data) <= budget or quality == 1:
-                    break
+            raise CodecError("give --kbps or --quality, not both")
+        chunker = _Chunker(self.model, sample_rate, channels, length)
+        budget = kbps * 1000 * length / sample_rate / 8  # bytes
+        sizes, bits = [], np.zeros(self.entropy.qualities)
+        with tempfile.TemporaryFile() as spool:
+            for means in chunker.run(blocks):
+                spool.write(means.astype("<f4").tobytes())
+                sizes.append(means.shape[-1])
+                bits += sum(self.entropy.bits_per_quality(m) for m in means)
+            fits = np.flatnonzero(bits / 8 <= budget)
+            quality = int(fits[-1]) + 1 if fits.size else 1
+            shape = (channels, self.model.latent_dim)
+            while True:
+                spool.seek(0)
+                chunks = (np.frombuffer(spool.read(4 * n * shape[0] * shape[1]), "<f4").reshape(*shape, n)
+                          for n in sizes)
+                with tempfile.TemporaryFile() as out:
+                    writer = Writer(out, self.header(channels, sample_rate, quality, length))
+                    for means in chunks:
+                        writer.write_chunk(self.chunk_payload(means, quality), means.shape[-1])
+                    writer.close()
+                    if out.tell() <= budget or quality == 1:
+                        out.seek(0)
+                        shutil.copyfileobj(out, fileobj)
+                        return quality
                 quality -= 1
-        else:
-            data = self._encode(header, means, quality)
-        fileobj.write(data)
-        return quality
 
     def check_quality(self, quality: int) -> None:
         if not 1 <= quality <= self.entropy.qualities:
             raise CodecError(f"--quality must be 1..{self.entropy.qualities}, got {quality}")
 
-    def header(self, channels: int, sample_rate: int, quality: int, original_length: int = 0, **codec) -> Header:
-        """The file header; ``original_length`` 0 (with ``codec['streamed']``) when the length is unknown."""
-        return Header(model_id=self.model.name, model_sha256=self.model.card["sha256"],
-                      sample_rate=self.model.sample_rate, channels=channels, original_length=original_length,
+    def header(self, channels: int, sample_rate: int, quality: int, length: int | None = None) -> Header:
+        """The file header of a ``length``-sample signal; None (``original_length`` 0, ``codec['streamed']``)
+        when the length is not known up front."""
+        m = self.model
+        if length is None:
+            codec = {"streamed": True}
+        else:
+            samples = resampled_length(length, sample_rate, m.sample_rate)
+            codec = {"frames": -(-(samples + m.latency) // m.hop_length), "samples": samples}
+        return Header(model_id=m.name, model_sha256=m.card["sha256"], sample_rate=m.sample_rate,
+                      channels=channels, original_length=length or 0,
                       original_sample_rate=sample_rate, quality=quality, entropy_model=f"{self.entropy.kind}-v1",
                       codec={"chunk_frames": CHUNK_FRAMES, **codec})
 
-    def chunk_payload(self, symbols: np.ndarray, quality: int) -> bytes:
-        """(channels, latent_dim, frames) symbols -> one chunk's payload (see docs/format.md)."""
-        return b"".join(struct.pack("<I", len(p)) + p for p in (self.entropy.encode(c, quality) for c in symbols))
+    def chunk_payload(self, means: np.ndarray, quality: int) -> bytes:
+        """(channels, latent_dim, frames) posterior means -> one chunk's payload (see docs/format.md)."""
+        return b"".join(struct.pack("<I", len(p)) + p
+                        for p in (self.entropy.encode(self.entropy.quantize(c, quality), quality) for c in means))
 
-    def stream_encoder(self, sample_rate: int, channels: int, quality: int = DEFAULT_QUALITY) -> StreamEncoder:
-        return StreamEncoder(self, sample_rate, channels, quality)
-
-    def _encode(self, header: Header, means: np.ndarray, quality: int) -> bytes:
-        symbols = np.stack([self.entropy.quantize(m, quality) for m in means])
-        out = io.BytesIO()
-        writer = Writer(out, replace(header, quality=quality))
-        for t in range(0, symbols.shape[-1], CHUNK_FRAMES):
-            block = symbols[..., t : t + CHUNK_FRAMES]
-            writer.write_chunk(self.chunk_payload(block, quality), block.shape[-1])
-        writer.close()
-        return out.getvalue()
+    def stream_encoder(self, sample_rate: int, channels: int, quality: int = DEFAULT_QUALITY,
+                       length: int | None = None) -> StreamEncoder:
+        return StreamEncoder(self, sample_rate, channels, quality, length)
 
     def decompress(self, data: bytes) -> tuple[np.ndarray, int]:
         return self.read(io.BytesIO(data))
@@ -122,9 +134,6 @@ class Codec:
         """Decode an .avae stream: (channels, samples) float32 at the original rate."""
         reader = Reader(fileobj, name=name)
         self.check(reader.header, name)
-        return self.decode_reader(reader)
-
-    def decode_reader(self, reader: Reader) -> tuple[np.ndarray, int]:
         return np.concatenate(list(self.stream_decode(reader)), axis=1), reader.header.original_sample_rate
 
     def stream_decode(self, reader: Reader) -> Iterator[np.ndarray]:
@@ -132,25 +141,9 @@ class Codec:
         A file of known length is trimmed (or zero-padded) to it; a streamed one gives every sample."""
         h = reader.header
         known = not h.codec.get("streamed", False)
-        limit = h.codec.get("samples", 0) if known else None
-        rs = None if h.sample_rate == h.original_sample_rate else soxr.ResampleStream(
-            h.sample_rate, h.original_sample_rate, h.channels, dtype="float32", quality="HQ")
-        done = at_model_rate = 0
-        for block in self._decode_chunks(reader, h):
-            y = block.numpy()
-            if limit is not None:
-                y = y[:, : max(0, limit - at_model_rate)]
-            at_model_rate += block.shape[-1]
-            y = rs.resample_chunk(y.T).T if rs is not None else y
-            y = y[:, : max(0, h.original_length - done)] if known else y
-            done += y.shape[1]
-            yield np.ascontiguousarray(y, dtype=np.float32)
-        tail = rs.resample_chunk(np.zeros((0, h.channels), np.float32), last=True).T if rs is not None else \
-            np.zeros((h.channels, 0), np.float32)
-        if known:
-            tail = np.pad(tail, ((0, 0), (0, max(0, h.original_length - done - tail.shape[1]))))
-            tail = tail[:, : h.original_length - done]
-        yield np.ascontiguousarray(tail, dtype=np.float32)
+        blocks = (block.numpy() for block in self._decode_chunks(reader, h))
+        return to_rate(blocks, h.sample_rate, h.original_sample_rate, h.channels,
+                       h.codec.get("samples", 0) if known else None, h.original_length if known else None)
 
     def check(self, h: Header, name: str | None = None) -> None:
         where = f"{name}: " if name else ""
@@ -186,56 +179,72 @@ class Codec:
         return out
 
 
-class StreamEncoder:
-    """Push-based encoder: feed (channels, n) blocks at ``sample_rate``; each call returns the .avae
-    bytes completed so far (the header, then whole chunks), ``finish`` the rest. The header records no
-    length (``streamed``), so a decoder returns every decoded sample, the padding tail included."""
+class _Chunker:
+    """(channels, n) audio blocks -> posterior means in chunks of ``CHUNK_FRAMES`` frames (channels, dim, n);
+    with ``length``, the signal must have exactly that many samples."""
 
-    def __init__(self, codec: Codec, sample_rate: int, channels: int, quality: int = DEFAULT_QUALITY):
-        codec.check_quality(quality)
-        m = codec.model
-        self.codec, self.quality, self.channels = codec, quality, channels
-        self.resampler = None if sample_rate == m.sample_rate else soxr.ResampleStream(
-            sample_rate, m.sample_rate, channels, dtype="float32", quality="HQ")
-        self.encoder = m.stream_encoder()
-        self.samples = 0  # at the model rate
-        self.pending = np.zeros((channels, m.latent_dim, 0), np.float32)
-        self.out = io.BytesIO()
-        self.writer = Writer(self.out, codec.header(channels, sample_rate, quality, streamed=True))
+    def __init__(self, model: VAE, sample_rate: int, channels: int, length: int | None = None):
+        if length is not None and length < 1:
+            raise CodecError("no audio samples (length 0)")
+        self.stream = EncodeStream(model, sample_rate, channels)
+        self.channels, self.length = channels, length
+        self.pending = np.zeros((channels, model.latent_dim, 0), np.float32)
 
-    def __call__(self, block: np.ndarray) -> bytes:
+    def push(self, block: np.ndarray) -> list[np.ndarray]:
         block = block[None] if block.ndim == 1 else block
         if block.shape[0] != self.channels:
             raise CodecError(f"stream of {self.channels} channel(s) got a block of {block.shape[0]}")
         if block.shape[1]:
             validate(block, "stream block")
-        x = self.resampler.resample_chunk(np.ascontiguousarray(block.T)).T if self.resampler else block
-        self._push(x)
+        if self.length is not None and self.stream.received + block.shape[1] > self.length:
+            raise CodecError(f"the signal is longer than the {self.length} samples announced")
+        return self._split(self.stream.push(block).numpy())
+
+    def run(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for block in blocks:
+            yield from self.push(block)
+        yield from self.finish()
+
+    def finish(self) -> list[np.ndarray]:
+        if self.length is not None and self.stream.received != self.length:
+            raise CodecError(f"the signal has {self.stream.received} samples, not the {self.length} announced")
+        chunks = self._split(self.stream.finish().numpy())
+        return chunks + [self.pending] if self.pending.shape[-1] else chunks
+
+    def _split(self, means: np.ndarray) -> list[np.ndarray]:
+        self.pending = np.concatenate([self.pending, means], axis=-1)
+        chunks = []
+        while self.pending.shape[-1] >= CHUNK_FRAMES:
+            chunks.append(self.pending[..., :CHUNK_FRAMES])
+            self.pending = self.pending[..., CHUNK_FRAMES:]
+        return chunks
+
+
+class StreamEncoder:
+    """Push-based encoder: feed (channels, n) blocks at ``sample_rate``; each call returns the .avae bytes
+    completed so far (the header, then whole chunks), ``finish`` the rest. With ``length`` (samples, known
+    up front) the bytes equal ``Codec.compress``'s; without, the header records no length (``streamed``)
+    and a decoder returns every decoded sample, the padding tail included."""
+
+    def __init__(self, codec: Codec, sample_rate: int, channels: int, quality: int = DEFAULT_QUALITY,
+                 length: int | None = None):
+        codec.check_quality(quality)
+        self.codec, self.quality = codec, quality
+        self.chunker = _Chunker(codec.model, sample_rate, channels, length)
+        self.out = io.BytesIO()
+        self.writer = Writer(self.out, codec.header(channels, sample_rate, quality, length))
+
+    def __call__(self, block: np.ndarray) -> bytes:
+        for means in self.chunker.push(block):
+            self.writer.write_chunk(self.codec.chunk_payload(means, self.quality), means.shape[-1])
         return self._take()
 
     def finish(self) -> bytes:
         """Flush the resampler, pad so that every sample decodes completely, write the last chunk."""
-        if self.resampler is not None:
-            self._push(self.resampler.resample_chunk(np.zeros((0, self.channels), np.float32), last=True).T)
-        m = self.codec.model
-        total = -(-(self.samples + m.latency) // m.hop_length) * m.hop_length
-        self._push(np.zeros((self.channels, total - self.samples), np.float32))
-        if self.pending.shape[-1]:
-            self._write(self.pending)
+        for means in self.chunker.finish():
+            self.writer.write_chunk(self.codec.chunk_payload(means, self.quality), means.shape[-1])
         self.writer.close()
         return self._take()
-
-    def _push(self, x: np.ndarray) -> None:
-        self.samples += x.shape[1]
-        means = self.encoder(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
-        self.pending = np.concatenate([self.pending, means], axis=-1)
-        while self.pending.shape[-1] >= CHUNK_FRAMES:
-            self._write(self.pending[..., :CHUNK_FRAMES])
-            self.pending = self.pending[..., CHUNK_FRAMES:]
-
-    def _write(self, means: np.ndarray) -> None:
-        symbols = np.stack([self.codec.entropy.quantize(m, self.quality) for m in means])
-        self.writer.write_chunk(self.codec.chunk_payload(symbols, self.quality), means.shape[-1])
 
     def _take(self) -> bytes:
         data = self.out.getvalue()
