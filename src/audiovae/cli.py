@@ -462,7 +462,7 @@ def classify_eval(
 @bench_app.command("classify")
 def bench_classify(
     corpora: Path = typer.Option(Path("corpora"), help="Folder holding speech16k/ and music24k/ manifests."),
-    task: list[str] = typer.Option(None, "--task", help="Task(s) to run (default: all five, listed below)."),
+    task: list[str] = typer.Option(None, "--task", help="Task(s) to run (default: all five, listed above)."),
     model: list[str] = typer.Option(None, "--model", help="NAME=MODEL: use MODEL (a name or folder) where a task "
                                     "names NAME (e.g. speech16k=runs/speech16k/export)."),
     pooling: str = typer.Option("auto", help="VAE pooling for the test table, or auto (best on valid)."),
