@@ -26,8 +26,8 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-# Speed and peak memory (1-, 10-, 60-minute files) of the shipped models; quality and codec
-# comparisons on the corpus test splits when built.
+# Speed and peak memory (1-, 10-, 60-minute files) of the shipped models; quality, codec and
+# classification benchmarks on the corpus test splits when built.
 bench: $(STAMP)
 	$(VENV)/bin/audiovae bench speed --model speech16k --model music24k
 	$(VENV)/bin/audiovae bench memory --model speech16k --model music24k
@@ -37,6 +37,9 @@ bench: $(STAMP)
 	    $(VENV)/bin/audiovae bench codec --model $$m --manifest corpora/$$m/manifest.jsonl || exit 1; \
 	  else echo "$$m quality and codec benchmarks skipped: build the corpus first (make corpora)"; fi; \
 	done
+	@if [ -f corpora/speech16k/manifest.jsonl ] && [ -f corpora/music24k/manifest.jsonl ]; then \
+	  $(VENV)/bin/audiovae bench classify --corpora corpora; \
+	else echo "classification benchmark skipped: build both corpora first (make corpora)"; fi
 
 # Reproduce a shipped model from scratch: corpus, stage 1, stage 2 (GAN), export. Hours on a CPU;
 # re-running resumes where it stopped.

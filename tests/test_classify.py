@@ -69,7 +69,8 @@ def test_embed_shape_determinism_and_channels(model_dir):
     m = load(model_dir)
     x = tone(440.0, 1.0)
     e = classify.embed(m, x, SR)
-    assert e.shape == (2 * m.latent_dim,) and e.dtype == np.float32
+    dim = len(classify.POOLINGS[classify.DEFAULT_POOLING]) * m.latent_dim
+    assert e.shape == (dim,) and e.dtype == np.float32
     assert np.array_equal(e, classify.embed(m, x, SR))
     stereo = np.concatenate([x, x])
     assert np.allclose(classify.embed(m, stereo, SR), e, atol=1e-5)  # channels are averaged
@@ -95,7 +96,7 @@ def test_embed_cli_round_trip_skips_unreadable(model_dir, tones, tmp_path):
     assert "6 embeddings" in r.output and "1 file(s) skipped" in r.output and "bad.wav" in r.output
     with np.load(out, allow_pickle=False) as f:
         paths, emb = f["paths"], f["embeddings"]
-    assert emb.shape == (6, 8) and emb.dtype == np.float32 and len(paths) == 6
+    assert emb.shape == (6, classify.embedding_dim(load(model_dir))) and emb.dtype == np.float32 and len(paths) == 6
     m = load(model_dir)
     x, _ = sf.read(paths[0], dtype="float32")
     assert np.allclose(emb[0], classify.embed(m, x[None], SR), atol=1e-6)
@@ -132,7 +133,8 @@ def test_fit_save_load_predict_eval_round_trip(model_dir, tones, tmp_path):
     assert r.exit_code == 0, r.output
     assert sorted(p.suffix for p in out.iterdir()) == [".json", ".npz"]  # no pickle anywhere
     loaded = classify.Classifier.load(out)
-    assert loaded.classes == ["high", "low"] and loaded.dim == 8 and loaded.meta["model_name"] == "tiny"
+    assert loaded.classes == ["high", "low"] and loaded.meta["model_name"] == "tiny"
+    assert loaded.pooling == classify.DEFAULT_POOLING and loaded.dim == classify.embedding_dim(load(model_dir))
 
     items = classify.labelled_items(tones, "parent-dir")
     m = load(model_dir)
@@ -189,8 +191,11 @@ def test_few_label_eval_on_separable_features():
         r = classify.few_label_eval(xtr, ytr, xte, yte, k=k, draws=3)
         assert r["accuracy_mean"] > 0.9 and r["macro_f1_mean"] > 0.9
         assert r["draws"] == (1 if k is None else 3)
-    semi = classify.few_label_eval(xtr, ytr, xte, yte, k=1, draws=3, semi_supervised=True)
-    assert semi["accuracy_mean"] > 0.9
+    for method in classify.SEMI_METHODS:
+        semi = classify.few_label_eval(xtr, ytr, xte, yte, k=1, draws=3, semi=method)
+        assert semi["accuracy_mean"] > 0.9, method
+    with pytest.raises(classify.ClassifyError, match="unknown semi-supervised method"):
+        classify.few_label_eval(xtr, ytr, xte, yte, k=1, semi="magic")
     assert classify.few_label_eval(xtr, ytr, xte, yte, k=2, seed=1) == classify.few_label_eval(
         xtr, ytr, xte, yte, k=2, seed=1)
 
@@ -215,10 +220,129 @@ def test_bad_inputs_give_one_line_errors(model_dir, tones, tmp_path):
     assert cli("classify", "fit", "--data", tones, "--label", "parent-dir", "--model", model_dir,
                "--out", clf).exit_code == 0
     other = tiny_dir(tmp_path / "other", latent_dim=6)
+    per_dim = len(classify.POOLINGS[classify.DEFAULT_POOLING])
     assert_error(cli("classify", "predict", clf, tones, "--model", other),
-                 "expects 8-dim embeddings of model 'tiny'", "model 'tiny' gives 12")
+                 f"expects {4 * per_dim}-dim embeddings of model 'tiny'", f"model 'tiny' gives {6 * per_dim}")
 
     short = tmp_path / "short.wav"
     sf.write(short, np.zeros(50, np.float32), SR)
     assert_error(cli("classify", "predict", clf, short), "short.wav: shorter than one latent frame")
     assert_error(cli("embed", empty, "--model", model_dir, "--out", tmp_path / "e.npz"), "no audio files")
+
+
+def test_poolings_share_one_encoder_pass(model_dir):
+    from audiovae.inference import encode_means, to_model_rate
+
+    m = load(model_dir)
+    x = tone(440.0, 1.0)
+    many = classify.embed_many(m, x, SR, tuple(classify.POOLINGS))
+    for name, parts in classify.POOLINGS.items():
+        assert many[name].shape == (len(parts) * m.latent_dim,) == (classify.embedding_dim(m, name),)
+        assert np.array_equal(many[name], classify.embed(m, x, SR, pooling=name))
+    d = m.latent_dim
+    assert np.array_equal(many["all"][: 2 * d], many["mean-std"])  # every pooling starts with mean and std of mu
+    mu, logsig = classify.posterior_frames(m, to_model_rate(m, x, SR))
+    assert np.array_equal(mu, encode_means(m, to_model_rate(m, x, SR)).numpy())  # the codec's frames
+    whole = m.encode(torch.nn.functional.pad(to_model_rate(m, x, SR), (0, 20 * m.hop_length)))
+    assert np.allclose(logsig, whole.std.detach().log().numpy()[..., : logsig.shape[-1]], atol=1e-4)
+    q10, q50, q90 = (many["quantiles"][i * d : (i + 1) * d] for i in (2, 3, 4))
+    assert (q10 <= q50 + 1e-6).all() and (q50 <= q90 + 1e-6).all()
+    top, bottom = many["mean-std-max"][2 * d : 3 * d], many["mean-std-max"][3 * d :]
+    assert (bottom <= many["mean-std"][:d] + 1e-6).all() and (many["mean-std"][:d] <= top + 1e-6).all()
+    with pytest.raises(classify.ClassifyError, match="unknown pooling 'best'"):
+        classify.embed(m, x, SR, pooling="best")
+
+
+def test_pooling_and_estimator_are_saved_and_used(model_dir, tones, tmp_path):
+    out = tmp_path / "clf"
+    r = cli("classify", "fit", "--data", tones, "--label", "parent-dir", "--model", model_dir, "--out", out,
+            "--pooling", "quantiles", "--estimator", "logreg", "--max-per-class", 5)
+    assert r.exit_code == 0, r.output
+    clf = classify.Classifier.load(out)
+    assert clf.pooling == "quantiles" and clf.dim == 5 * 4 and clf.meta["estimator"] == "LogisticRegression"
+    assert clf.meta["train_clips"] == 10
+    assert (out / "classifier.npz").stat().st_size < 10_000
+    r = cli("classify", "predict", out, tones / "high")
+    assert r.exit_code == 0, r.output
+    m = load(model_dir)
+    x, _, _ = classify.embed_items(classify.labelled_items(tones, "parent-dir"), "vae", m, pooling="quantiles")
+    assert [row["label"] for row in csv.DictReader(io.StringIO(r.stdout))] == clf.predict(x)[:6]
+
+    r = cli("embed", tones / "low", "--model", model_dir, "--out", tmp_path / "e.npz", "--pooling", "mean-std-max")
+    assert r.exit_code == 0 and "16 dims, mean-std-max pooling" in r.output, r.output
+    assert_error(cli("classify", "fit", "--data", tones, "--label", "parent-dir", "--model", model_dir, "--out", out,
+                     "--estimator", "forest"), "unknown estimator 'forest'")
+    assert_error(cli("embed", tones, "--model", model_dir, "--out", tmp_path / "e.npz", "--pooling", "best"),
+                 "unknown pooling 'best'")
+    clf.meta["pooling"] = "mean-std"  # a classifier whose pooling gives another dimension than it was fitted on
+    clf.save(tmp_path / "edited")
+    assert_error(cli("classify", "predict", tmp_path / "edited", tones), "expects 20-dim embeddings",
+                 "gives 8 (mean-std pooling)")
+
+
+def test_silent_file_is_classified_like_any_other(model_dir, tones, tmp_path):
+    """Documented behaviour: silence has a well-defined embedding and gets a label like any other clip."""
+    out = tmp_path / "clf"
+    assert cli("classify", "fit", "--data", tones, "--label", "parent-dir", "--model", model_dir,
+               "--out", out).exit_code == 0
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(SR, np.float32), SR)
+    r = cli("classify", "predict", out, silent)
+    assert r.exit_code == 0, r.output
+    (row,) = csv.DictReader(io.StringIO(r.stdout))
+    assert row["label"] in ("low", "high") and 0.0 < float(row["probability"]) <= 1.0
+
+
+def tiny_corpus(root: Path) -> Path:
+    """corpora/speech16k/manifest.jsonl with two Fish Fillets speakers: 20 train, 3 valid, 3 test clips each."""
+    import json
+
+    d = root / "speech16k"
+    (d / "audio").mkdir(parents=True)
+    lines = []
+    for s, (speaker, base) in enumerate((("fillets-cs:m", 200.0), ("fillets-cs:v", 1500.0))):
+        for i in range(26):
+            path = f"audio/{s}_{i}.wav"
+            sf.write(d / path, tone(base * (1 + 0.02 * i), 0.3, seed=i)[0], SR)
+            split = "train" if i < 20 else "valid" if i < 23 else "test"
+            lines.append(json.dumps({"id": path, "path": path, "offset": 0.0, "duration": 0.3, "sample_rate": SR,
+                                     "split": split, "source": "fillets-ng-data-cs", "license": "x",
+                                     "labels": {"speaker": speaker, "language": "cs"}}))
+    (d / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_bench_classify_on_a_tiny_corpus(model_dir, tmp_path):
+    corpora = tiny_corpus(tmp_path / "corpora")
+    out = tmp_path / "bench"
+    r = cli("bench", "classify", "--corpora", corpora, "--task", "speaker", "--model", f"speech16k={model_dir}",
+            "--max-train", 20, "--max-eval", 3, "--draws", 1, "--out", out)
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "classify_long.csv").open()))
+    feats = {row["features"] for row in rows}
+    assert feats == {"vae", "mfcc", *(f"{f}+{m}" for f in ("vae", "mfcc") for m in classify.SEMI_METHODS)}
+    assert {row["k"] for row in rows} == {"1", "5", "20", "all"}
+    assert all(row["test_clips"] == "6" and row["train_clips"] == "40" for row in rows)
+    valid = list(csv.DictReader((out / "classify_pooling_valid.csv").open()))
+    assert {row["features"] for row in valid} == {*(f"vae:{p}" for p in classify.POOLINGS), "mfcc"}
+    wide = (out / "classify.md").read_text()
+    assert "| speaker | vae |" in wide and "acc@5" in wide and ("Floors not met" in wide or "All floors met" in wide)
+    assert (out / "classify.png").stat().st_size > 0 and (out / "classify_tasks.csv").exists()
+    assert_error(cli("bench", "classify", "--corpora", corpora, "--task", "language-cross-source",
+                     "--model", f"speech16k={model_dir}", "--out", out), "task language-cross-source",
+                 "fewer than two classes")
+    assert_error(cli("bench", "classify", "--corpora", corpora, "--task", "genre", "--out", out), "unknown task")
+    assert_error(cli("bench", "classify", "--corpora", corpora, "--task", "instrument-family", "--out", out),
+                 "music24k/manifest.jsonl: corpus not built")
+
+
+def test_floors_and_wide_table():
+    rows = [{"task": "t", "features": f, "k": k, "accuracy_mean": a, "macro_f1_mean": a}
+            for f, accs in (("vae", (0.5, 0.88, 0.9, 0.95)), ("mfcc", (0.4, 0.89, 0.8, 0.9)))
+            for k, a in zip((1, 5, 20, "all"), accs, strict=True)]
+    assert classify.floors(rows) == ["t: k=5, vae 0.880 <= mfcc 0.890"]
+    rows[1]["accuracy_mean"] = 0.84
+    assert classify.floors(rows) == ["t: k=5, vae 0.840 <= mfcc 0.890",
+                                     "t: k=5 accuracy 0.840 more than 10 points below all labels 0.950"]
+    wide = classify.wide_table(rows)
+    assert [w["features"] for w in wide] == ["vae", "mfcc"] and wide[0]["acc@all"] == 0.95 and wide[1]["f1@1"] == 0.4

@@ -1,12 +1,16 @@
-"""Embeddings, linear / kNN probes and few-label learning on VAE posterior means (and an MFCC baseline).
+"""Embeddings, linear / kNN probes, few-label learning and the classification benchmark on VAE posteriors
+(and an MFCC baseline).
 
-An embedding is the time mean and standard deviation of the posterior means, averaged over channels.
-Silence is embedded like any other signal (it has a well-defined, nearly constant latent). A file
-shorter than one latent frame is refused with an error naming it.
+An embedding is a set of statistics over time of the posterior (``POOLINGS``: mean and std of the means,
+optionally of log sigma, quantiles, a short-window max / min), averaged over channels. Silence is embedded like
+any other signal (it has a well-defined, nearly constant latent) and gets a label like any other clip. A file
+shorter than one latent frame is refused with an error naming it. Intermediate encoder layers are not used:
+callers see the VAE only through ``encode`` (DESIGN.md).
 
 A fitted classifier is saved without pickle: ``classifier.json`` (classes, estimator and parameters,
-model name and sha256, feature kind, dimension) and ``classifier.npz`` (scaler and estimator arrays);
-``Classifier`` predicts from those arrays with numpy alone.
+model name and sha256, feature kind, pooling, dimension) and ``classifier.npz`` (scaler and estimator arrays);
+``Classifier`` predicts from those arrays with numpy alone. A kNN stores its (scaled) training set; a linear
+probe stores one weight vector per class.
 """
 
 from __future__ import annotations
@@ -26,6 +30,18 @@ from audiovae.errors import AudioVAEError
 
 FEATURE_KINDS = ("vae", "mfcc")
 PARENT_DIR = "parent-dir"
+# Poolings over time of the posterior, per latent dim: mean / std of the means (mu), mean / std of log sigma,
+# quantiles of mu, max / min of a MAX_WINDOW_S moving average of mu. The default was chosen on the valid
+# split by `audiovae bench classify` (docs/bench/classify_pooling_valid.md).
+POOLINGS = {
+    "mean-std": ("mean", "std"),
+    "mean-std-sigma": ("mean", "std", "sigma", "sigma_std"),
+    "quantiles": ("mean", "std", "q10", "q50", "q90"),
+    "mean-std-max": ("mean", "std", "max", "min"),
+    "all": ("mean", "std", "sigma", "sigma_std", "q10", "q50", "q90", "max", "min"),
+}
+DEFAULT_POOLING = "all"
+MAX_WINDOW_S = 0.2
 MFCC_RATE, MFCC_FFT, MFCC_HOP, MFCC_MELS, MFCC_COEFFS = 16000, 512, 160, 40, 20
 
 
@@ -33,17 +49,71 @@ class ClassifyError(AudioVAEError):
     """Bad input to embedding or classification: short file, empty data, too few examples, wrong dimension."""
 
 
-def embed(model, wave: np.ndarray, sample_rate: int, name: str = "audio") -> np.ndarray:
-    """(channels, samples) float32 -> (2 * latent_dim,) float32: mean and std over frames of the posterior
-    means, averaged over channels."""
-    from audiovae.inference import encode_means, to_model_rate
+def posterior_frames(model, x) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and log standard deviations, each (channels, latent_dim, frames) float64, of
+    (channels, samples) at the model's rate: streamed in blocks (bounded memory) and padded like
+    ``inference.encode_means``, so the means are the codec's frames."""
+    from torch.nn import functional as F
 
+    from audiovae.inference import BLOCK_SECONDS
+
+    n = x.shape[-1]
+    total = -(-(n + model.latency) // model.hop_length) * model.hop_length
+    x = F.pad(x, (0, total - n))
+    enc, block = model.stream_encoder(), int(BLOCK_SECONDS * model.sample_rate)
+    posts = [enc.posterior(x[:, i : i + block]) for i in range(0, total, block)]
+    mu = np.concatenate([p.mean.double().numpy() for p in posts], axis=-1)
+    return mu, np.concatenate([p.std.clamp_min(1e-8).log().double().numpy() for p in posts], axis=-1)
+
+
+def _smoothed_max(mu: np.ndarray, width: int) -> np.ndarray:
+    """Max over time of a ``width``-frame moving average, (channels, dims, frames) -> (channels, dims)."""
+    width = max(1, min(width, mu.shape[-1]))
+    c = np.cumsum(np.pad(mu, ((0, 0), (0, 0), (1, 0))), axis=-1)
+    return ((c[..., width:] - c[..., :-width]) / width).max(-1)
+
+
+def _pool(mu: np.ndarray, logsig: np.ndarray, pooling: str, frame_rate: float) -> np.ndarray:
+    parts = {
+        "mean": lambda: mu.mean(-1), "std": lambda: mu.std(-1),
+        "sigma": lambda: logsig.mean(-1), "sigma_std": lambda: logsig.std(-1),
+        "q10": lambda: np.quantile(mu, 0.1, axis=-1), "q50": lambda: np.quantile(mu, 0.5, axis=-1),
+        "q90": lambda: np.quantile(mu, 0.9, axis=-1),
+        "max": lambda: _smoothed_max(mu, round(MAX_WINDOW_S * frame_rate)),
+        "min": lambda: -_smoothed_max(-mu, round(MAX_WINDOW_S * frame_rate)),
+    }
+    return np.concatenate([parts[p]() for p in POOLINGS[pooling]], axis=-1).mean(0).astype(np.float32)
+
+
+def embedding_dim(model, pooling: str = DEFAULT_POOLING) -> int:
+    return len(check_pooling(pooling)) * model.latent_dim
+
+
+def check_pooling(pooling: str) -> tuple[str, ...]:
+    if pooling not in POOLINGS:
+        raise ClassifyError(f"unknown pooling '{pooling}' (use one of {', '.join(POOLINGS)})")
+    return POOLINGS[pooling]
+
+
+def embed_many(model, wave: np.ndarray, sample_rate: int, poolings, name: str = "audio") -> dict[str, np.ndarray]:
+    """Embeddings of one signal under several poolings, from one pass of the encoder."""
+    from audiovae.inference import to_model_rate
+
+    for p in poolings:
+        check_pooling(p)
     x = to_model_rate(model, wave, sample_rate)
     if x.shape[-1] < model.hop_length:
         raise ClassifyError(f"{name}: shorter than one latent frame ({x.shape[-1]} samples at {model.sample_rate} Hz, "
                             f"need {model.hop_length})")
-    mu = encode_means(model, x).numpy().astype(np.float64)
-    return np.concatenate([mu.mean(-1), mu.std(-1)], axis=-1).mean(0).astype(np.float32)
+    mu, logsig = posterior_frames(model, x)
+    rate = model.sample_rate / model.hop_length
+    return {p: _pool(mu, logsig, p, rate) for p in poolings}
+
+
+def embed(model, wave: np.ndarray, sample_rate: int, name: str = "audio", pooling: str = DEFAULT_POOLING) -> np.ndarray:
+    """(channels, samples) float32 -> (len(POOLINGS[pooling]) * latent_dim,) float32: statistics over frames
+    of the posterior (see ``POOLINGS``), averaged over channels."""
+    return embed_many(model, wave, sample_rate, (pooling,), name)[pooling]
 
 
 def mfcc_features(wave: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -65,10 +135,11 @@ def mfcc_features(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.concatenate([f.mean(0), f.std(0)]).astype(np.float32)
 
 
-def features(kind: str, model, wave: np.ndarray, sample_rate: int, name: str = "audio") -> np.ndarray:
+def features(kind: str, model, wave: np.ndarray, sample_rate: int, name: str = "audio",
+             pooling: str = DEFAULT_POOLING) -> np.ndarray:
     """Embedding of one signal: ``vae`` (needs ``model``) or ``mfcc``."""
     if kind == "vae":
-        return embed(model, wave, sample_rate, name)
+        return embed(model, wave, sample_rate, name, pooling)
     if kind == "mfcc":
         return mfcc_features(wave, sample_rate)
     raise ClassifyError(f"unknown feature kind '{kind}' (use {' or '.join(FEATURE_KINDS)})")
@@ -76,52 +147,86 @@ def features(kind: str, model, wave: np.ndarray, sample_rate: int, name: str = "
 
 @dataclass
 class Item:
-    """One clip to embed: a file, optionally a segment of it, and its label (None when unknown)."""
+    """One clip to embed: a file, optionally a segment of it, and its label (None when unknown).
+
+    ``rate``: resample to this rate before any feature (a benchmark uses it to remove a sample-rate cue)."""
 
     path: Path
     offset: float = 0.0
     duration: float | None = None
     label: str | None = None
+    rate: int | None = None
+
+
+def manifest_items(manifest: str | os.PathLike, label: str, split: str, source: str | None = None,
+                   fixed: str | None = None) -> list[Item]:
+    """A manifest's ``split`` clips having the label key ``label`` (all clips when ``fixed`` is given: they are
+    all labelled ``fixed``), optionally only those whose source starts with ``source``."""
+    from audiovae.data.manifest import read_manifest
+
+    p = Path(manifest)
+    entries, _ = read_manifest(p, split=split)
+    return [Item(e.audio_path(p.parent), e.offset, e.duration, fixed if fixed is not None else str(e.labels[label]))
+            for e in entries if (fixed is not None or e.labels.get(label) is not None)
+            and (source is None or e.source.startswith(source))]
 
 
 def labelled_items(data: str | os.PathLike, label: str, split: str = "train") -> list[Item]:
     """Clips with labels: a manifest's ``split`` entries having ``label``, or a folder's audio files
     labelled by their parent folder's name (``label`` must then be ``parent-dir``)."""
-    from audiovae.data.manifest import read_manifest
-
     p = Path(data)
     if p.is_dir():
         if label != PARENT_DIR:
             raise ClassifyError(f"{p}: a folder gives labels from folder names: use --label {PARENT_DIR}")
         items = [Item(f, label=f.parent.name) for f in audio.find_audio_files(p)]
     else:
-        entries, _ = read_manifest(p, split=split)
-        items = [Item(e.audio_path(p.parent), e.offset, e.duration, str(e.labels[label]))
-                 for e in entries if e.labels.get(label) is not None]
+        items = manifest_items(p, label, split)
     if not items:
         raise ClassifyError(f"{p}: no labelled audio (label '{label}', split '{split}')")
     return items
 
 
-def embed_items(items: list[Item], kind: str, model=None, progress: Callable[[int, int], None] | None = None,
-                skip_errors: bool = True) -> tuple[np.ndarray, list[int], list[str]]:
-    """(features (N, D) float32, indices of the embedded items, one-line messages of the skipped ones).
+def embed_items_multi(items: list[Item], model, poolings=(), mfcc: bool = False,
+                      progress: Callable[[int, int], None] | None = None, skip_errors: bool = True
+                      ) -> tuple[dict[str, np.ndarray], list[int], list[str]]:
+    """Features of many clips in one pass: {"vae:POOLING": (N, D), "mfcc": (N, 80)} for each pooling asked
+    (needs ``model``) and MFCC when ``mfcc``; the indices of the embedded items; messages of the skipped ones.
 
     With ``skip_errors`` False the first unreadable or too-short file raises its error."""
-    rows, kept, failed = [], [], []
+    rows: dict[str, list[np.ndarray]] = {f"vae:{p}": [] for p in poolings} | ({"mfcc": []} if mfcc else {})
+    kept, failed = [], []
     for i, it in enumerate(items):
         try:
             x, sr = audio.load(it.path, offset=it.offset, duration=it.duration)
-            rows.append(features(kind, model, x, sr, name=str(it.path)))
-            kept.append(i)
+            if it.rate is not None and it.rate != sr:
+                x, sr = audio.resample(x, sr, it.rate), it.rate
+            got = {f"vae:{p}": v for p, v in embed_many(model, x, sr, poolings, str(it.path)).items()} \
+                if poolings else {}
+            if mfcc:
+                got["mfcc"] = mfcc_features(x, sr)
         except AudioVAEError as e:
             if not skip_errors:
                 raise
             failed.append(str(e))
+        else:
+            for key, v in got.items():
+                rows[key].append(v)
+            kept.append(i)
         if progress is not None:
             progress(i + 1, len(items))
-    dim = rows[0].shape[0] if rows else 0
-    return (np.stack(rows) if rows else np.zeros((0, dim), np.float32)), kept, failed
+    return {k: np.stack(v) if v else np.zeros((0, 0), np.float32) for k, v in rows.items()}, kept, failed
+
+
+def embed_items(items: list[Item], kind: str, model=None, progress: Callable[[int, int], None] | None = None,
+                skip_errors: bool = True, pooling: str = DEFAULT_POOLING) -> tuple[np.ndarray, list[int], list[str]]:
+    """(features (N, D) float32, indices of the embedded items, one-line messages of the skipped ones)
+    for ``kind`` vae (with ``pooling``) or mfcc. With ``skip_errors`` False the first bad file raises."""
+    if kind not in FEATURE_KINDS:
+        raise ClassifyError(f"unknown feature kind '{kind}' (use {' or '.join(FEATURE_KINDS)})")
+    vae = kind == "vae"
+    out, kept, failed = embed_items_multi(items, model, (pooling,) if vae else (), mfcc=not vae, progress=progress,
+                                          skip_errors=skip_errors)
+    return out[f"vae:{pooling}" if vae else "mfcc"], kept, failed
 
 
 def _check_classes(y: np.ndarray, minimum: int = 2) -> None:
@@ -134,8 +239,17 @@ def _check_classes(y: np.ndarray, minimum: int = 2) -> None:
                             + (f" ({len(few)} such classes)" if len(few) > 1 else ""))
 
 
-def _search(n_min: int, n: int, seed: int):
-    """GridSearchCV over StandardScaler + (logistic regression | linear SVM | kNN)."""
+ESTIMATORS = ("logreg", "svm", "knn")
+
+
+def check_estimators(estimators) -> None:
+    unknown = sorted(set(estimators) - set(ESTIMATORS))
+    if unknown or not estimators:
+        raise ClassifyError(f"unknown estimator '{(unknown or [''])[0]}' (use {', '.join(ESTIMATORS)})")
+
+
+def _search(n_min: int, n: int, seed: int, estimators=ESTIMATORS, folds: int = 5):
+    """GridSearchCV over StandardScaler + (logistic regression | linear SVM | kNN), macro-F1, stratified folds."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.neighbors import KNeighborsClassifier
@@ -143,15 +257,17 @@ def _search(n_min: int, n: int, seed: int):
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    folds = min(5, n_min)
-    grid = [
-        {"clf": [LogisticRegression(max_iter=2000)], "clf__C": [0.1, 1.0, 10.0]},
-        {"clf": [LinearSVC(max_iter=5000, random_state=seed)], "clf__C": [0.01, 0.1, 1.0]},
-        {"clf": [KNeighborsClassifier(algorithm="brute")],
-         "clf__n_neighbors": sorted({1, min(5, n - -(-n // folds))})},
-    ]
+    check_estimators(estimators)
+    folds = min(folds, n_min)
+    grid = {
+        "logreg": {"clf": [LogisticRegression(max_iter=2000)], "clf__C": [0.01, 0.1, 1.0]},
+        "svm": {"clf": [LinearSVC(max_iter=5000, random_state=seed)], "clf__C": [0.001, 0.01, 0.1]},
+        "knn": {"clf": [KNeighborsClassifier(algorithm="brute")],
+                "clf__n_neighbors": sorted({1, min(5, n - -(-n // folds))})},
+    }
     pipe = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression())])
-    return GridSearchCV(pipe, grid, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), scoring="f1_macro")
+    return GridSearchCV(pipe, [grid[e] for e in dict.fromkeys(estimators)],
+                        cv=StratifiedKFold(folds, shuffle=True, random_state=seed), scoring="f1_macro")
 
 
 class Classifier:
@@ -227,19 +343,33 @@ class Classifier:
             raise ClassifyError(f"{d}: not a saved classifier ({str(e).splitlines()[0]})") from None
         return cls(meta, arrays)
 
+    @property
+    def pooling(self) -> str:
+        """The pooling of the embeddings it was fitted on (classifiers saved before poolings: mean-std)."""
+        return self.meta.get("pooling", "mean-std")
+
     def check_model(self, model, folder: str | os.PathLike = "classifier") -> None:
         """Refuse a model whose embeddings have another dimension than the classifier's."""
-        if self.meta["features"] == "vae" and 2 * model.latent_dim != self.dim:
+        if self.meta["features"] != "vae":
+            return
+        got = embedding_dim(model, self.pooling)
+        if got != self.dim:
             raise ClassifyError(f"{folder}: classifier expects {self.dim}-dim embeddings of model "
-                                f"'{self.meta.get('model_name')}', model '{model.name}' gives {2 * model.latent_dim}")
+                                f"'{self.meta.get('model_name')}', model '{model.name}' gives {got} "
+                                f"({self.pooling} pooling)")
 
 
-def fit(x: np.ndarray, y: list[str] | np.ndarray, meta: dict | None = None, seed: int = 0) -> tuple[Classifier, dict]:
-    """Choose and fit the probe by stratified cross-validation (macro-F1); returns it and the CV summary."""
+def fit(x: np.ndarray, y: list[str] | np.ndarray, meta: dict | None = None, seed: int = 0,
+        estimators=ESTIMATORS, folds: int = 5) -> tuple[Classifier, dict]:
+    """Choose and fit the probe by stratified cross-validation (macro-F1) among ``estimators``; returns it and
+    the CV summary. Every class needs two examples (one to train, one to validate)."""
     y = np.asarray(y).astype(str)
     _check_classes(y)
     n_min = min(Counter(y.tolist()).values())
-    search = _search(n_min, len(y), seed).fit(x, y)
+    search = _search(n_min, len(y), seed, estimators, folds)
+    with warnings.catch_warnings():  # a tiny fold may miss a class
+        warnings.filterwarnings("ignore", category=UserWarning)
+        search.fit(x, y)
     clf = Classifier.from_pipeline(search.best_estimator_, x, y, dict(meta or {}))
     clf.meta["cv_macro_f1"] = float(search.best_score_)
     return clf, {"cv_macro_f1": float(search.best_score_), "estimator": clf.meta["estimator"],
@@ -284,16 +414,47 @@ def _draw(y: np.ndarray, k: int | None, rng: np.random.Generator) -> np.ndarray:
     return np.sort(np.concatenate([i if k is None else rng.choice(i, min(k, len(i)), replace=False) for i in idx]))
 
 
-def few_label_eval(x_train: np.ndarray, y_train, x_test: np.ndarray, y_test, k: int | None, draws: int = 5,
-                   seed: int = 0, semi_supervised: bool = False) -> dict:
-    """Accuracy and macro-F1 (mean and std over ``draws``) of StandardScaler + logistic regression fitted on
-    k random labels per class (k=None: all labels, one draw). ``semi_supervised`` adds the rest of the
-    train set unlabelled, through self-training (same as supervised for k=None)."""
+SEMI_METHODS = ("self-training", "label-spreading")
+
+
+def _supervised(x: np.ndarray, y: np.ndarray, seed: int, estimators, folds: int):
+    """The probe for a few-label draw: chosen by cross-validation among ``estimators`` when every class has two
+    examples, else (one label per class) scaler + logistic regression."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from sklearn.semi_supervised import SelfTrainingClassifier
+
+    n_min = min(Counter(y.tolist()).values())
+    if n_min < 2 or (len(estimators) == 1 and estimators[0] == "logreg"):
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x, y)
+    return _search(n_min, len(y), seed, estimators, folds).fit(x, y).best_estimator_
+
+
+def _semi_supervised(x: np.ndarray, y_semi: np.ndarray, method: str):
+    """Fitted on all of x, labelled where y_semi >= 0: self-training of a logistic regression, or label
+    spreading over a 10-nearest-neighbour graph of the standardized features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
+
+    if method == "self-training":
+        model = SelfTrainingClassifier(LogisticRegression(max_iter=2000), threshold=0.9)
+    elif method == "label-spreading":
+        model = LabelSpreading(kernel="knn", n_neighbors=min(10, len(x) - 1), alpha=0.2, max_iter=100)
+    else:
+        raise ClassifyError(f"unknown semi-supervised method '{method}' (use {' or '.join(SEMI_METHODS)})")
+    with np.errstate(divide="ignore", invalid="ignore"):  # label spreading: a point with no labelled neighbour
+        return make_pipeline(StandardScaler(), model).fit(x, y_semi)
+
+
+def few_label_eval(x_train: np.ndarray, y_train, x_test: np.ndarray, y_test, k: int | None, draws: int = 5,
+                   seed: int = 0, semi: str | None = None, estimators=ESTIMATORS, folds: int = 3) -> dict:
+    """Accuracy and macro-F1 on (x_test, y_test), mean and std over ``draws`` random stratified draws of k labelled
+    train examples per class (k=None: all of them, one draw). The probe is chosen per draw by cross-validation
+    among ``estimators`` (one label per class: logistic regression). ``semi`` ("self-training" or
+    "label-spreading") also uses the rest of the train set, unlabelled (same as supervised for k=None)."""
+    from sklearn.metrics import accuracy_score, f1_score
 
     classes, y_tr = np.unique(np.asarray(y_train).astype(str), return_inverse=True)
     y_te = np.searchsorted(classes, np.asarray(y_test).astype(str))
@@ -301,21 +462,19 @@ def few_label_eval(x_train: np.ndarray, y_train, x_test: np.ndarray, y_test, k: 
     y_te = np.where(known, y_te, -1)
     rng = np.random.default_rng(seed)
     acc, f1 = [], []
-    for _ in range(1 if k is None else draws):
+    for draw in range(1 if k is None else draws):
         chosen = _draw(y_tr, k, rng)
-        base = LogisticRegression(max_iter=2000)
-        if semi_supervised and k is not None:
-            y_semi = np.full(len(y_tr), -1)
-            y_semi[chosen] = y_tr[chosen]
-            model = make_pipeline(StandardScaler(), SelfTrainingClassifier(base, threshold=0.9))
-            fit_args = (x_train, y_semi)
-        else:
-            model = make_pipeline(StandardScaler(), base)
-            fit_args = (x_train[chosen], y_tr[chosen])
         with warnings.catch_warnings():  # one label per class looks like regression targets to sklearn
             warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
-            model.fit(*fit_args)
-        pred = model.predict(x_test)
+            warnings.filterwarnings("ignore", "y contains no unlabeled samples", UserWarning)  # k >= class size
+            if semi is not None and k is not None:
+                y_semi = np.full(len(y_tr), -1)
+                y_semi[chosen] = y_tr[chosen]
+                model = _semi_supervised(x_train, y_semi, semi)
+            else:
+                model = _supervised(x_train[chosen], y_tr[chosen], seed + draw, estimators, folds)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pred = model.predict(x_test)
         acc.append(accuracy_score(y_te, pred))
         f1.append(f1_score(y_te, pred, labels=np.unique(y_te[known]), average="macro", zero_division=0))
     return {"k": "all" if k is None else k, "draws": len(acc), "accuracy_mean": float(np.mean(acc)),
@@ -332,56 +491,172 @@ def balanced_subset(items: list[Item], per_class: int, seed: int = 0) -> list[It
     return [items[j] for j in keep]
 
 
-def benchmark(model, manifest: Path, label: str, max_per_class: int = 40, ks=(1, 5, 20, None), draws: int = 5,
-              min_train: int = 20, min_test: int = 3, semi_supervised: bool = False,
-              progress: Callable[[str, int, int], None] | None = None) -> tuple[list[dict], dict]:
-    """Few-label accuracy of VAE embeddings and the MFCC baseline on a class-balanced subset of a corpus.
+@dataclass(frozen=True)
+class Part:
+    """Clips of one corpus: label key (or a ``fixed`` label for all of them), optionally one source prefix."""
 
-    Classes with >= ``min_train`` train and >= ``min_test`` test clips are kept; up to ``max_per_class``
-    clips per class are embedded from each split. Returns (rows, subset summary)."""
-    train_all = labelled_items(manifest, label, "train")
-    test_all = labelled_items(manifest, label, "test")
-    n_tr, n_te = Counter(it.label for it in train_all), Counter(it.label for it in test_all)
+    corpus: str
+    label: str | None
+    source: str | None = None
+    fixed: str | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """A classification task over the corpora: the model whose embeddings it uses, the clips it trains on
+    (train split) and the clips it is evaluated on (valid and test splits; by default the same parts)."""
+
+    name: str
+    model: str
+    description: str
+    train: tuple[Part, ...]
+    eval_parts: tuple[Part, ...] = ()
+    rate: int | None = None
+
+
+TASKS = (
+    Task("language", "speech16k", "spoken language, all speech16k sources", (Part("speech16k", "language"),)),
+    Task("speaker", "speech16k", "speaker, Fish Fillets NG voice actors (cs and nl)",
+         (Part("speech16k", "speaker", "fillets-ng-data"),)),
+    Task("instrument-family", "music24k", "instrument family, fluidsynth renders and sample packages",
+         (Part("music24k", "family"),)),
+    Task("source-type", "music24k", "music vs sound effects (music24k kind) vs speech (speech16k), "
+         "every clip band-limited to 16 kHz sampling first",
+         (Part("music24k", "kind"), Part("speech16k", None, fixed="speech")), rate=16000),
+    Task("language-cross-source", "speech16k", "spoken language, trained on Tux Paint stamps, tested on Asterisk "
+         "prompts", (Part("speech16k", "language", "tuxpaint"),), (Part("speech16k", "language", "asterisk"),)),
+)
+
+
+def task_manifest(part: Part, corpora: Path) -> Path:
+    manifest = Path(corpora) / part.corpus / "manifest.jsonl"
+    if not manifest.exists():
+        raise ClassifyError(f"{manifest}: corpus not built (audiovae data build {part.corpus})")
+    return manifest
+
+
+def task_items(task: Task, corpora: Path, split: str) -> list[Item]:
+    parts = task.train if split == "train" or not task.eval_parts else task.eval_parts
+    items = []
+    for part in parts:
+        for it in manifest_items(task_manifest(part, corpora), part.label, split, part.source, part.fixed):
+            it.rate = task.rate
+            items.append(it)
+    return items
+
+
+def task_features(task: Task, corpora: Path, model, poolings=tuple(POOLINGS), max_train: int = 100,
+                  max_eval: int = 50, min_train: int = 20, min_test: int = 3,
+                  progress: Callable[[str, int, int], None] | None = None) -> tuple[dict, dict]:
+    """Features of ``task``'s clips: {split: ({"vae:POOLING" | "mfcc": (N, D)}, labels (N,))} for train, valid
+    and test, and a summary. Classes with >= ``min_train`` train and >= ``min_test`` test clips are kept; up to
+    ``max_train`` clips per class of the train split and ``max_eval`` of valid and test are embedded."""
+    items = {s: task_items(task, corpora, s) for s in ("train", "valid", "test")}
+    n_tr, n_te = Counter(it.label for it in items["train"]), Counter(it.label for it in items["test"])
     classes = sorted(c for c in n_tr if n_tr[c] >= min_train and n_te[c] >= min_test)
     if len(classes) < 2:
-        raise ClassifyError(f"{manifest}: fewer than two '{label}' classes with >= {min_train} train and "
+        raise ClassifyError(f"task {task.name}: fewer than two classes with >= {min_train} train and "
                             f">= {min_test} test clips")
-    train = balanced_subset([it for it in train_all if it.label in classes], max_per_class)
-    test = balanced_subset([it for it in test_all if it.label in classes], max_per_class)
+    feats = {}
+    for split, cap in (("train", max_train), ("valid", max_eval), ("test", max_eval)):
+        subset = balanced_subset([it for it in items[split] if it.label in classes], cap)
+        report = None if progress is None else (lambda i, n, s=f"{task.name} {split}": progress(s, i, n))
+        x, kept, _ = embed_items_multi(subset, model, poolings, mfcc=True, progress=report)
+        feats[split] = (x, np.array([subset[i].label for i in kept]))
+    summary = {"task": task.name, "model": model.name, "classes": len(classes),
+               **{f"{s}_clips": len(feats[s][1]) for s in feats}, "description": task.description}
+    return feats, summary
+
+
+def pooling_rows(task: str, feats: dict, draws: int = 5, ks=(5, None)) -> list[dict]:
+    """Valid-split accuracy of every feature set in ``feats`` (each pooling and MFCC), to choose a pooling."""
+    (x_tr, y_tr), (x_va, y_va) = feats["train"], feats["valid"]
+    return [{"task": task, "features": key} | few_label_eval(x_tr[key], y_tr, x_va[key], y_va, k=k, draws=draws)
+            | {"valid_clips": len(y_va)} for key in x_tr for k in ks]
+
+
+def choose_pooling(rows: list[dict]) -> str:
+    """The pooling with the best valid accuracy, averaged over tasks and label counts."""
+    scores: dict[str, list[float]] = {}
+    for r in rows:
+        if r["features"].startswith("vae:"):
+            scores.setdefault(r["features"][4:], []).append(r["accuracy_mean"])
+    return max(scores, key=lambda p: float(np.mean(scores[p])))
+
+
+def test_rows(task: str, feats: dict, pooling: str, ks=(1, 5, 20, None), draws: int = 5,
+              semi=SEMI_METHODS) -> list[dict]:
+    """Test-split accuracy of VAE embeddings (``pooling``) and MFCC at each k, supervised and with each of
+    ``semi`` (trained on the train split, labels drawn from it)."""
+    (x_tr, y_tr), (x_te, y_te) = feats["train"], feats["test"]
     rows = []
-    for kind in FEATURE_KINDS:
-        sets = []
-        for split, items in (("train", train), ("test", test)):
-            report = None if progress is None else (lambda i, n, s=f"{kind} {split}": progress(s, i, n))
-            x, kept, _ = embed_items(items, kind, model, report)
-            sets += [x, [items[i].label for i in kept]]
-        for semi in (False, True) if semi_supervised else (False,):
-            for k in [k for k in ks if not (semi and k is None)]:  # all labels: nothing left unlabelled
-                r = few_label_eval(*sets, k=k, draws=draws, semi_supervised=semi)
-                rows.append({"features": kind + ("+self-training" if semi else ""), **r,
-                             "train_clips": len(sets[0]), "test_clips": len(sets[2])})
-    return rows, {"classes": classes, "train_clips": len(train), "test_clips": len(test)}
+    for key, name in ((f"vae:{pooling}", "vae"), ("mfcc", "mfcc")):
+        for method in (None, *semi):
+            for k in ks:
+                if method is not None and k is None:  # all labels: nothing left unlabelled
+                    continue
+                r = few_label_eval(x_tr[key], y_tr, x_te[key], y_te, k=k, draws=draws, semi=method)
+                rows.append({"task": task, "features": name + (f"+{method}" if method else "")} | r
+                            | {"train_clips": len(y_tr), "test_clips": len(y_te)})
+    return rows
 
 
-def plot_few_label(rows: list[dict], path: Path, title: str, all_at: int) -> Path:
-    """Accuracy (mean ± std) against labels per class, one line per feature kind; 'all' is drawn at ``all_at``."""
+def wide_table(rows: list[dict], ks=(1, 5, 20, "all")) -> list[dict]:
+    """One row per (task, features): accuracy and macro-F1 at each k, mean over draws."""
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        row = out.setdefault((r["task"], r["features"]), {"task": r["task"], "features": r["features"]})
+        row[f"acc@{r['k']}"] = r["accuracy_mean"]
+        row[f"f1@{r['k']}"] = r["macro_f1_mean"]
+    keys = [f"{m}@{k}" for m in ("acc", "f1") for k in ks]
+    return [{"task": r["task"], "features": r["features"]} | {k: r.get(k, "") for k in keys} for r in out.values()]
+
+
+def floors(rows: list[dict]) -> list[str]:
+    """The issue's floors, checked on benchmark rows: VAE beats MFCC at every k, and VAE accuracy with 5
+    labels per class is within 10 points of its all-labels accuracy. One line per failure."""
+    acc = {(r["task"], r["features"], r["k"]): r["accuracy_mean"] for r in rows}
+    fails = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        for k in dict.fromkeys(r["k"] for r in rows if r["task"] == task and r["features"] == "vae"):
+            v, m = acc[(task, "vae", k)], acc.get((task, "mfcc", k))
+            if m is not None and v <= m:
+                fails.append(f"{task}: k={k}, vae {v:.3f} <= mfcc {m:.3f}")
+        if (task, "vae", 5) in acc and (task, "vae", "all") in acc and \
+                acc[(task, "vae", "all")] - acc[(task, "vae", 5)] > 0.10:
+            fails.append(f"{task}: k=5 accuracy {acc[(task, 'vae', 5)]:.3f} more than 10 points below "
+                         f"all labels {acc[(task, 'vae', 'all')]:.3f}")
+    return fails
+
+
+def plot_few_label(rows: list[dict], path: Path, all_at: int, titles: dict[str, str] | None = None) -> Path:
+    """Test accuracy (mean ± std over draws) against labels per class, one panel per task, one line per
+    feature kind; 'all' is drawn at ``all_at``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for kind in dict.fromkeys(r["features"] for r in rows):
-        rs = [r for r in rows if r["features"] == kind]
-        ks = [all_at if r["k"] == "all" else r["k"] for r in rs]
-        ax.errorbar(ks, [r["accuracy_mean"] for r in rs], yerr=[r["accuracy_std"] for r in rs], marker="o",
-                    capsize=3, label=kind)
-    ax.set_xscale("log")
-    ax.set_xlabel("labels per class (last point: all)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    cols = min(3, len(tasks))
+    nrows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        rs = [r for r in rows if r["task"] == task]
+        for kind in dict.fromkeys(r["features"] for r in rs):
+            kr = [r for r in rs if r["features"] == kind]
+            ks = [all_at if r["k"] == "all" else r["k"] for r in kr]
+            style = "-" if "+" not in kind else ":"
+            ax.errorbar(ks, [r["accuracy_mean"] for r in kr], yerr=[r["accuracy_std"] for r in kr], marker="o",
+                        ms=3, capsize=2, linestyle=style, label=kind)
+        ax.set_xscale("log")
+        ax.set_title((titles or {}).get(task, task), fontsize=9)
+        ax.set_xlabel(f"labels per class (last point: all, <= {all_at})", fontsize=8)
+        ax.set_ylabel("test accuracy", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -363,15 +363,15 @@ def bench_curve(
     console.print(f"wrote {bench.training_curve(run_dir, out)}")
 
 
-def _embed_with_progress(items, kind: str, model, what: str, skip_errors: bool = True):
+def _embed_with_progress(items, kind: str, model, what: str, skip_errors: bool = True, pooling: str | None = None):
     from rich.progress import Progress
 
-    from audiovae.classify import embed_items
+    from audiovae.classify import DEFAULT_POOLING, embed_items
 
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task(what, total=len(items))
-        out = embed_items(items, kind, model, lambda i, n: bar.update(task, completed=i),
-                                         skip_errors=skip_errors)
+        out = embed_items(items, kind, model, lambda i, n: bar.update(task, completed=i), skip_errors=skip_errors,
+                          pooling=pooling or DEFAULT_POOLING)
     for msg in out[2]:
         err_console.print(f"skipped: {msg}", highlight=False, markup=False, soft_wrap=True)
     return out
@@ -392,22 +392,27 @@ def embed(
     files: list[Path] = typer.Argument(..., help="Audio files and/or folders (walked recursively)."),
     out: Path = typer.Option(..., "--out", help="The .npz to write (arrays: paths, embeddings)."),
     model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
+    pooling: str = typer.Option(None, "--pooling", help="Statistics over time of the posterior: mean-std, "
+                                "mean-std-sigma, quantiles, mean-std-max or all (default: the one chosen on valid)."),
 ) -> None:
-    """Embed audio files: time mean and std of the VAE posterior means, one row per file."""
+    """Embed audio files: statistics over time of the VAE posterior, one row per file."""
     import numpy as np
 
+    from audiovae import classify as cl
     from audiovae.registry import load
 
+    pooling = pooling or cl.DEFAULT_POOLING
+    cl.check_pooling(pooling)
     if not out.parent.is_dir():
         raise AudioVAEError(f"{out}: folder {out.parent} does not exist")
     items = _audio_items(files)
     m = load(model)
-    x, kept, failed = _embed_with_progress(items, "vae", m, f"embedding with {m.name}")
+    x, kept, failed = _embed_with_progress(items, "vae", m, f"embedding with {m.name}", pooling=pooling)
     if not kept:
         raise AudioVAEError(f"none of the {len(items)} files could be embedded")
     np.savez(out, paths=np.array([str(items[i].path) for i in kept]), embeddings=x)
-    console.print(f"wrote {len(kept)} embeddings ({x.shape[1]} dims) to {out}; {len(failed)} file(s) skipped",
-                  soft_wrap=True)
+    console.print(f"wrote {len(kept)} embeddings ({x.shape[1]} dims, {pooling} pooling) to {out}; {len(failed)} "
+                  "file(s) skipped", soft_wrap=True)
 
 
 def _classifier_model(clf, folder: Path, model: str | None):
@@ -430,9 +435,13 @@ def classify_fit(
     label: str = typer.Option(..., "--label", help="Manifest label key, or parent-dir for a folder."),
     out: Path = typer.Option(..., "--out", help="Folder for classifier.json + classifier.npz."),
     model: str = typer.Option("speech16k", "--model", help="Model name or folder (for --features vae)."),
-    features: str = typer.Option("vae", "--features", help="vae (posterior-mean embeddings) or mfcc (baseline)."),
+    features: str = typer.Option("vae", "--features", help="vae (posterior embeddings) or mfcc (baseline)."),
+    pooling: str = typer.Option(None, "--pooling", help="VAE pooling (default: the one `embed` uses)."),
+    estimator: list[str] = typer.Option(None, "--estimator", help="Candidates for cross-validation: logreg, svm, "
+                                        "knn (repeat; default: all three). A kNN stores its training set."),
+    max_per_class: int = typer.Option(None, "--max-per-class", min=2, help="Use at most this many clips per class."),
 ) -> None:
-    """Fit a probe (scaler + logistic regression / linear SVM / kNN, chosen by cross-validation)."""
+    """Fit a probe (scaler + logistic regression / linear SVM / kNN, chosen by 5-fold cross-validation)."""
     import numpy as np
 
     from audiovae import classify as cl
@@ -440,14 +449,21 @@ def classify_fit(
 
     if features not in cl.FEATURE_KINDS:
         raise AudioVAEError(f"unknown --features '{features}' (use {' or '.join(cl.FEATURE_KINDS)})")
+    pooling = pooling or cl.DEFAULT_POOLING
+    cl.check_pooling(pooling)
+    estimators = tuple(estimator or cl.ESTIMATORS)
+    cl.check_estimators(estimators)
     items = cl.labelled_items(data, label, "train")
+    if max_per_class is not None:
+        items = cl.balanced_subset(items, max_per_class)
     m = load(model) if features == "vae" else None
-    x, kept, failed = _embed_with_progress(items, features, m, f"{features} features of {len(items)} clips")
+    x, kept, failed = _embed_with_progress(items, features, m, f"{features} features of {len(items)} clips",
+                                           pooling=pooling)
     meta = {"features": features, "label": label, "data": str(data), "train_clips": len(kept)}
     if m is not None:
         meta |= {"model": str(Path(model).resolve()) if Path(model).is_dir() else model, "model_name": m.name,
-                 "model_sha256": m.card.get("sha256")}
-    clf, cv = cl.fit(x, np.array([items[i].label for i in kept]), meta)
+                 "model_sha256": m.card.get("sha256"), "pooling": pooling}
+    clf, cv = cl.fit(x, np.array([items[i].label for i in kept]), meta, estimators=estimators)
     clf.save(out)
     console.print(f"{len(clf.classes)} classes, {len(kept)} clips ({len(failed)} skipped): {cv['estimator']} "
                   f"{cv['params']}, cross-validated macro-F1 {cv['cv_macro_f1']:.3f}; saved to {out}", soft_wrap=True)
@@ -469,7 +485,8 @@ def classify_predict(
     clf = cl.Classifier.load(folder)
     m = _classifier_model(clf, folder, model)
     items = _audio_items(files)
-    x, _, _ = _embed_with_progress(items, clf.meta["features"], m, "classifying", skip_errors=False)
+    x, _, _ = _embed_with_progress(items, clf.meta["features"], m, "classifying", skip_errors=False,
+                                   pooling=clf.pooling)
     proba = clf.predict_proba(x)
     rows = [{"path": str(it.path), "label": clf.classes[p.argmax()], "probability": round(float(p.max()), 4)}
             for it, p in zip(items, proba, strict=True)]
@@ -503,7 +520,8 @@ def classify_eval(
     clf = cl.Classifier.load(folder)
     m = _classifier_model(clf, folder, model)
     items = cl.labelled_items(data, clf.meta["label"], split)
-    x, kept, failed = _embed_with_progress(items, clf.meta["features"], m, f"evaluating on {split}")
+    x, kept, failed = _embed_with_progress(items, clf.meta["features"], m, f"evaluating on {split}",
+                                           pooling=clf.pooling)
     if not kept:
         raise AudioVAEError(f"{data}: none of the {len(items)} {split} clips could be read")
     result = cl.evaluate([items[i].label for i in kept], clf.predict(x))
@@ -514,33 +532,76 @@ def classify_eval(
 
 @bench_app.command("classify")
 def bench_classify(
-    model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
-    manifest: Path = typer.Option(..., help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
-    label: str = typer.Option("language", help="Label key to classify."),
-    max_per_class: int = typer.Option(40, "--max-per-class", min=2, help="Clips per class embedded from each split."),
+    corpora: Path = typer.Option(Path("corpora"), help="Folder holding speech16k/ and music24k/ manifests."),
+    task: list[str] = typer.Option(None, "--task", help="Task(s) to run (default: all five, listed above)."),
+    model: list[str] = typer.Option(None, "--model", help="NAME=MODEL: use MODEL (a name or folder) where a task "
+                                    "names NAME (e.g. speech16k=runs/speech16k/export)."),
+    pooling: str = typer.Option("auto", help="VAE pooling for the test table, or auto (best on valid)."),
+    max_train: int = typer.Option(100, "--max-train", min=20, help="Train clips per class embedded (k=all)."),
+    max_eval: int = typer.Option(50, "--max-eval", min=1, help="Valid / test clips per class embedded."),
     draws: int = typer.Option(5, help="Random draws of the labelled examples per k."),
-    semi_supervised: bool = typer.Option(False, "--semi-supervised", help="Also self-training with unlabelled rest."),
+    semi_supervised: bool = typer.Option(True, "--semi-supervised/--supervised-only",
+                                         help="Also self-training and label spreading over the unlabelled rest."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
 ) -> None:
-    """Few-label accuracy (k = 1, 5, 20, all labels per class) of VAE embeddings vs an MFCC baseline."""
+    """Few-label classification on the corpora's test splits (k = 1, 5, 20, all labels per class): VAE
+    embeddings vs an MFCC(+deltas) baseline, probes chosen by cross-validation; the pooling chosen on valid.
+
+    Tasks: language, speaker, instrument-family, source-type, language-cross-source. Writes
+    OUT/classify.{md,csv,png}, OUT/classify_pooling_valid.{md,csv} and OUT/classify_tasks.{md,csv}."""
+    import time
+
     from rich.progress import Progress
 
     from audiovae import bench
     from audiovae import classify as cl
     from audiovae.registry import load
 
-    m = load(model)
+    known = {t.name: t for t in cl.TASKS}
+    bad = [t for t in task or [] if t not in known]
+    if bad:
+        raise AudioVAEError(f"unknown task '{bad[0]}' (use {', '.join(known)})")
+    overrides = dict(m.split("=", 1) for m in model or [] if "=" in m)
+    if len(overrides) != len(model or []):
+        raise AudioVAEError("--model takes NAME=MODEL, e.g. speech16k=runs/speech16k/export")
+    if pooling != "auto":
+        cl.check_pooling(pooling)
+    tasks = [known[t] for t in task] if task else list(cl.TASKS)
+    for t in tasks:
+        for part in t.train + t.eval_parts:
+            cl.task_manifest(part, corpora)
+    start, models, feats, summaries, valid = time.time(), {}, {}, [], []
     with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task("embedding", total=None)
-        rows, info = cl.benchmark(m, manifest, label, max_per_class, draws=draws, semi_supervised=semi_supervised,
-                                  progress=lambda s, i, n: bar.update(task, description=s, completed=i, total=n))
-    stem = f"classify_{m.name}_{label}"
-    title = (f"{m.name}: {label} from {len(info['classes'])} classes ({info['train_clips']} train / "
-             f"{info['test_clips']} test clips)")
-    _, md = bench.write_table(rows, out, stem, title)
-    plot = cl.plot_few_label(rows, out / f"{stem}.png", title, all_at=max_per_class)
+        progress = bar.add_task("embedding", total=None)
+        for t in tasks:
+            if t.model not in models:
+                models[t.model] = load(overrides.get(t.model, t.model))
+            feats[t.name], summary = cl.task_features(
+                t, corpora, models[t.model], max_train=max_train, max_eval=max_eval,
+                progress=lambda s, i, n: bar.update(progress, description=s, completed=i, total=n))
+            summaries.append(summary)
+            bar.update(progress, description=f"{t.name}: poolings on valid", completed=0, total=None)
+            valid += cl.pooling_rows(t.name, feats[t.name], draws)
+        chosen = cl.choose_pooling(valid) if pooling == "auto" else pooling
+        rows = []
+        for t in tasks:
+            bar.update(progress, description=f"{t.name}: test", completed=0, total=None)
+            rows += cl.test_rows(t.name, feats[t.name], chosen, draws=draws,
+                                 semi=cl.SEMI_METHODS if semi_supervised else ())
+    bench.write_table(summaries, out, "classify_tasks", "Classification tasks (clips embedded per split)")
+    bench.write_table(valid, out, "classify_pooling_valid", "Poolings on the valid split (accuracy, macro-F1)")
+    csv_path, _ = bench.write_table(rows, out, "classify_long", "Few-label classification, test split")
+    title = (f"Test accuracy / macro-F1 at k labels per class (k=all: <= {max_train} per class); VAE pooling "
+             f"'{chosen}'; {draws} draws")
+    _, md = bench.write_table(cl.wide_table(rows), out, "classify", title)
+    fails = cl.floors(rows)
+    with md.open("a") as f:
+        f.write("\nFloors not met:\n" + "".join(f"- {x}\n" for x in fails) if fails else "\nAll floors met.\n")
+    plot = cl.plot_few_label(rows, out / "classify.png", all_at=max_train)
     console.print(md.read_text())
-    console.print(f"plot: {plot}")
+    if pooling == "auto" and chosen != cl.DEFAULT_POOLING:
+        console.print(f"note: valid chose pooling '{chosen}', `audiovae embed` defaults to '{cl.DEFAULT_POOLING}'")
+    console.print(f"long table: {csv_path}; plot: {plot}; {time.time() - start:.0f} s", soft_wrap=True)
 
 
 def _refuse_existing(path: Path, force: bool) -> None:

@@ -147,8 +147,13 @@ class StreamingEncoder:
 
     @torch.no_grad()
     def __call__(self, block: Tensor) -> Tensor:
-        mean, _, self.state = self.vae.encoder(block, self.state)
-        return mean
+        return self.posterior(block).mean
+
+    @torch.no_grad()
+    def posterior(self, block: Tensor) -> Posterior:
+        """The posterior (means and standard deviations) of the frames this block completes."""
+        mean, std, self.state = self.vae.encoder(block, self.state)
+        return Posterior(mean, std)
 
 
 class StreamingDecoder:
