@@ -145,8 +145,10 @@ def test_train_resume_export_and_hash_check(tmp_path):
     assert (run / "latents" / "train.safetensors").exists() and last.exists()
     with pytest.raises(Exception, match="already holds a run"):
         train_prior(cfg, run, progress=False)
+    cache_time = (run / "latents" / "train.safetensors").stat().st_mtime_ns
     cfg.max_steps = 4
     train_prior(cfg, run, resume=True, progress=False)
+    assert (run / "latents" / "train.safetensors").stat().st_mtime_ns == cache_time  # encoded once, reused
     assert torch.load(last, weights_only=True)["global_step"] == 4
     export_prior(last, folder)
     card = json.loads((folder / "tiny.json").read_text())

@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,10 +99,23 @@ def evaluate(gen: Generator, manifest: str | Path, clips: int = 100, per_label: 
                 "fd_embedding": frechet_distance(feats[name]["vae"], feats["real test"]["vae"]),
                 "fd_mfcc": frechet_distance(feats[name]["mfcc"], feats["real test"]["mfcc"])}
                for name in ("learned prior", "N(0, I) prior", "real train (floor)")]
-    result = {"fd": fd_rows, "accuracy": [], "sets": sets, "tests": tests, "per_label": {}}
+    result = {"fd": fd_rows, "accuracy": [], "sets": sets, "tests": tests, "per_label": {}, "speed": speed(gen)}
     if gen.labels:
         result |= _conditional(gen, manifest, tests, per_label, kw, label_of, each)
     return result
+
+
+def speed(gen: Generator, seconds: float = 10.0) -> dict:
+    """Wall-clock seconds to sample and decode ``seconds`` of audio on one thread (best of two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    best = math.inf
+    for seed in range(2):
+        t0 = time.perf_counter()
+        gen.sample(seconds, seed=seed)
+        best = min(best, time.perf_counter() - t0)
+    torch.set_num_threads(threads)
+    return {"audio_seconds": seconds, "wall_seconds": best, "x_realtime": seconds / best}
 
 
 def _conditional(gen: Generator, manifest: Path, tests: list[Entry], per_label: int, kw: dict, label_of, each) -> dict:

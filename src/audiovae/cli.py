@@ -747,12 +747,15 @@ def bench_generate(
     _, md = bench.write_table(result["fd"], out, f"generate_{name}_fd",
                               f"{name}: Fréchet distance to {clips} test clips (lower is better)")
     console.print(md.read_text())
+    _, md = bench.write_table([result["speed"]], out, f"generate_{name}_speed", f"{name}: sampling on one CPU thread")
+    console.print(md.read_text())
     if result["accuracy"]:
         _, md = bench.write_table(result["accuracy"], out, f"generate_{name}_accuracy",
                                   f"{name}: '{gen.label_key}' recognized on generated and real test clips")
         console.print(md.read_text())
     if html is not None:
-        tables = [("Fréchet distance to test clips", result["fd"]), ("Conditional accuracy", result["accuracy"])]
+        tables = [("Fréchet distance to test clips", result["fd"]), ("Conditional accuracy", result["accuracy"]),
+                  ("Speed", [result["speed"]])]
         page = bg.listening_page(html, f"audiovae {name}: generated audio", tables,
                                  bg.report_sections(gen, result, transfer_to))
         console.print(f"listening page: {page}")
