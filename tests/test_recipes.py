@@ -13,7 +13,7 @@ from audiovae.models.vae import VAE
 from audiovae.train.config import load_train_config
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*/*.yaml"))
-TRAIN_CONFIGS = [p for p in RECIPES if p.name in ("train.yaml", "gan.yaml")]
+TRAIN_CONFIGS = [p for p in RECIPES if p.name in ("train.yaml", "gan.yaml", "train-gpu.yaml")]
 
 
 def test_every_shipped_model_has_a_training_config():
