@@ -124,9 +124,10 @@ def transfer(wave: np.ndarray, sample_rate: int, source: str | os.PathLike | Gen
 
     The two latent spaces share no coordinates, so the source latents are whitened along their principal
     axes (from the source prior's latent statistics) and recoloured along the target's, axis k to axis k by
-    decreasing variance (extra target axes stay at their mean). What carries over is the content's
-    dynamics (loudness, onsets, articulation, which dominate the leading axes); the spectrum the target
-    renders is its own. Both models need a prior (for those statistics)."""
+    decreasing variance (extra target axes stay at their mean). What carries over is how the content moves
+    along the source's main axes of variation (its timing and dynamics), rendered along the target's; the
+    pairing of axes is a heuristic, not a learned correspondence. With one model for both it is the
+    identity (a reconstruction). Both models need a prior (for those statistics)."""
     src, dst = (g if isinstance(g, Generator) else Generator(g) for g in (source, target))
     x = to_model_rate(src.model, wave, sample_rate)
     if x.shape[-1] < src.model.hop_length:
