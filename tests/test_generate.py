@@ -279,6 +279,9 @@ def test_cli_generate_continue_interpolate_transfer(tmp_path, model_dir):
 def test_cli_bench_generate_writes_tables_and_page(tmp_path, model_dir):
     manifest = make_corpus(tmp_path)
     page = tmp_path / "report.html"
+    r = invoke("bench", "generate", "--model", model_dir, "--manifest", manifest, "--out", tmp_path / "b",
+               "--html", page, "--transfer-to", tiny_vae(tmp_path / "plain"))
+    assert "has no prior model" in str(r.exception) and not (tmp_path / "b").exists()  # refused before the work
     r = invoke("bench", "generate", "--model", model_dir, "--manifest", manifest, "--clips", 4, "--per-label", 2,
                "--out", tmp_path / "b", "--html", page, "--transfer-to", model_dir)
     assert r.exit_code == 0, r.output

@@ -190,10 +190,10 @@ def listening_page(path: Path, title: str, tables: list[tuple[str, list[dict]]],
     return path
 
 
-def report_sections(gen: Generator, result: dict, transfer_to: str | None = None
+def report_sections(gen: Generator, result: dict, target: Generator | None = None
                     ) -> list[tuple[str, list[tuple[str, np.ndarray, int]]]]:
     """Listening examples: samples per label, unconditional ones, N(0, I), an interpolation, a continuation
-    and (with ``transfer_to``) a timbre transfer, from the clips of an ``evaluate`` result."""
+    and (with a ``target``) a timbre transfer, from the clips of an ``evaluate`` result."""
     from audiovae.generate import transfer
 
     sr, sets, tests = gen.sample_rate, result["sets"], result["tests"]
@@ -209,8 +209,7 @@ def report_sections(gen: Generator, result: dict, transfer_to: str | None = None
     prompt = a[:, : int(2 * sr)]
     sections.append(("Continuation (2 s prompt + 4 s)", [("prompt", prompt, sr),
                                                           ("continued", gen.continue_audio(prompt, sr, 4.0), sr)]))
-    if transfer_to:
-        target = Generator(transfer_to)
+    if target is not None:
         sections.append((f"Transfer {gen.model.name} -> {target.model.name}",
                          [("content", a, sr), ("transferred", transfer(a, sr, gen, target), target.sample_rate)]))
     return sections

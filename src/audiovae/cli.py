@@ -739,6 +739,7 @@ def bench_generate(
 
     torch.set_num_threads(1)
     gen = Generator(model)
+    target = Generator(transfer_to) if html is not None and transfer_to else None  # fail before the work
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("generating", total=None)
         result = bg.evaluate(gen, manifest, clips, per_label, guidance, temperature,
@@ -757,7 +758,7 @@ def bench_generate(
         tables = [("Fréchet distance to test clips", result["fd"]), ("Conditional accuracy", result["accuracy"]),
                   ("Speed", [result["speed"]])]
         page = bg.listening_page(html, f"audiovae {name}: generated audio", tables,
-                                 bg.report_sections(gen, result, transfer_to))
+                                 bg.report_sections(gen, result, target))
         console.print(f"listening page: {page}")
 
 
