@@ -38,7 +38,7 @@ class PriorTrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 200
-    max_steps: int = 20000  # the learning rate follows a cosine to 10% at max_steps
+    max_steps: int = 6000  # the learning rate follows a cosine to 10% at max_steps
     grad_clip: float = 1.0
     val_every: int = 500
     log_every: int = 50
