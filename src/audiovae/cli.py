@@ -642,7 +642,7 @@ def generate(
     seconds: float = typer.Option(4.0, "--seconds", help="Length of each clip."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (> 0)."),
     guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance scale "
-                                          "(1: plain conditional; default 1.5)."),
+                                          "(1: plain conditional; default 3)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the first clip (clip k uses seed + k)."),
     n: int = typer.Option(1, "-n", min=1, help="Number of clips."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
@@ -722,7 +722,7 @@ def bench_generate(
     manifest: Path = typer.Option(..., help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
     clips: int = typer.Option(100, help="Test clips (and as many generated, N(0, I) and train clips)."),
     per_label: int = typer.Option(10, "--per-label", help="Generated clips per label for the accuracy."),
-    guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance (default 1.5)."),
+    guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance (default 3)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
     html: Path | None = typer.Option(None, "--html", help="Write a self-contained listening page here."),

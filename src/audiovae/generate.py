@@ -16,7 +16,7 @@ from audiovae.errors import AudioVAEError
 from audiovae.inference import decode_frames, encode_means, to_model_rate
 
 MAX_SECONDS = 120.0
-DEFAULT_GUIDANCE = 1.5
+DEFAULT_GUIDANCE = 3.0  # measured on speech16k: 3 gave higher label accuracy and lower FD than 1.5
 
 
 class GenerateError(AudioVAEError):
