@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 
-.PHONY: venv demo test test-fast bench lint format corpora clean train-%
+.PHONY: venv demo test test-fast bench lint format corpora clean train-% prior-%
 
 venv: $(STAMP)
 
@@ -50,6 +50,11 @@ train-%: $(STAMP)
 	$(VENV)/bin/audiovae train --config recipes/$*/gan.yaml --threads 1 --run-dir runs/$*-gan \
 	  $$( [ -f runs/$*-gan/checkpoints/last.ckpt ] && echo --resume || echo --init runs/$*/checkpoints/last.ckpt )
 	$(VENV)/bin/audiovae export runs/$*-gan/checkpoints/last.ckpt runs/$*/export
+
+# Train a shipped model's latent prior and store it with the model (pretrained/NAME.prior.safetensors).
+prior-%: $(STAMP)
+	$(VENV)/bin/audiovae train-prior --config recipes/$*/prior.yaml --threads 1 --export \
+	  $$( [ -f runs/$*-prior/checkpoints/last.ckpt ] && echo --resume )
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests recipes

@@ -706,6 +706,198 @@ def codec_fit(
     console.print(f"fitted the entropy model of {model} on {len(waves)} train clips")
 
 
+@app.command("train-prior")
+def train_prior(
+    config: Path | None = typer.Option(None, "--config", help="Prior YAML, e.g. recipes/speech16k/prior.yaml."),
+    model: str | None = typer.Option(None, "--model", help="VAE name or folder (overrides the config)."),
+    manifest: Path | None = typer.Option(None, "--manifest", help="Corpus manifest (overrides the config)."),
+    label: str | None = typer.Option(None, "--label", help="Manifest label key to condition on (overrides)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", "--out", help="Run folder (default runs/NAME)."),
+    resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
+    max_minutes: float | None = typer.Option(None, help="Wall-clock budget; stops cleanly with a checkpoint."),
+    max_steps: int | None = typer.Option(None, help="Override the config's max_steps."),
+    threads: int | None = typer.Option(None, help="torch threads."),
+    accelerator: str = typer.Option("cpu", help="cpu, gpu or auto."),
+    export: bool = typer.Option(False, "--export", help="Afterwards store the prior with the model "
+                                "(NAME.prior.safetensors + its card)."),
+) -> None:
+    """Train a latent prior on a corpus's cached latents (encoded once into RUN/latents), resumably."""
+    from dataclasses import replace
+
+    from audiovae.train.prior import PriorTrainConfig, export_prior, load_prior_config
+    from audiovae.train.prior import train_prior as run_training
+
+    cfg = load_prior_config(config) if config else PriorTrainConfig()
+    overrides = {"model": model, "manifest": None if manifest is None else str(manifest), "label": label,
+                 "max_steps": max_steps}
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    last = run_training(cfg, run_dir or Path("runs") / cfg.name, resume=resume, max_minutes=max_minutes,
+                        accelerator=accelerator, threads=threads)
+    console.print(f"last checkpoint: {last}")
+    if export:
+        console.print(f"wrote {export_prior(last, cfg.model)}")
+
+
+@app.command("export-prior")
+def export_prior_cmd(
+    checkpoint: Path = typer.Argument(..., help="A prior training checkpoint (.ckpt)."),
+    model: str = typer.Option(..., "--model", help="The VAE it was trained for: name or folder."),
+) -> None:
+    """Store a trained prior with its VAE (NAME.prior.safetensors, recorded with its sha256 in NAME.json)."""
+    from audiovae.train.prior import export_prior
+
+    console.print(f"wrote {export_prior(checkpoint, model)}")
+
+
+def _outputs(out: Path, count: int, stem: str) -> list[Path]:
+    """``count`` output paths: OUT itself (an audio file name) or numbered files in OUT (a folder)."""
+    if out.suffix.lower() in (".wav", ".flac"):
+        return [out] if count == 1 else [out.with_name(f"{out.stem}-{k}{out.suffix}") for k in range(count)]
+    out.mkdir(parents=True, exist_ok=True)
+    return [out / f"{stem}-{k}.wav" for k in range(count)]
+
+
+def _write_all(paths: list[Path], clips, sample_rate: int, force: bool) -> None:
+    from audiovae import audio
+
+    for p in paths:
+        _refuse_existing(p, force)
+    for p, x in zip(paths, clips, strict=True):
+        audio.save(p, x, sample_rate)
+        console.print(f"wrote {p}", soft_wrap=True)
+
+
+@app.command()
+def generate(
+    out: Path = typer.Option(..., "--out", help="A .wav/.flac file, or a folder for numbered files."),
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder (with a prior)."),
+    label: str | None = typer.Option(None, "--label", help="Condition on this label (see the error for the list)."),
+    seconds: float = typer.Option(4.0, "--seconds", help="Length of each clip."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (> 0)."),
+    guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance scale "
+                                          "(1: plain conditional; default 3)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the first clip (clip k uses seed + k)."),
+    n: int = typer.Option(1, "-n", min=1, help="Number of clips."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+) -> None:
+    """Sample new audio from the model's latent prior (deterministic for a seed)."""
+    from audiovae.generate import Generator
+
+    gen = Generator(model)
+    gen.frames(seconds), gen.label_index(label)  # bad arguments fail before any output is written
+    paths = _outputs(out, n, f"{gen.model.name}-{label or 'any'}-seed{seed}")
+    kw = {} if guidance is None else {"guidance": guidance}
+    clips = (gen.sample(seconds, label, temperature, seed=seed + k, **kw) for k in range(n))
+    _write_all(paths, clips, gen.sample_rate, force)
+
+
+@app.command("continue")
+def continue_(
+    prompt: Path = typer.Argument(..., help="Audio to continue (any rate; mixed to mono)."),
+    out: Path = typer.Option(..., "--out", help="WAV or FLAC: the prompt's reconstruction and its continuation."),
+    seconds: float = typer.Option(4.0, "--seconds", help="Seconds to add."),
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder (with a prior)."),
+    label: str | None = typer.Option(None, "--label", help="Condition the continuation on this label."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (> 0)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+) -> None:
+    """Continue a clip with the latent prior."""
+    from audiovae import audio
+    from audiovae.generate import Generator
+
+    _refuse_existing(out, force)
+    gen = Generator(model)
+    x, sr = audio.load(prompt)
+    _write_all([out], [gen.continue_audio(x, sr, seconds, label, temperature, seed=seed)], gen.sample_rate, True)
+
+
+@app.command()
+def interpolate(
+    a: Path = typer.Argument(..., help="Start clip."),
+    b: Path = typer.Argument(..., help="End clip."),
+    out: Path = typer.Option(..., "--out", help="Folder for step-0.wav .. step-(N-1).wav."),
+    steps: int = typer.Option(8, "--steps", min=2, help="Number of clips from A to B (ends included)."),
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder (with a prior)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+) -> None:
+    """Morph A into B: spherical interpolation of their latent sequences (cut to the shorter)."""
+    from audiovae import audio
+    from audiovae.generate import Generator
+
+    gen = Generator(model)
+    (xa, sra), (xb, srb) = audio.load(a), audio.load(b)
+    _write_all(_outputs(out, steps, "step"), gen.interpolate(xa, sra, xb, srb, steps), gen.sample_rate, force)
+
+
+@app.command()
+def transfer(
+    content: Path = typer.Argument(..., help="Audio whose content is kept."),
+    out: Path = typer.Option(..., "--out", help="WAV or FLAC to write (at the target model's rate)."),
+    model: str = typer.Option("music24k", "--model", help="Target model: its decoder renders the result."),
+    source: str = typer.Option("speech16k", "--source", help="Model that encodes the content."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+) -> None:
+    """Timbre transfer: encode with --source, map latent statistics, decode with --model (channels kept)."""
+    from audiovae import audio
+    from audiovae.generate import Generator
+    from audiovae.generate import transfer as run
+
+    _refuse_existing(out, force)
+    target = Generator(model)
+    x, sr = audio.load(content)
+    _write_all([out], [run(x, sr, source, target)], target.sample_rate, True)
+
+
+@bench_app.command("generate")
+def bench_generate(
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder (with a prior)."),
+    manifest: Path = typer.Option(..., help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
+    clips: int = typer.Option(100, help="Test clips (and as many generated, N(0, I) and train clips)."),
+    per_label: int = typer.Option(10, "--per-label", help="Generated clips per label for the accuracy."),
+    guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance (default 3)."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+    html: Path | None = typer.Option(None, "--html", help="Write a self-contained listening page here."),
+    transfer_to: str | None = typer.Option(None, "--transfer-to", help="Add a timbre transfer to this model "
+                                           "to the page."),
+) -> None:
+    """Fréchet distances (learned prior vs N(0, I) vs real train) and conditional accuracy of generated clips."""
+    import torch
+    from rich.progress import Progress
+
+    from audiovae import bench
+    from audiovae import bench_generate as bg
+    from audiovae.generate import Generator
+
+    torch.set_num_threads(1)
+    gen = Generator(model)
+    target = Generator(transfer_to) if html is not None and transfer_to else None  # fail before the work
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("generating", total=None)
+        result = bg.evaluate(gen, manifest, clips, per_label, guidance, temperature,
+                             progress=lambda s, i, n: bar.update(task, description=s, completed=i, total=n))
+    name = gen.model.name
+    _, md = bench.write_table(result["fd"], out, f"generate_{name}_fd",
+                              f"{name}: Fréchet distance to {clips} test clips (lower is better)")
+    console.print(md.read_text())
+    _, md = bench.write_table([result["speed"]], out, f"generate_{name}_speed", f"{name}: sampling on one CPU thread")
+    console.print(md.read_text())
+    if result["accuracy"]:
+        _, md = bench.write_table(result["accuracy"], out, f"generate_{name}_accuracy",
+                                  f"{name}: '{gen.label_key}' recognized on generated and real test clips")
+        console.print(md.read_text())
+    if html is not None:
+        tables = [("Fréchet distance to test clips", result["fd"]), ("Conditional accuracy", result["accuracy"]),
+                  ("Speed", [result["speed"]])]
+        page = bg.listening_page(html, f"audiovae {name}: generated audio", tables,
+                                 bg.report_sections(gen, result, target))
+        console.print(f"listening page: {page}")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+
+
 @contextlib.contextmanager
 def _output(path: Path) -> Iterator[BinaryIO]:
     """A binary file that becomes ``path`` (renamed into place, or copied to stdout for -) only when the

@@ -94,32 +94,44 @@ def _write_card(card_path: Path, card: dict) -> None:
     os.replace(tmp, card_path)
 
 
-def save_entropy_model(model: VAE, arrays: dict, meta: dict) -> Path:
-    """Store an entropy model's integer tables next to ``model``'s weights and record it in its card."""
-    path = model.card_path.with_suffix(".entropy.safetensors")
+def save_attachment(model: VAE, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Store tensors next to ``model``'s weights (NAME.KEY.safetensors) and record them, with their sha256,
+    under ``key`` in its card."""
+    path = model.card_path.with_suffix(f".{key}.safetensors")
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
-    save_file({k: torch.from_numpy(v) for k, v in arrays.items()}, tmp)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
-    model.card["entropy"] = {**meta, "file": path.name, "sha256": sha256(path)}
+    model.card[key] = {**meta, "file": path.name, "sha256": sha256(path)}
     _write_card(model.card_path, model.card)
     return path
 
 
-def load_entropy_state(model: VAE) -> tuple[dict, dict]:
-    """(arrays, meta) of the entropy model stored with ``model``; checks its sha256."""
-    meta = dict(model.card.get("entropy") or {})
+def load_attachment(model: VAE, key: str, hint: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, meta) stored under ``key`` with ``model``; checks the sha256. ``hint`` says how to make one."""
+    meta = dict(model.card.get(key) or {})
     if not meta:
-        raise ModelLoadError(f"model '{model.name}' has no entropy model: fit one with `audiovae codec fit`")
+        raise ModelLoadError(f"model '{model.name}' has no {key} model: {hint}")
     path = model.card_path.with_name(meta.pop("file"))
     expected = meta.pop("sha256")
     if not path.exists() or sha256(path) != expected:
-        raise ModelLoadError(f"{path}: entropy model missing or sha256 mismatch (file corrupted or changed)")
-    return {k: v.numpy() for k, v in load_file(str(path)).items()}, meta
+        raise ModelLoadError(f"{path}: {key} model missing or sha256 mismatch (file corrupted or changed)")
+    return load_file(str(path)), meta
 
 
-def _load_state(model: VAE, state: dict, origin: str) -> None:
+def save_entropy_model(model: VAE, arrays: dict, meta: dict) -> Path:
+    """Store an entropy model's integer tables next to ``model``'s weights and record it in its card."""
+    return save_attachment(model, "entropy", {k: torch.from_numpy(v) for k, v in arrays.items()}, meta)
+
+
+def load_entropy_state(model: VAE) -> tuple[dict, dict]:
+    """(arrays, meta) of the entropy model stored with ``model``; checks its sha256."""
+    tensors, meta = load_attachment(model, "entropy", "fit one with `audiovae codec fit`")
+    return {k: v.numpy() for k, v in tensors.items()}, meta
+
+
+def _load_state(model: torch.nn.Module, state: dict, origin: str) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
@@ -188,3 +200,29 @@ def save(model_cfg: ModelConfig, state: dict, out_dir: str | os.PathLike, name: 
     card_path = out / f"{name}.json"
     _write_card(card_path, card)
     return card_path
+
+
+PRIOR_HINT = "train one with `audiovae train-prior` (and --export, or `audiovae export-prior`)"
+
+
+def save_prior(model: VAE, prior, meta: dict) -> Path:
+    """Store a latent prior with ``model``: fp16 weights, fp32 latent statistics, config and labels in the card."""
+    state = {k: v if k.startswith("latent_") else v.half() for k, v in prior.state_dict().items()}
+    return save_attachment(model, "prior", state, {**meta, "config": to_dict(prior.config),
+                                                   "vae_sha256": model.card.get("sha256")})
+
+
+def load_prior(model: VAE):
+    """(LatentPrior in eval mode, card entry) stored with ``model``; refuses one trained on other VAE weights."""
+    from audiovae.models.prior import LatentPrior, PriorConfig
+
+    state, meta = load_attachment(model, "prior", PRIOR_HINT)
+    if meta.get("vae_sha256") != model.card.get("sha256"):
+        raise ModelLoadError(f"model '{model.name}': its prior was trained on the latents of other VAE weights "
+                             f"({str(meta.get('vae_sha256'))[:12]}...); {PRIOR_HINT}")
+    try:
+        prior = LatentPrior(from_dict(PriorConfig, meta["config"]))
+    except (KeyError, ConfigError) as e:
+        raise ModelLoadError(f"model '{model.name}': not a valid prior entry in its card ({e})") from None
+    _load_state(prior, {k: v.float() for k, v in state.items()}, f"{model.name} prior")
+    return prior.eval(), meta

@@ -1,0 +1,215 @@
+"""``audiovae bench generate``: how close generated clips come to real ones, and whether they carry the
+requested label.
+
+Fréchet distance (FD) between Gaussians fitted to clip features of held-out test clips and of: clips
+sampled from the learned prior (labels and lengths of the test clips), latents drawn from the VAE's
+N(0, I) prior, and real train clips (the floor). Features: our embeddings (classify.embed) and MFCC
+statistics (classify.mfcc_features). Conditional accuracy: a probe fitted on real train embeddings
+names the label of clips generated per label, next to its accuracy on real test clips.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiovae import audio
+from audiovae.classify import embed, fit, mfcc_features
+from audiovae.data.manifest import Entry, read_manifest, spread
+from audiovae.errors import AudioVAEError
+from audiovae.generate import Generator
+from audiovae.inference import decode_frames
+
+MIN_SECONDS, MAX_CLIP_SECONDS = 0.5, 10.0
+
+
+def frechet_gaussians(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2))."""
+    from scipy.linalg import sqrtm
+
+    root = sqrtm(cov1 @ cov2)
+    root = root.real if np.iscomplexobj(root) else root
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1 + cov2 - 2 * root))
+
+
+def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """FD between Gaussians fitted to the rows of ``x`` and of ``y``."""
+    return frechet_gaussians(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+
+
+def _features(model, clips: list[np.ndarray], sr: int) -> dict[str, np.ndarray]:
+    return {"vae": np.stack([embed(model, c, sr) for c in clips]).astype(np.float64),
+            "mfcc": np.stack([mfcc_features(c, sr) for c in clips]).astype(np.float64)}
+
+
+def _load(entries: list[Entry], root: Path, sr: int) -> list[np.ndarray]:
+    return [audio.load(e.audio_path(root), sample_rate=sr, mono=True, offset=e.offset,
+                       duration=min(e.duration, MAX_CLIP_SECONDS))[0] for e in entries]
+
+
+def _seconds(e: Entry) -> float:
+    return float(np.clip(e.duration, MIN_SECONDS, MAX_CLIP_SECONDS))
+
+
+def evaluate(gen: Generator, manifest: str | Path, clips: int = 100, per_label: int = 10,
+             guidance: float | None = None, temperature: float = 1.0,
+             progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """FD rows, per-label accuracy rows and the audio behind them (for the listening page)."""
+    manifest = Path(manifest)
+    sr, model, key = gen.sample_rate, gen.model, gen.label_key
+    kw = {"temperature": temperature} | ({} if guidance is None else {"guidance": guidance})
+    tests, trains = (spread([e for e in read_manifest(manifest, split=s)[0] if e.duration >= MIN_SECONDS], clips)
+                     for s in ("test", "train"))
+    if len(tests) < 2 or len(trains) < 2:
+        raise AudioVAEError(f"{manifest}: need at least two test and two train clips of {MIN_SECONDS} s or more")
+
+    def label_of(e: Entry) -> str | None:
+        value = None if key is None else e.labels.get(key)
+        return str(value) if value is not None and str(value) in gen.labels else None
+
+    def each(what: str, items: list, fn: Callable) -> list:
+        out = []
+        for i, it in enumerate(items):
+            out.append(fn(i, it))
+            if progress:
+                progress(what, i + 1, len(items))
+        return out
+
+    real_test, real_train = _load(tests, manifest.parent, sr), _load(trains, manifest.parent, sr)
+    learned = each("sampling (learned prior)", tests,
+                   lambda i, e: gen.sample(_seconds(e), label_of(e), seed=i, **kw))
+
+    def standard_normal(i: int, e: Entry) -> np.ndarray:
+        z = torch.randn(1, model.latent_dim, gen.frames(_seconds(e)), generator=torch.Generator().manual_seed(i))
+        return decode_frames(model, z, z.shape[-1] * model.hop_length).numpy()
+
+    normal = each("sampling (N(0, I))", tests, standard_normal)
+    sets = {"real test": real_test, "learned prior": learned, "N(0, I) prior": normal, "real train (floor)": real_train}
+    feats = {name: _features(model, x, sr) for name, x in sets.items()}
+    fd_rows = [{"samples": name, "clips": len(sets[name]),
+                "fd_embedding": frechet_distance(feats[name]["vae"], feats["real test"]["vae"]),
+                "fd_mfcc": frechet_distance(feats[name]["mfcc"], feats["real test"]["mfcc"])}
+               for name in ("learned prior", "N(0, I) prior", "real train (floor)")]
+    result = {"fd": fd_rows, "accuracy": [], "sets": sets, "tests": tests, "per_label": {}, "speed": speed(gen)}
+    if gen.labels:
+        result |= _conditional(gen, manifest, tests, per_label, kw, label_of, each)
+    return result
+
+
+def speed(gen: Generator, seconds: float = 10.0) -> dict:
+    """Wall-clock seconds to sample and decode ``seconds`` of audio on one thread (best of two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    best = math.inf
+    for seed in range(2):
+        t0 = time.perf_counter()
+        gen.sample(seconds, seed=seed)
+        best = min(best, time.perf_counter() - t0)
+    torch.set_num_threads(threads)
+    return {"audio_seconds": seconds, "wall_seconds": best, "x_realtime": seconds / best}
+
+
+def _conditional(gen: Generator, manifest: Path, tests: list[Entry], per_label: int, kw: dict, label_of, each) -> dict:
+    """Accuracy per label of a probe (fitted on real train embeddings) on generated and real test clips."""
+    model, sr = gen.model, gen.sample_rate
+    train = [e for e in read_manifest(manifest, split="train")[0] if label_of(e) and e.duration >= MIN_SECONDS]
+    chosen = [e for lab in gen.labels for e in spread([e for e in train if label_of(e) == lab], 30)]
+    x = np.stack(each("embedding train clips", _load(chosen, manifest.parent, sr), lambda i, c: embed(model, c, sr)))
+    clf, _ = fit(x, [label_of(e) for e in chosen])
+    labelled = [e for e in tests if label_of(e)]
+    real_pred = clf.predict(np.stack([embed(model, c, sr) for c in _load(labelled, manifest.parent, sr)])) \
+        if labelled else []
+    requests = [(lab, j) for lab in gen.labels for j in range(per_label)]
+    made = each("sampling per label", requests, lambda i, r: gen.sample(3.0, r[0], seed=1000 + i, **kw))
+    pred = clf.predict(np.stack([embed(model, c, sr) for c in made]))
+    rows = []
+    for lab in gen.labels:
+        real = [p == lab for e, p in zip(labelled, real_pred, strict=True) if label_of(e) == lab]
+        ours = [p == r[0] for r, p in zip(requests, pred, strict=True) if r[0] == lab]
+        rows.append({"label": lab, "generated": len(ours), "generated_accuracy": float(np.mean(ours)),
+                     "real_test": len(real), "real_test_accuracy": float(np.mean(real)) if real else float("nan")})
+    real_all = [p == label_of(e) for e, p in zip(labelled, real_pred, strict=True)]
+    rows.append({"label": "mean", "generated": len(made), "generated_accuracy": float(np.mean(pred == np.array(
+        [r[0] for r in requests]))), "real_test": len(real_all),
+        "real_test_accuracy": float(np.mean(real_all)) if real_all else float("nan")})
+    per = {lab: [c for c, r in zip(made, requests, strict=True) if r[0] == lab][:2] for lab in gen.labels}
+    return {"accuracy": rows, "per_label": per}
+
+
+def _wav_b64(x: np.ndarray, sr: int) -> str:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(x, -1, 1).T, sr, format="WAV", subtype="PCM_16")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _png_b64(x: np.ndarray, sr: int, title: str) -> str:
+    from audiovae.plots import save_spectrogram
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_spectrogram(Path(tmp) / "s.png", x, sr, title=title)
+        return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _table(rows: list[dict]) -> str:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+
+    def cell(v) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(k, ''))}</td>" for k in keys) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def listening_page(path: Path, title: str, tables: list[tuple[str, list[dict]]],
+                   sections: list[tuple[str, list[tuple[str, np.ndarray, int]]]]) -> Path:
+    """A self-contained HTML page: tables, then per section audio players (base64 WAV) and spectrograms."""
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 6px}.clip{display:inline-block;margin:6px;width:520px}"
+             "img{width:520px}</style>", f"<h1>{html.escape(title)}</h1>"]
+    parts += [f"<h2>{html.escape(t)}</h2>{_table(rows)}" for t, rows in tables if rows]
+    for name, clips in sections:
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        for caption, x, sr in clips:
+            parts.append(f"<div class='clip'><b>{html.escape(caption)}</b><br>"
+                         f"<audio controls src='data:audio/wav;base64,{_wav_b64(x, sr)}'></audio><br>"
+                         f"<img alt='spectrogram' src='data:image/png;base64,{_png_b64(x, sr, caption)}'></div>")
+    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return path
+
+
+def report_sections(gen: Generator, result: dict, target: Generator | None = None
+                    ) -> list[tuple[str, list[tuple[str, np.ndarray, int]]]]:
+    """Listening examples: samples per label, unconditional ones, N(0, I), an interpolation, a continuation
+    and (with a ``target``) a timbre transfer, from the clips of an ``evaluate`` result."""
+    from audiovae.generate import transfer
+
+    sr, sets, tests = gen.sample_rate, result["sets"], result["tests"]
+    sections = [(f"Samples per label ({gen.label_key})",
+                 [(f"{lab} #{i}", c, sr) for lab, cs in result["per_label"].items() for i, c in enumerate(cs)]),
+                ("Learned prior (labels and lengths of test clips)",
+                 [(f"like {e.id}", c, sr) for e, c in zip(tests[:4], sets["learned prior"][:4], strict=False)]),
+                ("N(0, I) prior", [(f"#{i}", c, sr) for i, c in enumerate(sets["N(0, I) prior"][:2])])]
+    a, b = sets["real test"][0], sets["real test"][-1]
+    morph = gen.interpolate(a, sr, b, sr, steps=5)
+    sections.append((f"Interpolation {tests[0].id} -> {tests[-1].id}",
+                     [(f"step {i}/4", c, sr) for i, c in enumerate(morph)]))
+    prompt = a[:, : int(2 * sr)]
+    sections.append(("Continuation (2 s prompt + 4 s)", [("prompt", prompt, sr),
+                                                          ("continued", gen.continue_audio(prompt, sr, 4.0), sr)]))
+    if target is not None:
+        sections.append((f"Transfer {gen.model.name} -> {target.model.name}",
+                         [("content", a, sr), ("transferred", transfer(a, sr, gen, target), target.sample_rate)]))
+    return sections

@@ -1,0 +1,196 @@
+"""A latent prior p(z | label): a small causal transformer over VAE latent frames.
+
+Frames are the VAE's posterior means, standardized per dimension with statistics stored in the prior
+(``latent_mean``, ``latent_std``; ``latent_cov`` is kept for mapping between latent spaces). Token 0
+is a label embedding (index ``num_labels`` is the null label, used for unconditional sampling and
+classifier-free guidance); token t + 1 is frame t. The output at token t parametrizes frame t as a
+mixture of ``mixtures`` diagonal Gaussians. Sampling runs one token at a time with a key/value
+cache; past ``context`` tokens the cache is rebuilt from the last ``context // 2`` frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from audiovae.config import ConfigError
+
+Params = tuple[Tensor, Tensor, Tensor]  # mixture logits (..., K), means and log-scales (..., K, D)
+Cache = list[tuple[Tensor, Tensor]]  # per layer: keys and values (batch, heads, tokens, head_dim)
+
+
+@dataclass
+class PriorConfig:
+    """Architecture of the latent prior; ``latent_dim`` and ``num_labels`` are set from the data."""
+
+    latent_dim: int = 32
+    num_labels: int = 0
+    d_model: int = 192
+    layers: int = 4
+    heads: int = 4
+    ff_mult: int = 4
+    context: int = 256  # tokens (label + frames) the prior attends to
+    mixtures: int = 4
+    label_dropout: float = 0.1  # training: probability of replacing the label by the null label
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        if self.d_model % self.heads or self.context < 4 or self.mixtures < 1 or not 0 <= self.label_dropout <= 1:
+            raise ConfigError("prior: d_model must divide by heads, context >= 4, mixtures >= 1, "
+                              "0 <= label_dropout <= 1")
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block whose attention can extend a key/value cache."""
+
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        self.heads, self.dropout = cfg.heads, cfg.dropout
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.ff_mult * cfg.d_model), nn.GELU(),
+                                 nn.Linear(cfg.ff_mult * cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout))
+
+    def forward(self, h: Tensor, cache: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        b, n, d = h.shape
+        q, k, v = (t.reshape(b, n, self.heads, -1).transpose(1, 2) for t in self.qkv(self.ln1(h)).chunk(3, -1))
+        past = 0 if cache is None else cache[0].shape[2]
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
+        mask = None
+        if n > 1 and past:  # queries at positions past..past+n-1 see keys up to their own position
+            keys, queries = torch.arange(past + n, device=h.device), torch.arange(past, past + n, device=h.device)
+            mask = keys[None] <= queries[:, None]
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=n > 1 and not past,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        h = h + self.proj(a.transpose(1, 2).reshape(b, n, d))
+        return h + self.mlp(self.ln2(h)), (k, v)
+
+
+class LatentPrior(nn.Module):
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        d, k = cfg.latent_dim, cfg.mixtures
+        self.register_buffer("latent_mean", torch.zeros(d))
+        self.register_buffer("latent_std", torch.ones(d))
+        self.register_buffer("latent_cov", torch.eye(d))
+        self.label = nn.Embedding(cfg.num_labels + 1, cfg.d_model)
+        self.inp = nn.Linear(d, cfg.d_model)
+        self.pos = nn.Embedding(cfg.context, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, k + 2 * k * d)
+        nn.init.normal_(self.pos.weight, std=0.02)
+
+    @property
+    def null_label(self) -> int:
+        return self.config.num_labels
+
+    def set_stats(self, frames: Tensor) -> None:
+        """Set the standardization from raw latent frames (N, latent_dim)."""
+        x = frames.double()
+        self.latent_mean.copy_(x.mean(0))
+        self.latent_std.copy_(x.std(0).clamp_min(1e-4))
+        self.latent_cov.copy_(torch.cov(x.T).reshape(self.latent_cov.shape))
+
+    def normalize(self, z: Tensor) -> Tensor:
+        """Raw latents (..., latent_dim) -> standardized."""
+        return (z - self.latent_mean) / self.latent_std
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        return x * self.latent_std + self.latent_mean
+
+    def _run(self, tokens: Tensor, start: int, cache: Cache | None) -> tuple[Tensor, Cache]:
+        h = tokens + self.pos(torch.arange(start, start + tokens.shape[1], device=tokens.device))
+        new = []
+        for i, block in enumerate(self.blocks):
+            h, kv = block(h, None if cache is None else cache[i])
+            new.append(kv)
+        return self.ln(h), new
+
+    def _params(self, h: Tensor) -> Params:
+        k, d = self.config.mixtures, self.config.latent_dim
+        out = self.head(h)
+        shape = (*out.shape[:-1], k, d)
+        return out[..., :k], out[..., k : k + k * d].reshape(shape), out[..., k + k * d :].reshape(shape).clamp(-7, 5)
+
+    def forward(self, x: Tensor, labels: Tensor) -> Params:
+        """Mixture parameters for each frame of standardized ``x`` (batch, frames, latent_dim) given the
+        frames before it; ``labels`` (batch,) holds label indices (``null_label`` for none)."""
+        tokens = torch.cat([self.label(labels)[:, None], self.inp(x[:, :-1])], 1)
+        return self._params(self._run(tokens, 0, None)[0])
+
+    def nll(self, x: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Mean negative log-likelihood in nats per dimension over frames where ``mask`` is true."""
+        logits, mu, log_s = self(x, labels)
+        z = (x[:, :, None] - mu) * torch.exp(-log_s)
+        comp = -(0.5 * z**2 + log_s).sum(-1) - 0.5 * math.log(2 * math.pi) * x.shape[-1]
+        frame = -torch.logsumexp(F.log_softmax(logits, -1) + comp, -1) / x.shape[-1]
+        return frame.mean() if mask is None else (frame * mask).sum() / mask.sum().clamp_min(1)
+
+    def prefill(self, labels: Tensor, frames: Tensor) -> tuple[Tensor, Cache]:
+        """Last hidden state and cache after the label token and standardized ``frames`` (batch, n, dim)."""
+        tokens = torch.cat([self.label(labels)[:, None], self.inp(frames)], 1)
+        h, cache = self._run(tokens, 0, None)
+        return h[:, -1], cache
+
+    def step(self, frame: Tensor, position: int, cache: Cache) -> tuple[Tensor, Cache]:
+        """Hidden state after appending one standardized frame (batch, dim) as token ``position``."""
+        h, cache = self._run(self.inp(frame)[:, None], position, cache)
+        return h[:, 0], cache
+
+    @torch.no_grad()
+    def sample(self, frames: int, labels: Tensor, prompt: Tensor | None = None, temperature: float = 1.0,
+               guidance: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """``frames`` (>= 1) new standardized frames (batch, frames, dim) following ``prompt`` (batch, n, dim).
+
+        ``guidance`` g mixes the conditional and unconditional mixture parameters as
+        ``uncond + g * (cond - uncond)`` (1: conditional only). ``temperature`` T divides the mixture
+        logits and multiplies the scales by sqrt(T)."""
+        b, ctx = labels.shape[0], self.config.context
+        guided = guidance != 1.0 and bool((labels != self.null_label).any())
+        if guided:
+            labels = torch.cat([labels, torch.full_like(labels, self.null_label)])
+        seq = [] if prompt is None else list(prompt.unbind(1))
+        if guided:
+            seq = [torch.cat([f, f]) for f in seq]
+        start = max(0, len(seq) - (ctx - 1))
+
+        def prefill(start: int) -> tuple[Tensor, Cache]:
+            empty = torch.zeros(labels.shape[0], 0, self.config.latent_dim)
+            return self.prefill(labels, torch.stack(seq[start:], 1) if len(seq) > start else empty)
+
+        h, cache = prefill(start)
+        for i in range(frames):
+            logits, mu, log_s = self._params(h)
+            if guided:
+                logits, mu, log_s = (u + guidance * (c - u) for c, u in (t.chunk(2) for t in (logits, mu, log_s)))
+            x = _sample_mixture(logits, mu, log_s, temperature, generator)
+            if guided:
+                x = torch.cat([x, x])
+            seq.append(x)
+            if i == frames - 1:
+                break
+            if 1 + len(seq) - start > ctx:  # the next token would not fit: keep the last half
+                start = len(seq) - ctx // 2
+                h, cache = prefill(start)
+            else:
+                h, cache = self.step(x, len(seq) - start, cache)
+        return torch.stack(seq[len(seq) - frames :], 1)[:b]
+
+
+def _sample_mixture(logits: Tensor, mu: Tensor, log_s: Tensor, temperature: float,
+                    generator: torch.Generator | None) -> Tensor:
+    """One draw per row from a diagonal Gaussian mixture: (batch, K), (batch, K, D) -> (batch, D)."""
+    probs = F.softmax(logits / temperature, -1)
+    k = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    rows = torch.arange(len(k))
+    noise = torch.randn(mu[rows, k].shape, generator=generator)
+    return mu[rows, k] + math.sqrt(temperature) * torch.exp(log_s[rows, k]) * noise

@@ -1,0 +1,142 @@
+"""Latent caches for prior training: a corpus split encoded once to posterior means, and batches of it.
+
+A cache is one safetensors file: ``frames`` (all clips' frames, (N, latent_dim) float32), ``lengths``
+(frames per clip) and ``labels`` (per clip, an index into the metadata's ``values``, -1 when missing);
+its metadata (JSON strings) names the model's sha256, manifest, split, label key and clip limit, so a
+cache made with other weights or settings is rebuilt rather than reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+from torch.utils.data import Sampler
+from tqdm import tqdm
+
+from audiovae import audio
+from audiovae.data.manifest import read_manifest, spread
+from audiovae.errors import AudioVAEError
+from audiovae.inference import encode_means
+
+
+@dataclass
+class LatentCache:
+    frames: torch.Tensor  # (N, latent_dim)
+    lengths: torch.Tensor  # (clips,)
+    labels: list[str | None]  # per clip
+
+    def clips(self) -> list[torch.Tensor]:
+        return list(self.frames.split(self.lengths.tolist()))
+
+
+def _meta(model, manifest: Path, split: str, label: str | None, max_clips: int) -> dict[str, str]:
+    return {"model_sha256": model.card.get("sha256", ""), "manifest": str(manifest.resolve()), "split": split,
+            "label": label or "", "max_clips": str(max_clips)}
+
+
+def encode_split(model, manifest: str | os.PathLike, split: str, label: str | None, path: str | os.PathLike,
+                 max_clips: int = 0, progress: bool = True) -> LatentCache:
+    """Posterior means of a manifest split (at most ``max_clips`` spread over it; 0: all), cached at ``path``
+    and reused while the model, manifest, split, label and limit are the same."""
+    manifest, path = Path(manifest), Path(path)
+    meta = _meta(model, manifest, split, label, max_clips)
+    if path.exists():
+        with safe_open(str(path), "pt") as f:
+            stored = f.metadata() or {}
+        if {k: stored.get(k) for k in meta} == meta:
+            t = load_file(str(path))
+            values = json.loads(stored["values"])
+            return LatentCache(t["frames"], t["lengths"], [values[i] if i >= 0 else None for i in t["labels"].tolist()])
+    entries, _ = read_manifest(manifest, split=split)
+    if not entries:
+        raise AudioVAEError(f"{manifest}: no entries in split '{split}'")
+    if max_clips:
+        entries = spread(entries, max_clips)
+    clips, labels = [], []
+    for e in tqdm(entries, desc=f"encoding {split} latents", disable=not progress, mininterval=2):
+        x, _ = audio.load(e.audio_path(manifest.parent), sample_rate=model.sample_rate, mono=True, offset=e.offset,
+                          duration=e.duration)
+        if x.shape[-1] < model.hop_length:
+            continue
+        clips.append(encode_means(model, torch.from_numpy(x))[0].T.float())
+        labels.append(None if label is None or e.labels.get(label) is None else str(e.labels[label]))
+    values = sorted({v for v in labels if v is not None})
+    cache = LatentCache(torch.cat(clips), torch.tensor([len(c) for c in clips]), labels)
+    index = torch.tensor([values.index(v) if v is not None else -1 for v in labels])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    save_file({"frames": cache.frames.contiguous(), "lengths": cache.lengths, "labels": index}, tmp,
+              metadata=meta | {"values": json.dumps(values)})
+    os.replace(tmp, path)
+    return cache
+
+
+class LengthBatchSampler(Sampler[list[int]]):
+    """Batches of clips of similar length (little padding), about ``batch_frames`` frames each: ``batches``
+    drawn at random per epoch, reproducible from (seed, epoch), or with ``shuffle`` False every clip once."""
+
+    def __init__(self, lengths: list[int], crop: int, batch_frames: int, batches: int, seed: int = 0,
+                 shuffle: bool = True):
+        self.order = np.argsort(lengths, kind="stable")
+        self.crops = np.minimum(np.asarray(lengths)[self.order], crop)
+        self.batch_frames, self.batches, self.seed, self.shuffle, self.epoch = batch_frames, batches, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.batches if self.shuffle else len(self._in_order())
+
+    def _in_order(self) -> list[list[int]]:
+        batches, start = [], 0
+        while start < len(self.order):
+            batches.append(self._batch(start))
+            start += len(batches[-1])
+        return batches
+
+    def _batch(self, start: int) -> list[int]:
+        size = max(1, self.batch_frames // int(self.crops[min(start, len(self.order) - 1)]))
+        return self.order[start : start + size].tolist()
+
+    def __iter__(self):
+        if not self.shuffle:
+            yield from self._in_order()
+            return
+        rng = np.random.default_rng((self.seed, self.epoch))
+        for _ in range(self.batches):
+            yield self._batch(int(rng.integers(0, len(self.order))))
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Item i: a crop of at most ``crop`` frames of clip i (random when ``train``, else its start) and its
+    label index. Clips are standardized frames (frames, dim)."""
+
+    def __init__(self, clips: list[torch.Tensor], labels: list[int], crop: int, train: bool, seed: int = 0):
+        self.clips, self.labels, self.crop, self.train = clips, labels, crop, train
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        c = self.clips[i]
+        start = int(self.rng.integers(0, len(c) - self.crop + 1)) if self.train and len(c) > self.crop else 0
+        return c[start : start + self.crop], self.labels[i]
+
+
+def collate(items: list[tuple[torch.Tensor, int]]) -> dict[str, torch.Tensor]:
+    """Pad crops to the longest: ``x`` (batch, frames, dim), ``mask`` (batch, frames), ``label`` (batch,)."""
+    n = max(len(x) for x, _ in items)
+    x = torch.zeros(len(items), n, items[0][0].shape[-1])
+    mask = torch.zeros(len(items), n)
+    for i, (c, _) in enumerate(items):
+        x[i, : len(c)], mask[i, : len(c)] = c, 1.0
+    return {"x": x, "mask": mask, "label": torch.tensor([lab for _, lab in items])}

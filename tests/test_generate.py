@@ -1,0 +1,294 @@
+"""Generation on tiny models: the prior's causality and cache, prior training and export, the Generator API,
+the CLI commands, Fréchet distances and the listening page."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from audiovae.bench_generate import frechet_distance, frechet_gaussians
+from audiovae.cli import app
+from audiovae.config import ModelConfig
+from audiovae.data.manifest import Entry, write_manifest
+from audiovae.generate import GenerateError, Generator, slerp, transfer
+from audiovae.inference import reconstruct
+from audiovae.models.prior import LatentPrior, PriorConfig
+from audiovae.models.vae import VAE
+from audiovae.registry import ModelLoadError, load, save, save_prior
+from audiovae.train.prior import PriorTrainConfig, export_prior, train_prior
+
+TINY_MODEL = {"enc_channels": 8, "enc_blocks": 1, "dec_channels": 8, "dec_blocks": 1, "latent_dim": 4}
+TINY_PRIOR = {"d_model": 16, "layers": 2, "heads": 2, "context": 16, "mixtures": 2}
+runner = CliRunner()
+
+
+def tiny_vae(folder: Path, name: str = "tiny", latent_dim: int = 4, sample_rate: int = 16000) -> Path:
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**TINY_MODEL, "latent_dim": latent_dim, "sample_rate": sample_rate})
+    return save(cfg, VAE(cfg).state_dict(), folder, name).parent
+
+
+def with_random_prior(folder: Path, labels=("high", "low")) -> Path:
+    model = load(folder)
+    torch.manual_seed(1)
+    prior = LatentPrior(PriorConfig(latent_dim=model.latent_dim, num_labels=len(labels), **TINY_PRIOR))
+    prior.set_stats(torch.randn(200, model.latent_dim) * 0.5 + 0.1)
+    save_prior(model, prior, {"labels": list(labels), "label_key": "pitch"})
+    return folder
+
+
+def make_corpus(root: Path) -> Path:
+    """Tones labelled low / high: 8 train clips (0.6 s), 2 valid and 4 test clips (1 s)."""
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(14):
+        split, dur = ("train", 0.6) if i < 8 else ("valid", 1.0) if i < 10 else ("test", 1.0)
+        pitch = "low" if i % 2 else "high"
+        t = np.arange(int(16000 * dur)) / 16000
+        f = (220 if pitch == "low" else 1500) + 20 * i
+        sf.write(root / f"tone{i}.wav", (0.3 * np.sin(2 * np.pi * f * t) + 0.01 * rng.standard_normal(t.size))
+                 .astype(np.float32), 16000, subtype="PCM_16")
+        entries.append(Entry(id=f"t{i}", path=f"tone{i}.wav", offset=0.0, duration=dur, sample_rate=16000,
+                             split=split, source="synthetic", license="CC0-1.0", labels={"pitch": pitch}))
+    return write_manifest(root / "manifest.jsonl", entries)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return with_random_prior(tiny_vae(tmp_path_factory.mktemp("model")))
+
+
+@pytest.fixture(scope="module")
+def gen(model_dir) -> Generator:
+    return Generator(model_dir)
+
+
+def tone(sr: int, seconds: float, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(sr * seconds)) / sr
+    return np.repeat((0.3 * np.sin(2 * np.pi * 440 * t))[None], channels, 0).astype(np.float32)
+
+
+# The prior
+
+
+def test_prior_is_causal():
+    torch.manual_seed(0)
+    prior = LatentPrior(PriorConfig(latent_dim=4, num_labels=2, **TINY_PRIOR)).eval()
+    x = torch.randn(2, 12, 4)
+    labels = torch.tensor([0, 2])
+    before = prior(x, labels)
+    y = x.clone()
+    y[:, 7:] = torch.randn(2, 5, 4)  # frames 7.. change: the predictions of frames 0..7 must not
+    after = prior(y, labels)
+    for a, b in zip(before, after, strict=True):
+        assert torch.equal(a[:, :8], b[:, :8])
+        assert not torch.allclose(a[:, 8:], b[:, 8:])
+
+
+def reference_sample(prior: LatentPrior, frames: int, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Sampling without a cache: the whole window is recomputed for every frame (same windowing rule)."""
+    from audiovae.models.prior import _sample_mixture
+
+    ctx, seq, start = prior.config.context, [], 0
+    for _ in range(frames):
+        if 1 + len(seq) - start > ctx:
+            start = len(seq) - ctx // 2
+        window = torch.stack(seq[start:], 1) if len(seq) > start else torch.zeros(len(labels), 0, 4)
+        tokens = torch.cat([prior.label(labels)[:, None], prior.inp(window)], 1)
+        params = prior._params(prior._run(tokens, 0, None)[0][:, -1])
+        seq.append(_sample_mixture(*params, 1.0, gen))
+    return torch.stack(seq, 1)
+
+
+def test_cached_sampling_equals_full_recompute():
+    torch.manual_seed(0)
+    prior = LatentPrior(PriorConfig(latent_dim=4, num_labels=2, **{**TINY_PRIOR, "context": 8})).eval()
+    labels = torch.tensor([1])
+    with torch.no_grad():
+        x = torch.randn(1, 7, 4)  # step-by-step hidden states equal one full pass
+        full, _ = prior._run(torch.cat([prior.label(labels)[:, None], prior.inp(x)], 1), 0, None)
+        h, cache = prior.prefill(labels, x[:, :3])
+        steps = [h]
+        for t in range(3, 7):
+            h, cache = prior.step(x[:, t], t + 1, cache)
+            steps.append(h)
+        torch.testing.assert_close(torch.stack(steps, 1), full[:, 3:], atol=1e-5, rtol=1e-5)
+        # 20 frames with a context of 8 tokens: the cache is rebuilt several times
+        cached = prior.sample(20, labels, generator=torch.Generator().manual_seed(3))
+        ref = reference_sample(prior, 20, labels, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(cached, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_slerp_ends_and_norm():
+    a, b = torch.randn(3, 5), torch.randn(3, 5)
+    torch.testing.assert_close(slerp(a, b, 0.0), a)
+    torch.testing.assert_close(slerp(a, b, 1.0), b)
+    u, v = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    assert torch.isclose(slerp(u, v, 0.5).norm(), torch.tensor(1.0))
+
+
+# Training, export, loading
+
+
+def test_train_resume_export_and_hash_check(tmp_path):
+    folder = tiny_vae(tmp_path / "model")
+    cfg = PriorTrainConfig(model=str(folder), manifest=str(make_corpus(tmp_path)), label="pitch", min_label_clips=1,
+                           prior=PriorConfig(**TINY_PRIOR), batch_frames=64, max_steps=3, val_every=2,
+                           warmup_steps=1, log_every=1)
+    run = tmp_path / "run"
+    last = train_prior(cfg, run, progress=False)
+    assert (run / "latents" / "train.safetensors").exists() and last.exists()
+    with pytest.raises(Exception, match="already holds a run"):
+        train_prior(cfg, run, progress=False)
+    cache_time = (run / "latents" / "train.safetensors").stat().st_mtime_ns
+    cfg.max_steps = 4
+    train_prior(cfg, run, resume=True, progress=False)
+    assert (run / "latents" / "train.safetensors").stat().st_mtime_ns == cache_time  # encoded once, reused
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+    export_prior(last, folder)
+    card = json.loads((folder / "tiny.json").read_text())
+    assert card["prior"]["labels"] == ["high", "low"] and card["prior"]["file"] == "tiny.prior.safetensors"
+    g = Generator(folder)
+    assert g.labels == ["high", "low"] and g.label_key == "pitch"
+    assert g.sample(0.3, "low").shape == (1, 15 * 320)
+
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    with (copy / "tiny.prior.safetensors").open("r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\0\0\0\0")
+    with pytest.raises(ModelLoadError, match="sha256 mismatch"):
+        Generator(copy)
+    other = tiny_vae(tmp_path / "other")  # same name, other weights: the prior does not belong to them
+    (other / "tiny.safetensors").write_bytes((folder / "tiny.safetensors").read_bytes())
+    torch.manual_seed(5)
+    save(load(other).config, VAE(load(other).config).state_dict(), other, "tiny")
+    with pytest.raises(ModelLoadError, match="checkpoint|other weights"):
+        export_prior(last, other)
+
+
+def test_model_without_prior_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="has no prior model: train one with `audiovae train-prior`"):
+        Generator(tiny_vae(tmp_path))
+
+
+# The Generator
+
+
+def test_sample_is_deterministic_for_a_seed(gen):
+    a = gen.sample(0.5, "high", seed=1)
+    assert a.dtype == np.float32 and a.shape == (1, 25 * 320) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, gen.sample(0.5, "high", seed=1))
+    assert not np.array_equal(a, gen.sample(0.5, "high", seed=2))
+    assert not np.array_equal(a, gen.sample(0.5, "high", seed=1, guidance=1.0))
+    assert gen.sample(0.5, None, temperature=0.5).shape == a.shape
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"label": "violin"}, r"unknown label 'violin' for model 'tiny' \(known: high, low\)"),
+    ({"seconds": 0}, "seconds must be > 0 and <= 120"),
+    ({"seconds": -1}, "seconds must be > 0"),
+    ({"seconds": 1e6}, "seconds must be > 0 and <= 120"),
+    ({"temperature": 0.0}, "temperature must be > 0"),
+])
+def test_bad_requests(gen, kwargs, message):
+    with pytest.raises(GenerateError, match=message):
+        gen.sample(**{"seconds": 0.2, **kwargs})
+
+
+def test_continue_resamples_and_mixes_the_prompt(gen):
+    y = gen.continue_audio(tone(8000, 0.4, channels=2), 8000, seconds=0.2, seed=3)
+    assert y.shape == (1, (20 + 10) * 320)
+    np.testing.assert_array_equal(y, gen.continue_audio(tone(8000, 0.4, channels=2), 8000, seconds=0.2, seed=3))
+    with pytest.raises(GenerateError, match="shorter than one latent frame"):
+        gen.continue_audio(tone(16000, 0.01), 16000, seconds=0.2)
+
+
+def test_interpolate_starts_and_ends_at_the_inputs(gen):
+    a, b = tone(16000, 0.5), tone(22050, 0.3) * 0.5
+    clips = gen.interpolate(a, 16000, b, 22050, steps=4)
+    assert len(clips) == 4 and all(c.shape == clips[0].shape for c in clips)
+    n = gen.encode(b, 22050).shape[1]
+    np.testing.assert_allclose(clips[0], gen.decode(gen.encode(a, 16000)[:, :n]), atol=1e-6)
+    with pytest.raises(GenerateError, match="steps must be at least 2"):
+        gen.interpolate(a, 16000, b, 22050, steps=1)
+
+
+def test_transfer_between_latent_spaces(tmp_path, model_dir):
+    target = with_random_prior(tiny_vae(tmp_path, "wide", latent_dim=6, sample_rate=24000), labels=())
+    x = tone(16000, 0.5, channels=2)
+    y = transfer(x, 16000, model_dir, target)
+    assert y.shape == (2, 12000) and np.isfinite(y).all()
+    same = transfer(x, 16000, model_dir, model_dir)  # one model: the mapping is the identity
+    np.testing.assert_allclose(same, reconstruct(load(model_dir), x, 16000), atol=1e-4)
+
+
+# Evaluation
+
+
+def test_frechet_distance_of_known_gaussians():
+    mu1, mu2 = np.array([0.0, 1.0]), np.array([3.0, 1.0])
+    c1, c2 = np.diag([1.0, 4.0]), np.diag([4.0, 1.0])
+    assert frechet_gaussians(mu1, c1, mu2, c2) == pytest.approx(9.0 + (1 - 2) ** 2 + (2 - 1) ** 2)
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])  # same spectrum, rotated: sqrtm of a non-symmetric product
+    assert frechet_gaussians(mu1, c1, mu1, rot @ c1 @ rot.T) == pytest.approx(2.0)
+    x = np.random.default_rng(0).standard_normal((4000, 3))
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(x, x * 2 + 1) == pytest.approx(3.0 + 3.0, rel=0.05)
+
+
+# The commands
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
+    return result
+
+
+def test_cli_generate_continue_interpolate_transfer(tmp_path, model_dir):
+    r = invoke("generate", "--model", model_dir, "--label", "low", "--seconds", 0.3, "-n", 2, "--out", tmp_path / "g")
+    assert r.exit_code == 0, r.output
+    files = sorted((tmp_path / "g").iterdir())
+    assert [f.name for f in files] == ["tiny-low-seed0-0.wav", "tiny-low-seed0-1.wav"]
+    x0, sr = sf.read(files[0])
+    assert sr == 16000 and len(x0) == 15 * 320
+    assert invoke("generate", "--model", model_dir, "--out", tmp_path / "one.wav", "--seed", 4).exit_code == 0
+    r = invoke("generate", "--model", model_dir, "--out", tmp_path / "one.wav")
+    assert "already exists" in str(r.exception)
+    assert "unknown label 'x'" in str(invoke("generate", "--model", model_dir, "--label", "x", "--out",
+                                             tmp_path / "x.wav").exception)
+    assert not (tmp_path / "x.wav").exists()
+
+    prompt = tmp_path / "prompt.wav"
+    sf.write(prompt, tone(44100, 0.4, 2).T, 44100)
+    r = invoke("continue", prompt, "--model", model_dir, "--seconds", 0.2, "--out", tmp_path / "c.wav")
+    assert r.exit_code == 0, r.output
+    assert sf.info(tmp_path / "c.wav").frames == 30 * 320
+    assert invoke("interpolate", prompt, tmp_path / "one.wav", "--model", model_dir, "--steps", 3,
+                  "--out", tmp_path / "morph").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "morph").iterdir()) == ["step-0.wav", "step-1.wav", "step-2.wav"]
+    r = invoke("transfer", prompt, "--model", model_dir, "--source", model_dir, "--out", tmp_path / "t.flac")
+    assert r.exit_code == 0, r.output
+    assert sf.info(tmp_path / "t.flac").samplerate == 16000
+
+
+def test_cli_bench_generate_writes_tables_and_page(tmp_path, model_dir):
+    manifest = make_corpus(tmp_path)
+    page = tmp_path / "report.html"
+    r = invoke("bench", "generate", "--model", model_dir, "--manifest", manifest, "--out", tmp_path / "b",
+               "--html", page, "--transfer-to", tiny_vae(tmp_path / "plain"))
+    assert "has no prior model" in str(r.exception) and not (tmp_path / "b").exists()  # refused before the work
+    r = invoke("bench", "generate", "--model", model_dir, "--manifest", manifest, "--clips", 4, "--per-label", 2,
+               "--out", tmp_path / "b", "--html", page, "--transfer-to", model_dir)
+    assert r.exit_code == 0, r.output
+    fd = (tmp_path / "b" / "generate_tiny_fd.csv").read_text()
+    assert "learned prior" in fd and "N(0, I) prior" in fd and "real train (floor)" in fd
+    acc = (tmp_path / "b" / "generate_tiny_accuracy.csv").read_text().splitlines()
+    assert acc[0].startswith("label,generated,generated_accuracy") and [row.split(",")[0] for row in acc[1:]] == \
+        ["high", "low", "mean"]
+    text = page.read_text()
+    assert text.count("data:audio/wav;base64,") >= 10 and "data:image/png;base64," in text and "Transfer" in text
