@@ -895,9 +895,6 @@ def bench_generate(
         console.print(f"listening page: {page}")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-
-
 @contextlib.contextmanager
 def _output(path: Path) -> Iterator[BinaryIO]:
     """A binary file that becomes ``path`` (renamed into place, or copied to stdout for -) only when the
