@@ -8,6 +8,7 @@ from audiovae.codec.stream import fit_for_model
 from audiovae.config import ModelConfig
 from audiovae.demo import ASSETS, run_demo
 from audiovae.models.vae import VAE
+from tests.test_generate import with_random_prior
 
 
 def test_demo_runs_end_to_end_with_a_shipped_model(tmp_path, monkeypatch):
@@ -21,6 +22,7 @@ def test_demo_runs_end_to_end_with_a_shipped_model(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     clf, _ = fit(rng.standard_normal((12, 8)), ["cs", "nl"] * 6, {"model": "speech16k", "features": "vae"})
     clf.save(models / "speech16k-language")
+    with_random_prior(models, labels=("cs", "en"))
     monkeypatch.setattr(registry, "PRETRAINED_DIR", models)
     console = Console(record=True, width=120)
     run_demo(tmp_path / "out", console)
@@ -28,6 +30,7 @@ def test_demo_runs_end_to_end_with_a_shipped_model(tmp_path, monkeypatch):
     clips = sorted(ASSETS.glob("speech16k_*.flac"))
     assert clips and "codec --kbps 6" in text and "posterior mean" in text
     assert text.count("language of speech16k_") == len(clips)
+    assert "in 'cs' from the latent prior" in text and (tmp_path / "out" / "generated_cs.wav").exists()
     for clip in clips:
         for suffix in ("_reconstructed.wav", "_6kbps.avae", "_6kbps.wav", "_6kbps.png", ".png"):
             assert (tmp_path / "out" / f"{clip.stem}{suffix}").exists()

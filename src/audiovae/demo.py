@@ -55,7 +55,7 @@ def run_demo(out: Path, console: Console) -> None:
                          title=f"{clip.name} through the codec at {DEMO_KBPS[-1]:g} kbps")
     console.print(table)
     _classify(clips, console)
-    console.print("generation (sampling from a learned latent prior) is not available yet")
+    _generate(out, console)
     console.print(f"audio, .avae files and spectrograms in {out}/")
     console.print("try: audiovae compress in.wav out.avae --kbps 6 && audiovae decompress out.avae out.wav")
     console.print("the web app: audiovae serve (then open http://127.0.0.1:8000); a report: audiovae report")
@@ -78,6 +78,25 @@ def _classify(clips: list[Path], console: Console) -> None:
         best = int(np.argmax(probs))
         console.print(f"language of {clip.name}: [bold]{clf.classes[best]}[/bold] (p = {probs[best]:.2f}; "
                       f"{len(clf.classes)} languages, probe on speech16k embeddings)")
+
+
+def _generate(out: Path, console: Console, seconds: float = 3.0) -> None:
+    """Clips sampled from the shipped speech16k's latent prior, one per demo language when it knows them."""
+    from audiovae import audio
+    from audiovae.errors import AudioVAEError
+    from audiovae.generate import Generator
+
+    try:
+        gen = Generator("speech16k")
+    except AudioVAEError as e:
+        console.print(f"generation skipped: {e}")
+        return
+    labels = [lb for lb in ("cs", "nl") if lb in gen.labels] or [None]
+    for label in labels:
+        path = out / f"generated_{label or 'unconditional'}.wav"
+        audio.save(path, gen.sample(seconds=seconds, label=label, seed=0), gen.sample_rate)
+        console.print(f"generated {seconds:g} s of speech{f' in {label!r}' if label else ''} "
+                      f"from the latent prior: {path}")
 
 
 def _scores(x, y, sr) -> list[str]:

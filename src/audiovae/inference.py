@@ -43,6 +43,16 @@ def encode_means(model: VAE, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([enc(x[:, i : i + block]) for i in range(0, total, block)], dim=-1)
 
 
+@torch.no_grad()
+def decode_frames(model: VAE, z: torch.Tensor, length: int) -> torch.Tensor:
+    """(channels, latent_dim, frames) -> (channels, length) samples, streamed in blocks."""
+    dec = model.stream_decoder()
+    block = max(1, int(BLOCK_SECONDS * model.sample_rate / model.hop_length))
+    parts = [dec(z[..., i : i + block]) for i in range(0, z.shape[-1], block)]
+    parts.append(dec.flush())
+    return torch.cat(parts, dim=-1)[:, :length]
+
+
 class EncodeStream:
     """Posterior means of a signal pushed as (channels, n) blocks at ``sample_rate``: ``push`` returns
     the frames completed so far, ``finish`` the rest, padded (as ``encode_means``) so that decoding the
