@@ -146,10 +146,11 @@ def test_train_resume_export_and_hash_check(tmp_path):
     with pytest.raises(Exception, match="already holds a run"):
         train_prior(cfg, run, progress=False)
     cache_time = (run / "latents" / "train.safetensors").stat().st_mtime_ns
-    cfg.max_steps = 4
+    cfg.max_steps, cfg.val_every = 4, 1  # another checkpoint interval: still resumed into last.ckpt
     train_prior(cfg, run, resume=True, progress=False)
     assert (run / "latents" / "train.safetensors").stat().st_mtime_ns == cache_time  # encoded once, reused
     assert torch.load(last, weights_only=True)["global_step"] == 4
+    assert not list((run / "checkpoints").glob("last-v*.ckpt"))
     export_prior(last, folder)
     card = json.loads((folder / "tiny.json").read_text())
     assert card["prior"]["labels"] == ["high", "low"] and card["prior"]["file"] == "tiny.prior.safetensors"

@@ -132,7 +132,7 @@ def train_prior(cfg: PriorTrainConfig, run_dir: Path, *, resume: bool = False, m
         logger=CSVLogger(run_dir, name="logs"), log_every_n_steps=cfg.log_every,
         callbacks=[ModelCheckpoint(run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
                                    every_n_train_steps=cfg.val_every, save_last=True, save_top_k=1,
-                                   monitor="val/nll")]
+                                   monitor="val/nll", enable_version_counter=False)]  # resume reads last.ckpt
         + ([TQDMProgressBar(refresh_rate=50 if os.isatty(2) else 500)] if progress else []),
         enable_progress_bar=progress, default_root_dir=run_dir,
     )

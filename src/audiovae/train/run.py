@@ -82,7 +82,8 @@ def train(
         logger=[CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tb")],  # version_N per (re)start
         callbacks=[
             ModelCheckpoint(ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                            every_n_train_steps=cfg.val_every, save_last=True, save_top_k=-1),
+                            every_n_train_steps=cfg.val_every, save_last=True, save_top_k=-1,
+                            enable_version_counter=False),  # never last-v1.ckpt: --resume reads last.ckpt
         ] + ([TQDMProgressBar(refresh_rate=50 if os.isatty(2) else 500)] if progress else []),
         enable_progress_bar=progress,
         log_every_n_steps=cfg.log_every,
