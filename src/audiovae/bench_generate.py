@@ -101,7 +101,7 @@ def evaluate(gen: Generator, manifest: str | Path, clips: int = 100, per_label: 
                for name in ("learned prior", "N(0, I) prior", "real train (floor)")]
     result = {"fd": fd_rows, "accuracy": [], "sets": sets, "tests": tests, "per_label": {}, "speed": speed(gen)}
     if gen.labels:
-        result |= _conditional(gen, manifest, tests, per_label, kw, label_of, each)
+        result |= _conditional(gen, manifest, tests, feats["real test"]["vae"], per_label, kw, label_of, each)
     return result
 
 
@@ -118,16 +118,17 @@ def speed(gen: Generator, seconds: float = 10.0) -> dict:
     return {"audio_seconds": seconds, "wall_seconds": best, "x_realtime": seconds / best}
 
 
-def _conditional(gen: Generator, manifest: Path, tests: list[Entry], per_label: int, kw: dict, label_of, each) -> dict:
-    """Accuracy per label of a probe (fitted on real train embeddings) on generated and real test clips."""
+def _conditional(gen: Generator, manifest: Path, tests: list[Entry], test_embeddings: np.ndarray, per_label: int,
+                 kw: dict, label_of, each) -> dict:
+    """Accuracy per label of a probe (fitted on real train embeddings) on generated and real test clips
+    (``test_embeddings``: one row per entry of ``tests``)."""
     model, sr = gen.model, gen.sample_rate
     train = [e for e in read_manifest(manifest, split="train")[0] if label_of(e) and e.duration >= MIN_SECONDS]
     chosen = [e for lab in gen.labels for e in spread([e for e in train if label_of(e) == lab], 30)]
     x = np.stack(each("embedding train clips", _load(chosen, manifest.parent, sr), lambda i, c: embed(model, c, sr)))
     clf, _ = fit(x, [label_of(e) for e in chosen])
     labelled = [e for e in tests if label_of(e)]
-    real_pred = clf.predict(np.stack([embed(model, c, sr) for c in _load(labelled, manifest.parent, sr)])) \
-        if labelled else []
+    real_pred = clf.predict(test_embeddings[[bool(label_of(e)) for e in tests]]) if labelled else []
     requests = [(lab, j) for lab in gen.labels for j in range(per_label)]
     made = each("sampling per label", requests, lambda i, r: gen.sample(3.0, r[0], seed=1000 + i, **kw))
     pred = clf.predict(np.stack([embed(model, c, sr) for c in made]))
