@@ -10,6 +10,7 @@ ffmpeg, when installed, is used only for what libsndfile does not recognise (e.g
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -271,6 +272,13 @@ def to_channels(x: np.ndarray, channels: int) -> np.ndarray:
         return np.repeat(x, channels, axis=0)
     raise AudioError(f"cannot convert {x.shape[0]} channels to {channels} "
                      "(only mixing down to mono or repeating mono is supported)")
+
+
+def wav_bytes(x: np.ndarray, sample_rate: int) -> bytes:
+    """(channels, samples) float32 -> a 16-bit PCM WAV file in memory (clipped to [-1, 1])."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(x, -1.0, 1.0).T, sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
 
 
 def save(path: str | os.PathLike, x: np.ndarray, sample_rate: int, overwrite: bool = True) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 import tempfile
 import time
@@ -147,11 +146,7 @@ def _conditional(gen: Generator, manifest: Path, tests: list[Entry], test_embedd
 
 
 def _wav_b64(x: np.ndarray, sr: int) -> str:
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(x, -1, 1).T, sr, format="WAV", subtype="PCM_16")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(audio.wav_bytes(x, sr)).decode("ascii")
 
 
 def _png_b64(x: np.ndarray, sr: int, title: str) -> str:

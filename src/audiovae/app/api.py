@@ -9,9 +9,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from audiovae import audio, metrics
+from audiovae.audio import wav_bytes
 from audiovae.errors import AudioVAEError
 
 OPUS_MIN_KBPS = 6.0  # opusenc's lowest bitrate
@@ -20,13 +20,6 @@ MIN_METRIC_SECONDS = 0.5  # shorter clips have too few frames for PESQ, STOI and
 
 class Unavailable(AudioVAEError):
     """A feature this installation or model lacks (generation without a prior, a missing module)."""
-
-
-def wav_bytes(x: np.ndarray, sample_rate: int) -> bytes:
-    """(channels, samples) float32 -> a 16-bit PCM WAV file in memory (clipped to [-1, 1])."""
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(x, -1.0, 1.0).T, sample_rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
 
 
 def spectrogram_png(x: np.ndarray, sample_rate: int, title: str, ref: np.ndarray | None = None,
