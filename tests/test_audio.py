@@ -401,3 +401,14 @@ def test_save_blocks_writes_blocks_in_order_and_refuses_nothing(tmp_path):
     with pytest.raises(AudioError, match="no audio samples"):
         audio.save_blocks(tmp_path / "empty.wav", [np.zeros((1, 0), np.float32)], 44100, 1)
     assert sorted(os.listdir(tmp_path)) == ["b.flac"]
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG"])
+def test_wav_bytes_formats_decode_to_the_same_length(fmt):
+    import io
+
+    x = (0.3 * np.sin(np.arange(2, 16000) / 7.0)).astype(np.float32)[None].repeat(2, 0)
+    y, sr = sf.read(io.BytesIO(audio.wav_bytes(x, 16000, fmt)), dtype="float32", always_2d=True)
+    assert sr == 16000 and y.shape == (x.shape[1], 2)
+    if fmt != "OGG":  # lossless up to 16-bit rounding
+        assert np.abs(y.T - x).max() < 1e-4

@@ -274,10 +274,15 @@ def to_channels(x: np.ndarray, channels: int) -> np.ndarray:
                      "(only mixing down to mono or repeating mono is supported)")
 
 
-def wav_bytes(x: np.ndarray, sample_rate: int) -> bytes:
-    """(channels, samples) float32 -> a 16-bit PCM WAV file in memory (clipped to [-1, 1])."""
+IN_MEMORY_FORMATS = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "OPUS"}
+
+
+def wav_bytes(x: np.ndarray, sample_rate: int, fmt: str = "WAV") -> bytes:
+    """(channels, samples) float32 -> an audio file in memory (clipped to [-1, 1]): 16-bit WAV, 16-bit FLAC
+    (lossless, half the size) or Ogg Opus (``fmt="OGG"``, lossy and small, for listening pages; Opus takes
+    8, 12, 16, 24 or 48 kHz)."""
     buf = io.BytesIO()
-    sf.write(buf, np.clip(x, -1.0, 1.0).T, sample_rate, format="WAV", subtype="PCM_16")
+    sf.write(buf, np.clip(x, -1.0, 1.0).T, sample_rate, format=fmt, subtype=IN_MEMORY_FORMATS[fmt])
     return buf.getvalue()
 
 

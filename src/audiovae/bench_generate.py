@@ -145,8 +145,8 @@ def _conditional(gen: Generator, manifest: Path, tests: list[Entry], test_embedd
     return {"accuracy": rows, "per_label": per}
 
 
-def _wav_b64(x: np.ndarray, sr: int) -> str:
-    return base64.b64encode(audio.wav_bytes(x, sr)).decode("ascii")
+def _opus_b64(x: np.ndarray, sr: int) -> str:
+    return base64.b64encode(audio.wav_bytes(x, sr, "OGG")).decode("ascii")
 
 
 def _png_b64(x: np.ndarray, sr: int, title: str) -> str:
@@ -170,7 +170,8 @@ def _table(rows: list[dict]) -> str:
 
 def listening_page(path: Path, title: str, tables: list[tuple[str, list[dict]]],
                    sections: list[tuple[str, list[tuple[str, np.ndarray, int]]]]) -> Path:
-    """A self-contained HTML page: tables, then per section audio players (base64 WAV) and spectrograms."""
+    """A self-contained HTML page: tables, then per section audio players (base64 Ogg Opus, small enough to
+    commit) and spectrograms."""
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:2px 6px}.clip{display:inline-block;margin:6px;width:520px}"
@@ -180,21 +181,22 @@ def listening_page(path: Path, title: str, tables: list[tuple[str, list[dict]]],
         parts.append(f"<h2>{html.escape(name)}</h2>")
         for caption, x, sr in clips:
             parts.append(f"<div class='clip'><b>{html.escape(caption)}</b><br>"
-                         f"<audio controls src='data:audio/wav;base64,{_wav_b64(x, sr)}'></audio><br>"
+                         f"<audio controls src='data:audio/ogg;base64,{_opus_b64(x, sr)}'></audio><br>"
                          f"<img alt='spectrogram' src='data:image/png;base64,{_png_b64(x, sr, caption)}'></div>")
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path
 
 
-def report_sections(gen: Generator, result: dict, target: Generator | None = None
+def report_sections(gen: Generator, result: dict, target: Generator | None = None, per_label: int = 2
                     ) -> list[tuple[str, list[tuple[str, np.ndarray, int]]]]:
-    """Listening examples: samples per label, unconditional ones, N(0, I), an interpolation, a continuation
-    and (with a ``target``) a timbre transfer, from the clips of an ``evaluate`` result."""
+    """Listening examples: ``per_label`` samples per label, unconditional ones, N(0, I), an interpolation, a
+    continuation and (with a ``target``) a timbre transfer, from the clips of an ``evaluate`` result."""
     from audiovae.generate import transfer
 
     sr, sets, tests = gen.sample_rate, result["sets"], result["tests"]
     sections = [(f"Samples per label ({gen.label_key})",
-                 [(f"{lab} #{i}", c, sr) for lab, cs in result["per_label"].items() for i, c in enumerate(cs)]),
+                 [(f"{lab} #{i}", c, sr) for lab, cs in result["per_label"].items()
+                  for i, c in enumerate(cs[:per_label])]),
                 ("Learned prior (labels and lengths of test clips)",
                  [(f"like {e.id}", c, sr) for e, c in zip(tests[:4], sets["learned prior"][:4], strict=False)]),
                 ("N(0, I) prior", [(f"#{i}", c, sr) for i, c in enumerate(sets["N(0, I) prior"][:2])])]

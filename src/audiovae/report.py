@@ -11,6 +11,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from audiovae import audio
 from audiovae.errors import AudioVAEError
 
 SECTIONS = [("Codec", ("codec_", "_rate_quality")), ("Reconstruction quality", ("quality_", "curve_")),
@@ -102,10 +103,8 @@ def bench_sections(folder: Path) -> dict[str, list[str]]:
 
 def _flac(wav: bytes) -> bytes:
     """A WAV file re-encoded as FLAC: half the size in the page, lossless."""
-    x, sr = sf.read(io.BytesIO(wav), dtype="int16")
-    buf = io.BytesIO()
-    sf.write(buf, x, sr, format="FLAC", subtype="PCM_16")
-    return buf.getvalue()
+    x, sr = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
+    return audio.wav_bytes(x.T, sr, "FLAC")
 
 
 def _player(title: str, wav: bytes) -> str:
@@ -115,7 +114,6 @@ def _player(title: str, wav: bytes) -> str:
 
 def codec_examples(clips: list[Path], kbps: tuple[float, ...]) -> str:
     """Each clip (named MODEL_name) through the codec of its shipped model at each bitrate, with Opus."""
-    from audiovae import audio
     from audiovae.app.api import compare_codec
     from audiovae.registry import list_models
 
