@@ -187,16 +187,15 @@ def listening_page(path: Path, title: str, tables: list[tuple[str, list[dict]]],
     return path
 
 
-def report_sections(gen: Generator, result: dict, target: Generator | None = None, per_label: int = 2
+def report_sections(gen: Generator, result: dict, target: Generator | None = None
                     ) -> list[tuple[str, list[tuple[str, np.ndarray, int]]]]:
-    """Listening examples: ``per_label`` samples per label, unconditional ones, N(0, I), an interpolation, a
-    continuation and (with a ``target``) a timbre transfer, from the clips of an ``evaluate`` result."""
+    """Listening examples: two samples per label, unconditional ones, N(0, I), an interpolation, a continuation
+    and (with a ``target``) a timbre transfer, from the clips of an ``evaluate`` result."""
     from audiovae.generate import transfer
 
     sr, sets, tests = gen.sample_rate, result["sets"], result["tests"]
     sections = [(f"Samples per label ({gen.label_key})",
-                 [(f"{lab} #{i}", c, sr) for lab, cs in result["per_label"].items()
-                  for i, c in enumerate(cs[:per_label])]),
+                 [(f"{lab} #{i}", c, sr) for lab, cs in result["per_label"].items() for i, c in enumerate(cs)]),
                 ("Learned prior (labels and lengths of test clips)",
                  [(f"like {e.id}", c, sr) for e, c in zip(tests[:4], sets["learned prior"][:4], strict=False)]),
                 ("N(0, I) prior", [(f"#{i}", c, sr) for i, c in enumerate(sets["N(0, I) prior"][:2])])]
