@@ -120,14 +120,25 @@ def load_attachment(model: VAE, key: str, hint: str) -> tuple[dict[str, torch.Te
     return load_file(str(path)), meta
 
 
+ENTROPY_HINT = "fit one with `audiovae codec fit`"
+
+
 def save_entropy_model(model: VAE, arrays: dict, meta: dict) -> Path:
-    """Store an entropy model's integer tables next to ``model``'s weights and record it in its card."""
-    return save_attachment(model, "entropy", {k: torch.from_numpy(v) for k, v in arrays.items()}, meta)
+    """Store an entropy model's integer tables next to ``model``'s weights and record it in its card, with
+    the sha256 of the VAE weights whose latents it was fitted on."""
+    return save_attachment(model, "entropy", {k: torch.from_numpy(v) for k, v in arrays.items()},
+                           {**meta, "vae_sha256": model.card.get("sha256")})
 
 
 def load_entropy_state(model: VAE) -> tuple[dict, dict]:
-    """(arrays, meta) of the entropy model stored with ``model``; checks its sha256."""
-    tensors, meta = load_attachment(model, "entropy", "fit one with `audiovae codec fit`")
+    """(arrays, meta) of the entropy model stored with ``model``; checks its sha256 and refuses one fitted
+    on the latents of other VAE weights."""
+    tensors, meta = load_attachment(model, "entropy", ENTROPY_HINT)
+    if meta.get("vae_sha256") != model.card.get("sha256"):
+        raise ModelLoadError(f"{model.card_path.with_name(model.card['entropy']['file'])}: the entropy model of "
+                             f"'{model.name}' was fitted on other VAE weights (vae_sha256 "
+                             f"{str(meta.get('vae_sha256'))[:12]}..., the model's {model.card['sha256'][:12]}...); "
+                             f"{ENTROPY_HINT}")
     return {k: v.numpy() for k, v in tensors.items()}, meta
 
 
