@@ -347,6 +347,8 @@ def bench_codec(
     bench.write_table(rows, out, f"codec_{name}_{split}_clips", f"{name} codec per clip ({split} split)")
     summary = bench.summarize_codec(rows)
     _, md = bench.write_table(summary, out, f"codec_{name}_{split}", f"{name} vs classic codecs, {split} split")
+    with md.open("a") as f:
+        f.write("\nTargets:\n" + "".join(f"- {x}\n" for x in bench.codec_targets(summary, codec.model.sample_rate)))
     plot = bench.plot_rate_quality(summary, out, f"{name} codec, {split} split")
     console.print(md.read_text())
     console.print(f"plot: {plot}")
@@ -615,7 +617,7 @@ def compress(
     output: Path = typer.Argument(..., help="The .avae file to write, or - for stdout."),
     model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
     kbps: float | None = typer.Option(None, "--kbps", help="Target average bitrate (picks the quality)."),
-    quality: int | None = typer.Option(None, "--quality", help="Quality level 1 (smallest) .. 10 (best)."),
+    quality: int | None = typer.Option(None, "--quality", help="Quality level 1 (smallest) .. 16 (best)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Compress audio with the neural codec, block by block (memory does not grow with the length)."""
