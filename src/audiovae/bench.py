@@ -224,6 +224,7 @@ def training_curve(run_dir: Path, out: Path) -> Path:
 
 
 
+OURS_KBPS = (1.5, 3.0, 4.5, 6.0, 9.0, 12.0)  # our codec's default targets in ``bench codec``
 # The issue's targets: our codec at a measured rate of at most KBPS scores above CODEC at its nominal
 # rate on every metric listed.
 CODEC_TARGETS = {
@@ -233,28 +234,29 @@ CODEC_TARGETS = {
 }
 
 
-def codec_conditions(model: VAE) -> list[tuple[str, float]]:
-    """(codec, nominal kbps) pairs compared on the same clips: ours at several targets and the classics."""
-    ours = [("audiovae", k) for k in (1.5, 3.0, 4.5, 6.0, 9.0, 12.0)]
+def codec_conditions(model: VAE, ours_kbps=OURS_KBPS, classics: bool = True) -> list[tuple[str, float]]:
+    """(codec, nominal kbps) pairs compared on the same clips: the unquantized model, ours at each target
+    and (with ``classics``) Opus, Codec2 and MP3."""
+    ours = [("audiovae", float(k)) for k in ours_kbps]
     if model.sample_rate == 16000:
-        classics = [("opus", k) for k in (6, 8, 12, 16, 24)] + [("codec2", 1.6), ("codec2", 3.2)] + \
+        others = [("opus", k) for k in (6, 8, 12, 16, 24)] + [("codec2", 1.6), ("codec2", 3.2)] + \
             [("mp3", k) for k in (8, 16, 24)]
     else:
-        classics = [("opus", k) for k in (6, 12, 24)] + [("mp3", k) for k in (16, 24)]
-    return [("posterior-mean", 0.0)] + ours + classics
+        others = [("opus", k) for k in (6, 12, 24)] + [("mp3", k) for k in (16, 24)]
+    return [("posterior-mean", 0.0)] + ours + (others if classics else [])
 
 
 def codec_benchmark(codec, manifest: str | Path, split: str = "test", max_clips: int = 16,
-                    progress=None) -> list[dict]:
-    """Per clip and condition: measured kbps (from the file size), PESQ/STOI (speech), ViSQOL,
-    SI-SDR, log-mel distance, encode and decode x-realtime (one thread)."""
+                    progress=None, conditions: list[tuple[str, float]] | None = None) -> list[dict]:
+    """Per clip and condition (default ``codec_conditions``): measured kbps (from the file size),
+    PESQ/STOI (speech), ViSQOL, SI-SDR, log-mel distance, encode and decode x-realtime (one thread)."""
     from audiovae.codec import baselines
 
     torch.set_num_threads(1)
     model = codec.model
     speech = model.sample_rate == 16000
     missing = baselines.missing_tools()
-    conditions = [c for c in codec_conditions(model) if c[0] not in ("opus", "codec2", "mp3")
+    conditions = [c for c in conditions or codec_conditions(model) if c[0] not in ("opus", "codec2", "mp3")
                   or baselines.TOOLS[c[0]][1] not in missing]
     entries, _ = read_manifest(manifest, split=split)
     entries = [e for e in entries if e.duration >= 2.0]

@@ -327,6 +327,9 @@ def bench_codec(
     split: str = typer.Option("test", help="Split to evaluate (report test only)."),
     clips: int = typer.Option(16, help="At most this many clips (2 s or longer), spread over the split."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+    kbps: list[float] | None = typer.Option(None, "--kbps", help="Our codec's target rates (default: "
+                                            "1.5 3 4.5 6 9 12)."),
+    classics: bool = typer.Option(True, "--classics/--no-classics", help="Also run Opus, Codec2 and MP3."),
 ) -> None:
     """Our codec at several bitrates against Opus, Codec2 and MP3 on the same clips."""
     from rich.progress import Progress
@@ -342,7 +345,9 @@ def bench_codec(
     with Progress(console=console) as bar:
         task = bar.add_task(f"{codec.model.name} vs classic codecs", total=None)
         rows = bench.codec_benchmark(codec, manifest, split, clips,
-                                     progress=lambda i, n: bar.update(task, completed=i, total=n))
+                                     progress=lambda i, n: bar.update(task, completed=i, total=n),
+                                     conditions=bench.codec_conditions(codec.model, kbps or bench.OURS_KBPS,
+                                                                       classics))
     name = codec.model.name
     bench.write_table(rows, out, f"codec_{name}_{split}_clips", f"{name} codec per clip ({split} split)")
     summary = bench.summarize_codec(rows)
