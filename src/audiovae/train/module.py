@@ -41,7 +41,6 @@ def decoder_input(post: Posterior, cfg: QuantNoiseConfig, generator: torch.Gener
     return torch.where(noisy, post.mean + u.to(z.device, z.dtype), z)
 
 
-
 class VAEModule(L.LightningModule):
     def __init__(self, cfg: TrainConfig, run_dir: str | None = None):
         super().__init__()
