@@ -101,14 +101,22 @@ def test_entropy_model_is_tied_to_the_vae_weights(model_dir, tmp_path):
 
     card = json.loads((model_dir / "tiny.json").read_text())
     assert card["entropy"]["vae_sha256"] == card["sha256"]
+    assert card["entropy"]["encoder_sha256"] == card["encoder_sha256"]
     other = tmp_path / "other"
     shutil.copytree(model_dir, other)
-    card["entropy"]["vae_sha256"] = "0" * 64  # as if fitted on other weights
+    card["entropy"]["encoder_sha256"] = "0" * 64  # as if fitted on another encoder's latents
     (other / "tiny.json").write_text(json.dumps(card))
     with pytest.raises(ModelLoadError, match=r"tiny\.entropy\.safetensors: the entropy model of 'tiny' was fitted "
-                       r"on other VAE weights \(vae_sha256 000000000000\.\.\.") as e:
+                       r"on the latents of another encoder \(encoder_sha256 000000000000\.\.\., the model's "
+                       + card["encoder_sha256"][:12]) as e:
         Codec(str(other))
     assert "\n" not in str(e.value)
+    del card["entropy"]["encoder_sha256"]  # an entry from before the encoder hash: the weights' sha256 decides
+    card["entropy"]["vae_sha256"] = "0" * 64
+    (other / "tiny.json").write_text(json.dumps(card))
+    with pytest.raises(ModelLoadError, match=r"another encoder \(vae_sha256 000000000000\.\.\., the model's "
+                       + card["sha256"][:12]):
+        Codec(str(other))
 
 
 @pytest.mark.parametrize("name", ["speech16k", "music24k"])
