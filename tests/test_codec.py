@@ -114,7 +114,7 @@ def test_entropy_model_is_tied_to_the_vae_weights(model_dir, tmp_path):
     del card["entropy"]["encoder_sha256"]  # an entry from before the encoder hash: the weights' sha256 decides
     card["entropy"]["vae_sha256"] = "0" * 64
     (other / "tiny.json").write_text(json.dumps(card))
-    with pytest.raises(ModelLoadError, match=r"another encoder \(vae_sha256 000000000000\.\.\., the model's "
+    with pytest.raises(ModelLoadError, match=r"of other weights \(vae_sha256 000000000000\.\.\., the model's "
                        + card["sha256"][:12]):
         Codec(str(other))
 

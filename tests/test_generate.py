@@ -170,7 +170,8 @@ def test_train_resume_export_and_hash_check(tmp_path):
     (other / "tiny.safetensors").write_bytes((folder / "tiny.safetensors").read_bytes())
     torch.manual_seed(5)
     save(load(other).config, VAE(load(other).config).state_dict(), other, "tiny")
-    with pytest.raises(ModelLoadError, match=r"last\.ckpt: trained on the latents of another encoder than model"):
+    with pytest.raises(ModelLoadError, match=r"last\.ckpt: not a prior for model 'tiny', trained on the latents of "
+                       r"another encoder \(encoder_sha256"):
         export_prior(last, other)
 
 

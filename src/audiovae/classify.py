@@ -365,7 +365,7 @@ class Classifier:
         bad = latents_mismatch(model, self.meta, legacy_key="model_sha256", required=False)
         if bad:
             raise ClassifyError(f"{folder}: classifier was fitted on the embeddings of model "
-                                f"'{self.meta.get('model_name')}', model '{model.name}' has another encoder ({bad})")
+                                f"'{self.meta.get('model_name')}', model '{model.name}' has {bad}")
 
     def record_encoder(self, model, folder: str | os.PathLike) -> Path:
         """Add ``model``'s encoder_sha256 to FOLDER/classifier.json (a classifier saved before the encoder

@@ -99,19 +99,21 @@ def latents_mismatch(model: VAE, recorded: dict, legacy_key: str = "vae_sha256",
     a cache's or a classifier's metadata) was made from ``model``'s latents: its ``encoder_sha256`` equals
     the model's, or, recorded before the encoder hash, its ``legacy_key`` equals the model's whole weights
     sha256 (with neither recorded: only when not ``required``). Otherwise a fragment for an error message,
-    "encoder_sha256 0123456789ab..., the model's 456789abcdef..." (12 hex digits each)."""
+    "another encoder (encoder_sha256 0123456789ab..., the model's 456789abcdef...)" (12 hex digits each), or
+    "other weights (vae_sha256 ...)" for a legacy hash."""
     ours_enc, ours_full = model.card.get("encoder_sha256") or "", model.card.get("sha256") or ""
+    what = "another encoder"
     if recorded.get("encoder_sha256"):
         key, theirs, ours = "encoder_sha256", str(recorded["encoder_sha256"]), ours_enc
     elif recorded.get(legacy_key):
-        key, theirs, ours = legacy_key, str(recorded[legacy_key]), ours_full
+        what, key, theirs, ours = "other weights", legacy_key, str(recorded[legacy_key]), ours_full
     elif not required:
         return None
     else:
         key, theirs, ours = "encoder_sha256", "none", ours_enc
     if theirs == ours:
         return None
-    return f"{key} {theirs[:12]}..., the model's {ours[:12] or 'none'}..."
+    return f"{what} ({key} {theirs[:12]}..., the model's {ours[:12] or 'none'}...)"
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
@@ -225,7 +227,7 @@ def copy_attachments(src: VAE, dst: VAE, keys: tuple[str, ...] = ("entropy", "pr
         bad = latents_mismatch(src, meta)
         if bad:
             raise ModelLoadError(f"{src.card_path.with_name(src.card[key]['file'])}: the {key} model of "
-                                 f"'{src.name}' was fitted on the latents of another encoder ({bad})")
+                                 f"'{src.name}' was fitted on the latents of {bad}")
         path = dst.card_path.with_suffix(f".{key}.safetensors")
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
@@ -260,7 +262,7 @@ def load_entropy_state(model: VAE) -> tuple[dict, dict]:
     bad = latents_mismatch(model, meta)
     if bad:
         raise ModelLoadError(f"{model.card_path.with_name(model.card['entropy']['file'])}: the entropy model of "
-                             f"'{model.name}' was fitted on the latents of another encoder ({bad}); {ENTROPY_HINT}")
+                             f"'{model.name}' was fitted on the latents of {bad}; {ENTROPY_HINT}")
     return {k: v.numpy() for k, v in tensors.items()}, meta
 
 
@@ -353,7 +355,7 @@ def load_prior(model: VAE):
     bad = latents_mismatch(model, meta)
     if bad:
         raise ModelLoadError(f"{model.card_path.with_name(model.card['prior']['file'])}: the prior of "
-                             f"'{model.name}' was trained on the latents of another encoder ({bad}); {PRIOR_HINT}")
+                             f"'{model.name}' was trained on the latents of {bad}; {PRIOR_HINT}")
     try:
         prior = LatentPrior(from_dict(PriorConfig, meta["config"]))
     except (KeyError, ConfigError) as e:

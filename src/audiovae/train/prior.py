@@ -160,8 +160,8 @@ def export_prior(ckpt: str | os.PathLike, model_name: str | os.PathLike) -> Path
     model = load(model_name)
     bad = latents_mismatch(model, hp)
     if bad:
-        raise ModelLoadError(f"{p}: trained on the latents of another encoder than model '{model.name}' "
-                             f"({bad}); retrain the prior for these weights")
+        raise ModelLoadError(f"{p}: not a prior for model '{model.name}', trained on the latents of {bad}; "
+                             "retrain the prior for these weights")
     prior = LatentPrior(cfg.prior)
     prior.load_state_dict(state)
     return save_prior(model, prior, {"labels": hp["labels"], "label_key": cfg.label, "steps": int(ck["global_step"]),
