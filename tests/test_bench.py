@@ -43,7 +43,7 @@ def test_summary_ignores_nan():
     assert math.isnan(bench.summarize(rows)[0]["pesq_wb"])
 
 
-def test_codec_benchmark_rows_summary_and_plot(tmp_path, monkeypatch):
+def test_codec_benchmark_rows_summary_and_plot(tmp_path):
     from audiovae.codec.stream import Codec, fit_for_model
     from audiovae.registry import load, save
 
@@ -55,11 +55,32 @@ def test_codec_benchmark_rows_summary_and_plot(tmp_path, monkeypatch):
     for name in ("tone8.wav", "tone9.wav"):
         sf.write(tmp_path / name, wave, 16000, subtype="PCM_16")
     fit_for_model(load(tmp_path / "m"), [wave], 16000)
-    monkeypatch.setattr(bench, "codec_conditions", lambda m: [("posterior-mean", 0.0), ("audiovae", 6.0)])
-    rows = bench.codec_benchmark(Codec(str(tmp_path / "m")), manifest, split="valid", max_clips=1)
+    codec = Codec(str(tmp_path / "m"))
+    rows = bench.codec_benchmark(codec, manifest, split="valid", max_clips=1,
+                                 conditions=bench.codec_conditions(codec.model, [6.0], classics=False))
     assert [r["codec"] for r in rows] == ["posterior-mean", "audiovae"]
     assert math.isnan(rows[0]["kbps"]) and 0 < rows[1]["kbps"] <= 6.0
     assert {"pesq_wb", "stoi", "visqol", "si_sdr", "mel_distance"} <= set(rows[1])
     summary = bench.summarize_codec(rows)
     assert summary[1]["codec"] == "audiovae" and summary[1]["target_kbps"] == 6.0
     assert bench.plot_rate_quality(summary, tmp_path, "tiny codec").stat().st_size > 1000
+
+
+def test_codec_conditions_and_targets_cover_12_kbps():
+    for cfg in (TINY, ModelConfig(sample_rate=24000, hop_length=480, enc_n_fft=960, n_fft=960)):
+        ours = [k for name, k in bench.codec_conditions(VAE(cfg)) if name == "audiovae"]
+        assert {9.0, 12.0} <= set(ours) and ("opus", 12) in bench.codec_conditions(VAE(cfg))
+        assert bench.codec_conditions(VAE(cfg), [3], classics=False) == [("posterior-mean", 0.0), ("audiovae", 3.0)]
+    summary = [{"codec": "audiovae", "target_kbps": 3.0, "kbps": 2.8, "pesq_wb": 1.7, "visqol": 2.1},
+               {"codec": "audiovae", "target_kbps": 4.5, "kbps": 4.2, "pesq_wb": 2.5, "visqol": 2.7},
+               {"codec": "audiovae", "target_kbps": 12.0, "kbps": 11.4, "pesq_wb": 2.9, "visqol": 3.5},
+               {"codec": "codec2", "target_kbps": 3.2, "kbps": 3.21, "pesq_wb": 1.5, "visqol": 2.05},
+               {"codec": "opus", "target_kbps": 12.0, "kbps": 14.4, "pesq_wb": 3.0, "visqol": 3.67}]
+    lines = bench.codec_targets(summary, 16000)
+    assert lines[0] == ("met: audiovae at <= 3.2 kbps above codec2 3.2 kbps on pesq_wb and visqol "
+                        "(2.80 vs 3.21 kbps measured: pesq_wb 1.7 vs 1.5, visqol 2.1 vs 2.05)")
+    assert lines[1].startswith("not measured: audiovae at <= 6 kbps above opus 6 kbps")
+    assert lines[2].startswith("NOT met: audiovae at <= 12 kbps above opus 12 kbps on pesq_wb and visqol (11.40")
+    music = bench.codec_targets([{**s, "pesq_wb": math.nan} for s in summary], 24000)
+    assert music == ["NOT met: audiovae at <= 12 kbps above opus 12 kbps on visqol "
+                     "(11.40 vs 14.40 kbps measured: visqol 3.5 vs 3.67)"]

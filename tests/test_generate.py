@@ -149,7 +149,9 @@ def test_train_resume_export_and_hash_check(tmp_path):
     cfg.max_steps, cfg.val_every = 4, 1  # another checkpoint interval: still resumed into last.ckpt
     train_prior(cfg, run, resume=True, progress=False)
     assert (run / "latents" / "train.safetensors").stat().st_mtime_ns == cache_time  # encoded once, reused
-    assert torch.load(last, weights_only=True)["global_step"] == 4
+    ck = torch.load(last, weights_only=True)
+    assert ck["global_step"] == 4
+    assert ck["hyper_parameters"]["encoder_sha256"] == load(folder).card["encoder_sha256"]
     assert not list((run / "checkpoints").glob("last-v*.ckpt"))
     export_prior(last, folder)
     card = json.loads((folder / "tiny.json").read_text())
@@ -168,7 +170,8 @@ def test_train_resume_export_and_hash_check(tmp_path):
     (other / "tiny.safetensors").write_bytes((folder / "tiny.safetensors").read_bytes())
     torch.manual_seed(5)
     save(load(other).config, VAE(load(other).config).state_dict(), other, "tiny")
-    with pytest.raises(ModelLoadError, match="checkpoint|other weights"):
+    with pytest.raises(ModelLoadError, match=r"last\.ckpt: not a prior for model 'tiny', trained on the latents of "
+                       r"another encoder \(encoder_sha256"):
         export_prior(last, other)
 
 

@@ -17,6 +17,7 @@ import yaml
 
 from audiovae.config import ConfigError
 from audiovae.data.manifest import Entry, write_manifest
+from audiovae.models.vae import VAE
 from audiovae.registry import ModelLoadError, export, load
 from audiovae.train.config import load_train_config
 from audiovae.train.run import train
@@ -154,3 +155,46 @@ def test_non_finite_losses_stop_training_with_a_message(tmp_path):
         module._bad_step()
     with pytest.raises(AudioVAEError, match="non-finite loss .* last good checkpoint is kept"):
         module._bad_step()
+
+
+def test_codec_finetune_keeps_the_encoder_and_trains_the_decoder(tmp_path):
+    from audiovae.registry import read_checkpoint, save
+
+    manifest = make_corpus(tmp_path)
+    cfg = load_train_config(write_config(tmp_path, manifest, max_steps=3, val_every=100, freeze_encoder=True,
+                                         quant_noise={"prob": 1.0, "min_step": 0.5, "max_step": 2.0}))
+    with pytest.raises(Exception, match="freeze_encoder trains the decoder alone: give --init"):
+        train(cfg, tmp_path / "no-init", progress=False)
+    torch.manual_seed(0)
+    save(cfg.model, VAE(cfg.model).state_dict(), tmp_path / "init", "tiny")
+    start = load(tmp_path / "init").state_dict()  # fp16-rounded, as the shipped weights
+    _, state, _ = read_checkpoint(train(cfg, tmp_path / "run", init=str(tmp_path / "init"), progress=False))
+    assert all(torch.equal(state[k], v) for k, v in start.items() if k.startswith("encoder."))
+    assert not all(torch.equal(state[k], v) for k, v in start.items() if k.startswith("decoder."))
+
+
+def test_decoder_input_uses_quantization_noise():
+    from audiovae.models.vae import Posterior
+    from audiovae.train.config import QuantNoiseConfig
+    from audiovae.train.module import decoder_input
+
+    post = Posterior(torch.randn(64, 4, 50), torch.full((64, 4, 50), 1e-3))
+    z = decoder_input(post, QuantNoiseConfig(prob=1.0, min_step=0.5, max_step=0.5), torch.Generator().manual_seed(0))
+    noise = z - post.mean
+    assert noise.abs().max() <= 0.25 and noise.std() == pytest.approx(0.5 / 12**0.5, rel=0.02)
+    half = decoder_input(post, QuantNoiseConfig(prob=0.5), torch.Generator().manual_seed(0))
+    noisy = ((half - post.mean).abs() > 0.01).flatten(1).any(1)  # posterior samples stay within ~5e-3
+    assert 16 < noisy.sum() < 48
+    plain = decoder_input(post, QuantNoiseConfig(), torch.Generator().manual_seed(0))
+    assert torch.equal(plain, post.sample(torch.Generator().manual_seed(0)))
+
+
+def test_codec_finetune_config_round_trips(tmp_path):
+    from audiovae.config import from_dict, to_dict
+    from audiovae.train.config import TrainConfig
+
+    recipe = load_train_config(Path(__file__).parents[1] / "recipes" / "speech16k" / "finetune-codec.yaml")
+    assert recipe.freeze_encoder and recipe.quant_noise.prob == 0.75 and recipe.quant_noise.max_step == 2.83
+    assert from_dict(TrainConfig, to_dict(recipe)) == recipe
+    with pytest.raises(ConfigError, match="quant_noise: need 0 <= prob <= 1"):
+        load_train_config(write_config(tmp_path, make_corpus(tmp_path), quant_noise={"prob": 1.5}))

@@ -8,9 +8,10 @@ shorter than one latent frame is refused with an error naming it. Intermediate e
 callers see the VAE only through ``encode`` (DESIGN.md).
 
 A fitted classifier is saved without pickle: ``classifier.json`` (classes, estimator and parameters,
-model name and sha256, feature kind, pooling, dimension) and ``classifier.npz`` (scaler and estimator arrays);
-``Classifier`` predicts from those arrays with numpy alone. A kNN stores its (scaled) training set; a linear
-probe stores one weight vector per class.
+model name, its sha256 and encoder_sha256, feature kind, pooling, dimension) and ``classifier.npz`` (scaler
+and estimator arrays); ``Classifier`` predicts from those arrays with numpy alone, and ``check_model`` refuses
+a model with another encoder (registry.py). A kNN stores its (scaled) training set; a linear probe stores one
+weight vector per class.
 """
 
 from __future__ import annotations
@@ -349,7 +350,11 @@ class Classifier:
         return self.meta.get("pooling", "mean-std")
 
     def check_model(self, model, folder: str | os.PathLike = "classifier") -> None:
-        """Refuse a model whose embeddings have another dimension than the classifier's."""
+        """Refuse a model whose embeddings have another dimension than the classifier's, or come from another
+        encoder: the recorded ``encoder_sha256`` must be the model's (a classifier saved before it: its
+        ``model_sha256`` must be the model's whole weights' sha256; one with neither is not checked)."""
+        from audiovae.registry import latents_mismatch
+
         if self.meta["features"] != "vae":
             return
         got = embedding_dim(model, self.pooling)
@@ -357,6 +362,23 @@ class Classifier:
             raise ClassifyError(f"{folder}: classifier expects {self.dim}-dim embeddings of model "
                                 f"'{self.meta.get('model_name')}', model '{model.name}' gives {got} "
                                 f"({self.pooling} pooling)")
+        bad = latents_mismatch(model, self.meta, legacy_key="model_sha256", required=False)
+        if bad:
+            raise ClassifyError(f"{folder}: classifier was fitted on the embeddings of model "
+                                f"'{self.meta.get('model_name')}', model '{model.name}' has {bad}")
+
+    def record_encoder(self, model, folder: str | os.PathLike) -> Path:
+        """Add ``model``'s encoder_sha256 to FOLDER/classifier.json (a classifier saved before the encoder
+        hash, checked against ``model`` first), so that it keeps working with a model whose decoder alone
+        changed; classifier.npz is left as it is. Returns the JSON path."""
+        self.check_model(model, folder)
+        meta = {k: v for k, v in self.meta.items() if k != "encoder_sha256"}
+        at = list(meta).index("model_sha256") + 1 if "model_sha256" in meta else len(meta)
+        items = list(meta.items())
+        self.meta = dict(items[:at] + [("encoder_sha256", model.card["encoder_sha256"])] + items[at:])
+        path = Path(folder) / "classifier.json"
+        path.write_text(json.dumps(self.meta, indent=2) + "\n", encoding="utf-8")
+        return path
 
 
 def fit(x: np.ndarray, y: list[str] | np.ndarray, meta: dict | None = None, seed: int = 0,

@@ -122,7 +122,7 @@ def train(
     data: list[Path] | None = typer.Option(None, "--data", help="Manifest(s) replacing the config's."),
     init: str | None = typer.Option(None, help="Start from a pretrained model (name or folder) or a .ckpt."),
     resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
-    max_minutes: float | None = typer.Option(None, help="Wall-clock budget; stops cleanly with a checkpoint."),
+    max_minutes: float | None = typer.Option(None, help="Wall-clock budget, counting a resumed checkpoint's minutes."),
     max_steps: int | None = typer.Option(None, help="Override the config's max_steps."),
     accelerator: str = typer.Option("cpu", help="cpu, gpu or auto."),
     devices: str = typer.Option("1", help="Devices per node (a number or 'auto')."),
@@ -154,12 +154,19 @@ def export(
     checkpoint: Path = typer.Argument(..., help="A training checkpoint (.ckpt)."),
     out_dir: Path = typer.Argument(..., help="Folder for NAME.safetensors + NAME.json."),
     name: str | None = typer.Option(None, help="Model name (default: the config's name)."),
+    attachments_from: str | None = typer.Option(
+        None, "--attachments-from", help="Copy this model's entropy model and prior (name or folder; its "
+        "encoder must be the checkpoint's, as after a decoder-only fine-tuning)."),
 ) -> None:
-    """Export a checkpoint as fp16 safetensors + a JSON card with its sha256."""
+    """Export a checkpoint as fp16 safetensors + a JSON card with its sha256 and encoder_sha256."""
+    from audiovae.registry import copy_attachments, load
     from audiovae.registry import export as export_model
 
     card = export_model(checkpoint, out_dir, name=name)
     console.print(f"wrote {card} and {card.with_suffix('.safetensors')}")
+    if attachments_from:
+        for path in copy_attachments(load(attachments_from), load(card)):
+            console.print(f"wrote {path}", soft_wrap=True)
 
 
 @app.command()
@@ -327,6 +334,9 @@ def bench_codec(
     split: str = typer.Option("test", help="Split to evaluate (report test only)."),
     clips: int = typer.Option(16, help="At most this many clips (2 s or longer), spread over the split."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+    kbps: list[float] | None = typer.Option(None, "--kbps", help="Our codec's target rates (default: "
+                                            "1.5 3 4.5 6 9 12)."),
+    classics: bool = typer.Option(True, "--classics/--no-classics", help="Also run Opus, Codec2 and MP3."),
 ) -> None:
     """Our codec at several bitrates against Opus, Codec2 and MP3 on the same clips."""
     from rich.progress import Progress
@@ -342,11 +352,15 @@ def bench_codec(
     with Progress(console=console) as bar:
         task = bar.add_task(f"{codec.model.name} vs classic codecs", total=None)
         rows = bench.codec_benchmark(codec, manifest, split, clips,
-                                     progress=lambda i, n: bar.update(task, completed=i, total=n))
+                                     progress=lambda i, n: bar.update(task, completed=i, total=n),
+                                     conditions=bench.codec_conditions(codec.model, kbps or bench.OURS_KBPS,
+                                                                       classics))
     name = codec.model.name
     bench.write_table(rows, out, f"codec_{name}_{split}_clips", f"{name} codec per clip ({split} split)")
     summary = bench.summarize_codec(rows)
     _, md = bench.write_table(summary, out, f"codec_{name}_{split}", f"{name} vs classic codecs, {split} split")
+    with md.open("a") as f:
+        f.write("\nTargets:\n" + "".join(f"- {x}\n" for x in bench.codec_targets(summary, codec.model.sample_rate)))
     plot = bench.plot_rate_quality(summary, out, f"{name} codec, {split} split")
     console.print(md.read_text())
     console.print(f"plot: {plot}")
@@ -422,10 +436,7 @@ def _classifier_model(clf, folder: Path, model: str | None):
     if clf.meta["features"] != "vae":
         return None
     m = load(model or clf.meta["model"])
-    clf.check_model(m, folder)
-    if m.card.get("sha256") != clf.meta.get("model_sha256"):
-        err_console.print(f"warning: {folder} was fitted on model '{clf.meta.get('model_name')}', using '{m.name}' "
-                          "(other weights: embeddings may not match)")
+    clf.check_model(m, folder)  # same embedding dimension and encoder (the decoder may differ)
     return m
 
 
@@ -462,7 +473,8 @@ def classify_fit(
     meta = {"features": features, "label": label, "data": str(data), "train_clips": len(kept)}
     if m is not None:
         meta |= {"model": str(Path(model).resolve()) if Path(model).is_dir() else model, "model_name": m.name,
-                 "model_sha256": m.card.get("sha256"), "pooling": pooling}
+                 "model_sha256": m.card.get("sha256"), "encoder_sha256": m.card.get("encoder_sha256"),
+                 "pooling": pooling}
     clf, cv = cl.fit(x, np.array([items[i].label for i in kept]), meta, estimators=estimators)
     clf.save(out)
     console.print(f"{len(clf.classes)} classes, {len(kept)} clips ({len(failed)} skipped): {cv['estimator']} "
@@ -615,7 +627,7 @@ def compress(
     output: Path = typer.Argument(..., help="The .avae file to write, or - for stdout."),
     model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
     kbps: float | None = typer.Option(None, "--kbps", help="Target average bitrate (picks the quality)."),
-    quality: int | None = typer.Option(None, "--quality", help="Quality level 1 (smallest) .. 10 (best)."),
+    quality: int | None = typer.Option(None, "--quality", help="Quality level 1 (smallest) .. 16 (best)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Compress audio with the neural codec, block by block (memory does not grow with the length)."""
@@ -714,7 +726,7 @@ def train_prior(
     label: str | None = typer.Option(None, "--label", help="Manifest label key to condition on (overrides)."),
     run_dir: Path | None = typer.Option(None, "--run-dir", "--out", help="Run folder (default runs/NAME)."),
     resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
-    max_minutes: float | None = typer.Option(None, help="Wall-clock budget; stops cleanly with a checkpoint."),
+    max_minutes: float | None = typer.Option(None, help="Wall-clock budget, counting a resumed checkpoint's minutes."),
     max_steps: int | None = typer.Option(None, help="Override the config's max_steps."),
     threads: int | None = typer.Option(None, help="torch threads."),
     accelerator: str = typer.Option("cpu", help="cpu, gpu or auto."),
@@ -743,7 +755,8 @@ def export_prior_cmd(
     checkpoint: Path = typer.Argument(..., help="A prior training checkpoint (.ckpt)."),
     model: str = typer.Option(..., "--model", help="The VAE it was trained for: name or folder."),
 ) -> None:
-    """Store a trained prior with its VAE (NAME.prior.safetensors, recorded with its sha256 in NAME.json)."""
+    """Store a trained prior with its VAE (NAME.prior.safetensors, recorded in NAME.json with its sha256 and the
+    VAE's sha256 and encoder_sha256); any model with the encoder it was trained on will do."""
     from audiovae.train.prior import export_prior
 
     console.print(f"wrote {export_prior(checkpoint, model)}")

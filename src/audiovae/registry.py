@@ -1,7 +1,18 @@
 """Named pretrained models: export a checkpoint to safetensors + JSON, load by name or folder.
 
 A model is ``NAME.safetensors`` (fp16 weights of the VAE) next to ``NAME.json`` (config, corpus,
-steps, git commit, metrics and the sha256 of the weights file). Loading checks the hash.
+steps, git commit, metrics, the sha256 of the weights file and ``encoder_sha256``). Loading checks the hash.
+
+``encoder_sha256`` identifies the encoder alone (``encoder_sha256()`` documents its bytes), hence the
+latents: two models whose encoders are bit-identical (a decoder fine-tuned with a frozen encoder) share
+it. What consumes latents records it and is checked against it rather than against the whole weights:
+the entropy model and the latent prior stored with a model (NAME.entropy / NAME.prior.safetensors; their
+card entries also keep ``vae_sha256``, the weights they were fitted with), latent caches and prior
+checkpoints (train/latents.py, train/prior.py) and classifier probes (classify.py). An entry written
+before the encoder hash, with ``vae_sha256`` alone, is accepted when that equals the model's ``sha256``;
+``copy_attachments`` moves a model's entropy model and prior to another with the same encoder. Cards
+written before the encoder hash get it computed on load. The .avae header names the whole weights'
+sha256: the decoder matters there.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ import hashlib
 import json
 import os
 import pickle  # only for its exception type: checkpoints load with weights_only=True
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -41,6 +53,67 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+ENCODER_PREFIX = "encoder."
+# the config fields the encoder's output depends on beyond its tensors (rate and hop are not in any shape)
+ENCODER_CONFIG = ("sample_rate", "hop_length", "enc_n_fft", "latent_dim", "enc_channels", "enc_blocks",
+                  "expansion", "kernel")
+
+
+def encoder_sha256(weights: Path, model_cfg: ModelConfig) -> str:
+    """sha256 identifying the encoder stored in a safetensors ``weights`` file, read from the file's bytes
+    (no torch arithmetic, so the same on every machine). The hashed bytes are ``audiovae-encoder-v1\n``,
+    the JSON of the ``ENCODER_CONFIG`` fields of ``model_cfg`` (sorted keys, no spaces) and ``\n``, then
+    per tensor whose name starts with ``encoder.``, in sorted name order: the line
+    ``NAME DTYPE DIM,DIM,... NBYTES\n`` (DTYPE as safetensors spells it, e.g. F16) and the tensor's raw
+    little-endian bytes as stored."""
+    with weights.open("rb") as f:
+        try:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+            tensors = {k: v for k, v in header.items() if k.startswith(ENCODER_PREFIX)}
+            offsets = {k: (int(v["data_offsets"][0]), int(v["data_offsets"][1])) for k, v in tensors.items()}
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            raise ModelLoadError(f"{weights}: unreadable safetensors header ({e})") from None
+        if not tensors:
+            raise ModelLoadError(f"{weights}: no encoder tensors")
+        h = hashlib.sha256(b"audiovae-encoder-v1\n")
+        fields = {k: getattr(model_cfg, k) for k in ENCODER_CONFIG}
+        h.update(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+        for name in sorted(tensors):
+            start, end = offsets[name]
+            f.seek(8 + size + start)
+            data = f.read(end - start)
+            if len(data) != end - start:
+                raise ModelLoadError(f"{weights}: truncated tensor {name}")
+            shape = ",".join(str(int(d)) for d in tensors[name]["shape"])
+            h.update(f"{name} {tensors[name]['dtype']} {shape} {end - start}\n".encode())
+            h.update(data)
+    return h.hexdigest()
+
+
+def latents_mismatch(model: VAE, recorded: dict, legacy_key: str = "vae_sha256",
+                     required: bool = True) -> str | None:
+    """None when something that recorded ``recorded`` (an attachment's card entry, a checkpoint's hparams,
+    a cache's or a classifier's metadata) was made from ``model``'s latents: its ``encoder_sha256`` equals
+    the model's, or, recorded before the encoder hash, its ``legacy_key`` equals the model's whole weights
+    sha256 (with neither recorded: only when not ``required``). Otherwise a fragment for an error message,
+    "another encoder (encoder_sha256 0123456789ab..., the model's 456789abcdef...)" (12 hex digits each), or
+    "other weights (vae_sha256 ...)" for a legacy hash."""
+    ours_enc, ours_full = model.card.get("encoder_sha256") or "", model.card.get("sha256") or ""
+    what = "another encoder"
+    if recorded.get("encoder_sha256"):
+        key, theirs, ours = "encoder_sha256", str(recorded["encoder_sha256"]), ours_enc
+    elif recorded.get(legacy_key):
+        what, key, theirs, ours = "other weights", legacy_key, str(recorded[legacy_key]), ours_full
+    elif not required:
+        return None
+    else:
+        key, theirs, ours = "encoder_sha256", "none", ours_enc
+    if theirs == ours:
+        return None
+    return f"{what} ({key} {theirs[:12]}..., the model's {ours[:12] or 'none'}...)"
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
@@ -81,11 +154,27 @@ def load(name_or_path: str | os.PathLike = "speech16k") -> VAE:
         raise ModelLoadError(f"{weights}: unreadable safetensors file ({e})") from None
     model = VAE(cfg)
     _load_state(model, {k: v.float() for k, v in state.items()}, str(weights))
+    encoder = encoder_sha256(weights, cfg)
+    if card.get("encoder_sha256", encoder) != encoder:
+        raise ModelLoadError(f"{card_path}: encoder_sha256 {str(card['encoder_sha256'])[:12]}... does not match "
+                             f"the encoder of {weights.name} ({encoder[:12]}...)")
+    card = _with_encoder_hash(card, encoder)
     model.eval()
     model.card = card
     model.card_path = card_path
     model.name = card.get("name", card_path.stem)
     return model
+
+
+def _with_encoder_hash(card: dict, encoder: str) -> dict:
+    """The card with ``encoder_sha256`` right after ``sha256`` (cards written before it get it here)."""
+    out = {}
+    for k, v in card.items():
+        if k != "encoder_sha256":
+            out[k] = v
+        if k == "sha256":
+            out["encoder_sha256"] = encoder
+    return out
 
 
 def _write_card(card_path: Path, card: dict) -> None:
@@ -120,14 +209,60 @@ def load_attachment(model: VAE, key: str, hint: str) -> tuple[dict[str, torch.Te
     return load_file(str(path)), meta
 
 
+def copy_attachments(src: VAE, dst: VAE, keys: tuple[str, ...] = ("entropy", "prior")) -> list[Path]:
+    """Copy ``src``'s entropy model and prior (those it has) unchanged to ``dst``, a model with the same
+    encoder (its decoder fine-tuned with the encoder frozen, say); dst's card entries keep the ``vae_sha256``
+    they were fitted with and record the shared ``encoder_sha256``. Returns the written paths."""
+    ours, theirs = src.card.get("encoder_sha256") or "", dst.card.get("encoder_sha256") or ""
+    if ours != theirs:
+        raise ModelLoadError(f"{dst.card_path}: model '{dst.name}' has another encoder than '{src.name}' "
+                             f"(encoder_sha256 {theirs[:12]}..., '{src.name}' {ours[:12]}...): its latents differ")
+    if src.card_path.resolve() == dst.card_path.resolve():
+        raise ModelLoadError(f"{dst.card_path}: copying the attachments of model '{src.name}' onto itself")
+    written = []
+    for key in keys:
+        if not src.card.get(key):
+            continue
+        _, meta = load_attachment(src, key, "")  # checks the file's sha256
+        bad = latents_mismatch(src, meta)
+        if bad:
+            raise ModelLoadError(f"{src.card_path.with_name(src.card[key]['file'])}: the {key} model of "
+                                 f"'{src.name}' was fitted on the latents of {bad}")
+        path = dst.card_path.with_suffix(f".{key}.safetensors")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        shutil.copyfile(src.card_path.with_name(src.card[key]["file"]), tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        dst.card[key] = {**meta, "encoder_sha256": ours, "file": path.name, "sha256": src.card[key]["sha256"]}
+        written.append(path)
+    _write_card(dst.card_path, dst.card)
+    return written
+
+
+ENTROPY_HINT = "fit one with `audiovae codec fit`"
+
+
+def _latent_hashes(model: VAE) -> dict:
+    """What an attachment fitted on ``model``'s latents records: its weights' and its encoder's sha256."""
+    return {"vae_sha256": model.card.get("sha256"), "encoder_sha256": model.card.get("encoder_sha256")}
+
+
 def save_entropy_model(model: VAE, arrays: dict, meta: dict) -> Path:
-    """Store an entropy model's integer tables next to ``model``'s weights and record it in its card."""
-    return save_attachment(model, "entropy", {k: torch.from_numpy(v) for k, v in arrays.items()}, meta)
+    """Store an entropy model's integer tables next to ``model``'s weights and record it in its card, with
+    the sha256 of the VAE weights and of the encoder whose latents it was fitted on."""
+    return save_attachment(model, "entropy", {k: torch.from_numpy(v) for k, v in arrays.items()},
+                           {**meta, **_latent_hashes(model)})
 
 
 def load_entropy_state(model: VAE) -> tuple[dict, dict]:
-    """(arrays, meta) of the entropy model stored with ``model``; checks its sha256."""
-    tensors, meta = load_attachment(model, "entropy", "fit one with `audiovae codec fit`")
+    """(arrays, meta) of the entropy model stored with ``model``; checks its sha256 and refuses one fitted
+    on the latents of another encoder."""
+    tensors, meta = load_attachment(model, "entropy", ENTROPY_HINT)
+    bad = latents_mismatch(model, meta)
+    if bad:
+        raise ModelLoadError(f"{model.card_path.with_name(model.card['entropy']['file'])}: the entropy model of "
+                             f"'{model.name}' was fitted on the latents of {bad}; {ENTROPY_HINT}")
     return {k: v.numpy() for k, v in tensors.items()}, meta
 
 
@@ -198,7 +333,7 @@ def save(model_cfg: ModelConfig, state: dict, out_dir: str | os.PathLike, name: 
         "sha256": sha256(weights),
     }
     card_path = out / f"{name}.json"
-    _write_card(card_path, card)
+    _write_card(card_path, _with_encoder_hash(card, encoder_sha256(weights, model_cfg)))
     return card_path
 
 
@@ -208,18 +343,19 @@ PRIOR_HINT = "train one with `audiovae train-prior` (and --export, or `audiovae 
 def save_prior(model: VAE, prior, meta: dict) -> Path:
     """Store a latent prior with ``model``: fp16 weights, fp32 latent statistics, config and labels in the card."""
     state = {k: v if k.startswith("latent_") else v.half() for k, v in prior.state_dict().items()}
-    return save_attachment(model, "prior", state, {**meta, "config": to_dict(prior.config),
-                                                   "vae_sha256": model.card.get("sha256")})
+    return save_attachment(model, "prior", state, {**meta, "config": to_dict(prior.config), **_latent_hashes(model)})
 
 
 def load_prior(model: VAE):
-    """(LatentPrior in eval mode, card entry) stored with ``model``; refuses one trained on other VAE weights."""
+    """(LatentPrior in eval mode, card entry) stored with ``model``; refuses one trained on the latents of
+    another encoder."""
     from audiovae.models.prior import LatentPrior, PriorConfig
 
     state, meta = load_attachment(model, "prior", PRIOR_HINT)
-    if meta.get("vae_sha256") != model.card.get("sha256"):
-        raise ModelLoadError(f"model '{model.name}': its prior was trained on the latents of other VAE weights "
-                             f"({str(meta.get('vae_sha256'))[:12]}...); {PRIOR_HINT}")
+    bad = latents_mismatch(model, meta)
+    if bad:
+        raise ModelLoadError(f"{model.card_path.with_name(model.card['prior']['file'])}: the prior of "
+                             f"'{model.name}' was trained on the latents of {bad}; {PRIOR_HINT}")
     try:
         prior = LatentPrior(from_dict(PriorConfig, meta["config"]))
     except (KeyError, ConfigError) as e:

@@ -36,7 +36,7 @@ MEAN_LIMIT = 1 << 36  # so an escaped residual of an int32 symbol stays below 2*
 BINS = 8  # activity bins of the context model
 BATCH = 32  # frames per call of the range encoder (it codes symbol by symbol: the bits do not depend on it)
 SCALES = np.geomspace(0.11, 16.0, 48)  # table standard deviations, in symbols
-DEFAULT_STEPS = tuple(2.0 ** (1.5 - k / 2) for k in range(10))  # quality 1..10: step 2.83 .. 0.125
+DEFAULT_STEPS = tuple(2.0 ** (1.5 - k / 2) for k in range(16))  # quality 1..16: step 2.83 .. 0.0156
 KINDS = ("factorized", "context")
 VERSION = 1
 

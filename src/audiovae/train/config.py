@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from audiovae.config import LossConfig, ModelConfig, load_yaml
+from audiovae.codec.entropy import DEFAULT_STEPS
+from audiovae.config import ConfigError, LossConfig, ModelConfig, load_yaml
 from audiovae.train.data import DataConfig
 
 
@@ -20,6 +21,21 @@ class OptimConfig:
 
 
 @dataclass
+class QuantNoiseConfig:
+    """Quantization-aware decoder training: with probability ``prob`` a batch item's decoder input is the
+    posterior mean plus U(-step/2, step/2) noise, ``step`` drawn log-uniformly in [min_step, max_step]
+    (the codec's quality steps), instead of a posterior sample."""
+
+    prob: float = 0.0
+    min_step: float = DEFAULT_STEPS[-1]
+    max_step: float = DEFAULT_STEPS[0]
+
+    def __post_init__(self):
+        if not (0.0 <= self.prob <= 1.0 and 0.0 < self.min_step <= self.max_step):
+            raise ConfigError(f"quant_noise: need 0 <= prob <= 1 and 0 < min_step <= max_step, got {self}")
+
+
+@dataclass
 class TrainConfig:
     name: str = "model"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -29,6 +45,8 @@ class TrainConfig:
     max_steps: int = 1_000_000
     adversarial_after: int = -1  # generator update at which stage 2 (GAN) starts; -1 = never
     freeze_encoder_in_gan: bool = True
+    freeze_encoder: bool = False  # train the decoder alone (needs --init): latents stay bit-identical
+    quant_noise: QuantNoiseConfig = field(default_factory=QuantNoiseConfig)
     disc_n_ffts: list[int] = field(default_factory=lambda: [1024, 512, 256])
     disc_channels: int = 16
     val_every: int = 1000

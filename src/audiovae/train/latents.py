@@ -2,8 +2,10 @@
 
 A cache is one safetensors file: ``frames`` (all clips' frames, (N, latent_dim) float32), ``lengths``
 (frames per clip) and ``labels`` (per clip, an index into the metadata's ``values``, -1 when missing);
-its metadata (JSON strings) names the model's sha256, manifest, split, label key and clip limit, so a
-cache made with other weights or settings is rebuilt rather than reused.
+its metadata (JSON strings) names the model's encoder_sha256 (and its whole weights' sha256), manifest,
+split, label key and clip limit, so a cache made with another encoder or other settings is rebuilt rather
+than reused; a model whose decoder alone changed reuses it. A cache written before the encoder hash is
+reused when its model_sha256 equals the model's.
 """
 
 from __future__ import annotations
@@ -37,8 +39,15 @@ class LatentCache:
 
 
 def _meta(model, manifest: Path, split: str, label: str | None, max_clips: int) -> dict[str, str]:
-    return {"model_sha256": model.card.get("sha256", ""), "manifest": str(manifest.resolve()), "split": split,
-            "label": label or "", "max_clips": str(max_clips)}
+    return {"encoder_sha256": model.card.get("encoder_sha256", ""), "model_sha256": model.card.get("sha256", ""),
+            "manifest": str(manifest.resolve()), "split": split, "label": label or "", "max_clips": str(max_clips)}
+
+
+def _reusable(model, stored: dict, meta: dict) -> bool:
+    from audiovae.registry import latents_mismatch
+
+    same = all(stored.get(k) == v for k, v in meta.items() if not k.endswith("sha256"))
+    return same and latents_mismatch(model, stored, legacy_key="model_sha256") is None
 
 
 def encode_split(model, manifest: str | os.PathLike, split: str, label: str | None, path: str | os.PathLike,
@@ -50,7 +59,7 @@ def encode_split(model, manifest: str | os.PathLike, split: str, label: str | No
     if path.exists():
         with safe_open(str(path), "pt") as f:
             stored = f.metadata() or {}
-        if {k: stored.get(k) for k in meta} == meta:
+        if _reusable(model, stored, meta):
             t = load_file(str(path))
             values = json.loads(stored["values"])
             return LatentCache(t["frames"], t["lengths"], [values[i] if i >= 0 else None for i in t["labels"].tolist()])

@@ -22,10 +22,23 @@ from audiovae.losses import (
     kl_weight,
 )
 from audiovae.models.discriminators import MultiScaleSTFTDiscriminator
-from audiovae.models.vae import VAE
-from audiovae.train.config import TrainConfig
+from audiovae.models.vae import VAE, Posterior
+from audiovae.train.config import QuantNoiseConfig, TrainConfig
 
 MAX_BAD_STEPS = 20
+
+
+def decoder_input(post: Posterior, cfg: QuantNoiseConfig, generator: torch.Generator) -> torch.Tensor:
+    """A posterior sample per batch item, or with probability ``cfg.prob`` the mean plus uniform noise as wide
+    as a quantization step drawn log-uniformly in [min_step, max_step] (see QuantNoiseConfig)."""
+    z = post.sample(generator)
+    if cfg.prob == 0:
+        return z
+    batch = z.shape[0]
+    noisy = (torch.rand(batch, generator=generator) < cfg.prob).to(z.device)[:, None, None]
+    step = torch.empty(batch).uniform_(math.log(cfg.min_step), math.log(cfg.max_step), generator=generator).exp()
+    u = (torch.rand(z.shape, generator=generator) - 0.5) * step[:, None, None]
+    return torch.where(noisy, post.mean + u.to(z.device, z.dtype), z)
 
 
 class VAEModule(L.LightningModule):
@@ -36,6 +49,7 @@ class VAEModule(L.LightningModule):
         self.save_hyperparameters({"config": to_dict(cfg)})
         self.automatic_optimization = False
         self.vae = VAE(cfg.model)
+        self.vae.encoder.requires_grad_(not cfg.freeze_encoder)
         self.recon = ReconstructionLoss(cfg.loss, cfg.model.sample_rate)
         self.disc = (
             MultiScaleSTFTDiscriminator(cfg.disc_n_ffts, cfg.disc_channels) if cfg.adversarial_after >= 0 else None
@@ -66,7 +80,8 @@ class VAEModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.optim
-        opt_g = torch.optim.AdamW(self.vae.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        trained = [p for p in self.vae.parameters() if p.requires_grad]  # a frozen encoder gets no weight decay
+        opt_g = torch.optim.AdamW(trained, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=o.lr_gamma)
         if self.disc is None:
             return [opt_g], [sched]
@@ -81,7 +96,7 @@ class VAEModule(L.LightningModule):
             post = self.vae.encode(x)
         # Noise seeded by the update count: reproducible across resumes and equal on every DDP rank.
         noise = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.updates)
-        y = self.vae.decode(post.sample(noise))
+        y = self.vae.decode(decoder_input(post, self.cfg.quant_noise, noise))
         valid = x.shape[-1] - self.vae.latency  # the tail needs frames after the crop
         return post, y[..., :valid], x[..., :valid]
 
@@ -90,7 +105,7 @@ class VAEModule(L.LightningModule):
         opt_g = opts[0] if isinstance(opts, list) else opts
         x = batch["audio"][:, 0]
         gan = self.in_gan_stage()
-        post, y, x = self._forward(x, gan and self.cfg.freeze_encoder_in_gan)
+        post, y, x = self._forward(x, self.cfg.freeze_encoder or (gan and self.cfg.freeze_encoder_in_gan))
         rec, parts = self.recon(y, x)
         kl = kl_loss(post, self.cfg.loss.free_bits)
         beta = kl_weight(self.updates, self.cfg.loss)

@@ -50,10 +50,11 @@ def load_prior_config(path) -> PriorTrainConfig:
 
 
 class PriorModule(L.LightningModule):
-    def __init__(self, cfg: PriorTrainConfig, labels: list[str], vae_sha256: str):
+    def __init__(self, cfg: PriorTrainConfig, labels: list[str], vae_sha256: str, encoder_sha256: str = ""):
         super().__init__()
         self.cfg = cfg
-        self.save_hyperparameters({"config": to_dict(cfg), "labels": labels, "vae_sha256": vae_sha256})
+        self.save_hyperparameters({"config": to_dict(cfg), "labels": labels, "vae_sha256": vae_sha256,
+                                   "encoder_sha256": encoder_sha256})
         self.prior = LatentPrior(cfg.prior)
 
     def training_step(self, batch, batch_idx):
@@ -82,8 +83,8 @@ class PriorModule(L.LightningModule):
 
 
 def _data(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
-    """(config with latent_dim / num_labels set, label vocabulary, VAE sha256, train and valid loaders,
-    raw train frames for the statistics)."""
+    """(config with latent_dim / num_labels set, label vocabulary, the VAE's sha256 and encoder_sha256, train
+    and valid loaders, raw train frames for the statistics)."""
     from audiovae.registry import load
 
     model = load(cfg.model)
@@ -106,7 +107,7 @@ def _data(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
                                      batches=cfg.val_every if train else 0, seed=cfg.seed, shuffle=train)
         loaders.append(DataLoader(CropDataset(clips, labels, cfg.prior.context, train, cfg.seed),
                                   batch_sampler=sampler, collate_fn=collate))
-    return cfg, vocab, model.card.get("sha256", ""), loaders, prior
+    return cfg, vocab, (model.card.get("sha256", ""), model.card.get("encoder_sha256", "")), loaders, prior
 
 
 def train_prior(cfg: PriorTrainConfig, run_dir: Path, *, resume: bool = False, max_minutes: float | None = None,
@@ -121,8 +122,8 @@ def train_prior(cfg: PriorTrainConfig, run_dir: Path, *, resume: bool = False, m
         raise AudioVAEError(f"{last}: nothing to resume (no last checkpoint in {run_dir})")
     if not resume and last.exists():
         raise AudioVAEError(f"{run_dir}: already holds a run (use --resume, or another --run-dir)")
-    cfg, vocab, sha, (train_dl, valid_dl), prior = _data(cfg, run_dir, progress)
-    module = PriorModule(cfg, vocab, sha)
+    cfg, vocab, (sha, encoder), (train_dl, valid_dl), prior = _data(cfg, run_dir, progress)
+    module = PriorModule(cfg, vocab, sha, encoder)
     module.prior.load_state_dict(prior.state_dict())
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, max_steps=cfg.max_steps,
@@ -141,8 +142,10 @@ def train_prior(cfg: PriorTrainConfig, run_dir: Path, *, resume: bool = False, m
 
 
 def export_prior(ckpt: str | os.PathLike, model_name: str | os.PathLike) -> Path:
-    """Store a prior checkpoint's weights with the VAE it was trained for; returns the weights path."""
-    from audiovae.registry import ModelLoadError, load, save_prior
+    """Store a prior checkpoint's weights with the VAE it was trained for (or one with the same encoder);
+    returns the weights path. A checkpoint from before the encoder hash needs the very weights it was
+    trained with."""
+    from audiovae.registry import ModelLoadError, latents_mismatch, load, save_prior
 
     p = Path(ckpt)
     if not p.is_file():
@@ -155,9 +158,10 @@ def export_prior(ckpt: str | os.PathLike, model_name: str | os.PathLike) -> Path
     except (KeyError, TypeError, RuntimeError, EOFError) as e:
         raise AudioVAEError(f"{p}: not an audiovae prior checkpoint ({str(e).splitlines()[0]})") from None
     model = load(model_name)
-    if hp["vae_sha256"] != model.card.get("sha256"):
-        raise ModelLoadError(f"{p}: trained on the latents of other weights than model '{model.name}' "
-                             "(retrain the prior for these weights)")
+    bad = latents_mismatch(model, hp)
+    if bad:
+        raise ModelLoadError(f"{p}: not a prior for model '{model.name}', trained on the latents of {bad}; "
+                             "retrain the prior for these weights")
     prior = LatentPrior(cfg.prior)
     prior.load_state_dict(state)
     return save_prior(model, prior, {"labels": hp["labels"], "label_key": cfg.label, "steps": int(ck["global_step"]),

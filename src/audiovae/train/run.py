@@ -57,6 +57,8 @@ def train(
         raise AudioVAEError(f"{last}: nothing to resume (no last checkpoint in {run_dir})")
     if not resume and last.exists():
         raise AudioVAEError(f"{run_dir}: already holds a run (use --resume, or another --run-dir)")
+    if cfg.freeze_encoder and not (init or resume):
+        raise AudioVAEError("freeze_encoder trains the decoder alone: give --init, the model whose encoder to keep")
     module = VAEModule(cfg, str(run_dir))
     if init and not resume:
         model_cfg, state = initial_weights(init)
