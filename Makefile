@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 
-.PHONY: venv demo test test-fast bench lint format corpora clean train-% prior-%
+.PHONY: venv demo test test-fast bench lint format corpora clean train-% prior-% embedder-%
 
 venv: $(STAMP)
 
@@ -55,6 +55,12 @@ train-%: $(STAMP)
 prior-%: $(STAMP)
 	$(VENV)/bin/audiovae train-prior --config recipes/$*/prior.yaml --threads 1 --export \
 	  $$( [ -f runs/$*-prior/checkpoints/last.ckpt ] && echo --resume )
+
+# Train a shipped model's embedding head (the `learned` pooling) and store it with the model
+# (pretrained/NAME.embed.safetensors); add LATENTS=runs/NAME-prior/latents to reuse the prior's latent caches.
+embedder-%: $(STAMP)
+	$(VENV)/bin/audiovae train-embedder --config recipes/$*/embedder.yaml --threads 1 --export \
+	  $(if $(LATENTS),--latents $(LATENTS)) $$( [ -f runs/$*-embedder/checkpoints/last.ckpt ] && echo --resume )
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests recipes

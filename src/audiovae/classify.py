@@ -2,10 +2,11 @@
 (and an MFCC baseline).
 
 An embedding is a set of statistics over time of the posterior (``POOLINGS``: mean and std of the means,
-optionally of log sigma, quantiles, a short-window max / min), averaged over channels. Silence is embedded like
-any other signal (it has a well-defined, nearly constant latent) and gets a label like any other clip. A file
-shorter than one latent frame is refused with an error naming it. Intermediate encoder layers are not used:
-callers see the VAE only through ``encode`` (DESIGN.md).
+optionally of log sigma, quantiles, a short-window max / min), or the output of the model's learned embedding
+head (pooling ``learned``: ``models/embedder.py``, stored with the model by ``audiovae train-embedder``),
+averaged over channels. Silence is embedded like any other signal (it has a well-defined, nearly constant
+latent) and gets a label like any other clip. A file shorter than one latent frame is refused with an error
+naming it. Intermediate encoder layers are not used: callers see the VAE only through ``encode`` (DESIGN.md).
 
 A fitted classifier is saved without pickle: ``classifier.json`` (classes, estimator and parameters,
 model name, its sha256 and encoder_sha256, feature kind, pooling, dimension) and ``classifier.npz`` (scaler
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +44,8 @@ POOLINGS = {
     "all": ("mean", "std", "sigma", "sigma_std", "q10", "q50", "q90", "max", "min"),
 }
 DEFAULT_POOLING = "all"
+LEARNED = "learned"  # the model's learned embedding head, when it has one
+_EMBEDDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loaded heads, per model object
 MAX_WINDOW_S = 0.2
 MFCC_RATE, MFCC_FFT, MFCC_HOP, MFCC_MELS, MFCC_COEFFS = 16000, 512, 160, 40, 20
 
@@ -86,14 +90,44 @@ def _pool(mu: np.ndarray, logsig: np.ndarray, pooling: str, frame_rate: float) -
     return np.concatenate([parts[p]() for p in POOLINGS[pooling]], axis=-1).mean(0).astype(np.float32)
 
 
+def learned_embedder(model):
+    """``model``'s learned embedding head, loaded once per model object; an error naming how to train one
+    when it has none."""
+    if model not in _EMBEDDERS:
+        from audiovae.registry import load_embedder
+
+        _EMBEDDERS[model] = load_embedder(model)[0]
+    return _EMBEDDERS[model]
+
+
+def model_poolings(model) -> tuple[str, ...]:
+    """The poolings ``model`` offers: every hand-made one, and ``learned`` when it has an embedding head."""
+    return (*POOLINGS, LEARNED) if model.card.get("embed") else tuple(POOLINGS)
+
+
 def embedding_dim(model, pooling: str = DEFAULT_POOLING) -> int:
-    return len(check_pooling(pooling)) * model.latent_dim
+    check_pooling(pooling, model)
+    return learned_embedder(model).config.dim if pooling == LEARNED else len(POOLINGS[pooling]) * model.latent_dim
 
 
-def check_pooling(pooling: str) -> tuple[str, ...]:
-    if pooling not in POOLINGS:
-        raise ClassifyError(f"unknown pooling '{pooling}' (use one of {', '.join(POOLINGS)})")
-    return POOLINGS[pooling]
+def check_pooling(pooling: str, model=None) -> None:
+    """Refuse an unknown pooling, and ``learned`` for a ``model`` without an embedding head."""
+    if pooling not in (*POOLINGS, LEARNED):
+        raise ClassifyError(f"unknown pooling '{pooling}' (use one of {', '.join((*POOLINGS, LEARNED))})")
+    if pooling == LEARNED and model is not None:
+        learned_embedder(model)
+
+
+def pooling_meta(model, pooling: str) -> dict:
+    """What a classifier records about its pooling: its name and, for ``learned``, the head's sha256."""
+    return {"pooling": pooling} | ({"embed_sha256": model.card["embed"]["sha256"]} if pooling == LEARNED else {})
+
+
+def _learned(model, mu: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return learned_embedder(model)(torch.from_numpy(mu).float()).mean(0).numpy()
 
 
 def embed_many(model, wave: np.ndarray, sample_rate: int, poolings, name: str = "audio") -> dict[str, np.ndarray]:
@@ -101,19 +135,19 @@ def embed_many(model, wave: np.ndarray, sample_rate: int, poolings, name: str = 
     from audiovae.inference import to_model_rate
 
     for p in poolings:
-        check_pooling(p)
+        check_pooling(p, model)
     x = to_model_rate(model, wave, sample_rate)
     if x.shape[-1] < model.hop_length:
         raise ClassifyError(f"{name}: shorter than one latent frame ({x.shape[-1]} samples at {model.sample_rate} Hz, "
                             f"need {model.hop_length})")
     mu, logsig = posterior_frames(model, x)
     rate = model.sample_rate / model.hop_length
-    return {p: _pool(mu, logsig, p, rate) for p in poolings}
+    return {p: _learned(model, mu) if p == LEARNED else _pool(mu, logsig, p, rate) for p in poolings}
 
 
 def embed(model, wave: np.ndarray, sample_rate: int, name: str = "audio", pooling: str = DEFAULT_POOLING) -> np.ndarray:
-    """(channels, samples) float32 -> (len(POOLINGS[pooling]) * latent_dim,) float32: statistics over frames
-    of the posterior (see ``POOLINGS``), averaged over channels."""
+    """(channels, samples) float32 -> (``embedding_dim``,) float32: statistics over frames of the posterior (see
+    ``POOLINGS``) or the learned head's embedding, averaged over channels."""
     return embed_many(model, wave, sample_rate, (pooling,), name)[pooling]
 
 
@@ -194,6 +228,8 @@ def embed_items_multi(items: list[Item], model, poolings=(), mfcc: bool = False,
     (needs ``model``) and MFCC when ``mfcc``; the indices of the embedded items; messages of the skipped ones.
 
     With ``skip_errors`` False the first unreadable or too-short file raises its error."""
+    for p in poolings:
+        check_pooling(p, model)
     rows: dict[str, list[np.ndarray]] = {f"vae:{p}": [] for p in poolings} | ({"mfcc": []} if mfcc else {})
     kept, failed = [], []
     for i, it in enumerate(items):
@@ -350,14 +386,18 @@ class Classifier:
         return self.meta.get("pooling", "mean-std")
 
     def check_model(self, model, folder: str | os.PathLike = "classifier") -> None:
-        """Refuse a model whose embeddings have another dimension than the classifier's, or come from another
-        encoder: the recorded ``encoder_sha256`` must be the model's (a classifier saved before it: its
-        ``model_sha256`` must be the model's whole weights' sha256; one with neither is not checked)."""
+        """Refuse a model whose embeddings have another dimension than the classifier's, come from another
+        encoder (the recorded ``encoder_sha256`` must be the model's; a classifier saved before it: its
+        ``model_sha256`` must be the model's whole weights' sha256; one with neither is not checked), or from
+        another learned head than the one it was fitted on."""
         from audiovae.registry import latents_mismatch
 
         if self.meta["features"] != "vae":
             return
         got = embedding_dim(model, self.pooling)
+        if self.pooling == LEARNED and model.card["embed"]["sha256"] != self.meta.get("embed_sha256"):
+            raise ClassifyError(f"{folder}: classifier was fitted on another learned embedding head than model "
+                                f"'{model.name}' holds (refit it)")
         if got != self.dim:
             raise ClassifyError(f"{folder}: classifier expects {self.dim}-dim embeddings of model "
                                 f"'{self.meta.get('model_name')}', model '{model.name}' gives {got} "
@@ -597,23 +637,37 @@ def pooling_rows(task: str, feats: dict, draws: int = 5, ks=(5, None)) -> list[d
             | {"valid_clips": len(y_va)} for key in x_tr for k in ks]
 
 
-def choose_pooling(rows: list[dict]) -> str:
-    """The pooling with the best valid accuracy, averaged over tasks and label counts."""
-    scores: dict[str, list[float]] = {}
+def choose_pooling(rows: list[dict], among=None) -> str | None:
+    """The pooling with the best valid accuracy, averaged over tasks and label counts, among those measured on
+    every task (``learned`` only where every task's model has an embedding head), optionally only ``among``
+    these; None when there is none."""
+    scores: dict[str, dict[str, list[float]]] = {}
     for r in rows:
-        if r["features"].startswith("vae:"):
-            scores.setdefault(r["features"][4:], []).append(r["accuracy_mean"])
-    return max(scores, key=lambda p: float(np.mean(scores[p])))
+        if r["features"].startswith("vae:") and (among is None or r["features"][4:] in among):
+            scores.setdefault(r["features"][4:], {}).setdefault(r["task"], []).append(r["accuracy_mean"])
+    tasks = {r["task"] for r in rows}
+    everywhere = [p for p, by_task in scores.items() if set(by_task) == tasks]
+    return max(everywhere, key=lambda p: float(np.mean([a for accs in scores[p].values() for a in accs])),
+               default=None)
+
+
+def compared_pooling(rows: list[dict], chosen: str) -> str | None:
+    """The pooling the test table compares ``chosen`` with: the best hand-made one on valid when ``chosen`` is
+    ``learned``, else ``learned`` when it was measured on every task."""
+    return choose_pooling(rows, tuple(POOLINGS) if chosen == LEARNED else (LEARNED,))
 
 
 def test_rows(task: str, feats: dict, pooling: str, ks=(1, 5, 20, None), draws: int = 5,
-              semi=SEMI_METHODS) -> list[dict]:
+              semi=SEMI_METHODS, compared: str | None = None) -> list[dict]:
     """Test-split accuracy of VAE embeddings (``pooling``) and MFCC at each k, supervised and with each of
-    ``semi`` (trained on the train split, labels drawn from it)."""
+    ``semi`` (trained on the train split, labels drawn from it); with ``compared``, that pooling's embeddings
+    too (``vae:POOLING``, supervised only)."""
     (x_tr, y_tr), (x_te, y_te) = feats["train"], feats["test"]
+    sets = [(f"vae:{pooling}", "vae", semi), ("mfcc", "mfcc", semi)]
+    sets += [(f"vae:{compared}", f"vae:{compared}", ())] if compared else []
     rows = []
-    for key, name in ((f"vae:{pooling}", "vae"), ("mfcc", "mfcc")):
-        for method in (None, *semi):
+    for key, name, methods in sets:
+        for method in (None, *methods):
             for k in ks:
                 if method is not None and k is None:  # all labels: nothing left unlabelled
                     continue

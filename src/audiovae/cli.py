@@ -407,9 +407,10 @@ def embed(
     out: Path = typer.Option(..., "--out", help="The .npz to write (arrays: paths, embeddings)."),
     model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
     pooling: str = typer.Option(None, "--pooling", help="Statistics over time of the posterior: mean-std, "
-                                "mean-std-sigma, quantiles, mean-std-max or all (default: the one chosen on valid)."),
+                                "mean-std-sigma, quantiles, mean-std-max or all (default: the one chosen on valid), "
+                                "or learned (the model's embedding head, `audiovae train-embedder`)."),
 ) -> None:
-    """Embed audio files: statistics over time of the VAE posterior, one row per file."""
+    """Embed audio files: statistics over time of the VAE posterior (or its learned head), one row per file."""
     import numpy as np
 
     from audiovae import classify as cl
@@ -473,8 +474,8 @@ def classify_fit(
     meta = {"features": features, "label": label, "data": str(data), "train_clips": len(kept)}
     if m is not None:
         meta |= {"model": str(Path(model).resolve()) if Path(model).is_dir() else model, "model_name": m.name,
-                 "model_sha256": m.card.get("sha256"), "encoder_sha256": m.card.get("encoder_sha256"),
-                 "pooling": pooling}
+                 "model_sha256": m.card.get("sha256"), "encoder_sha256": m.card.get("encoder_sha256")} | \
+                cl.pooling_meta(m, pooling)
     clf, cv = cl.fit(x, np.array([items[i].label for i in kept]), meta, estimators=estimators)
     clf.save(out)
     console.print(f"{len(clf.classes)} classes, {len(kept)} clips ({len(failed)} skipped): {cv['estimator']} "
@@ -548,7 +549,8 @@ def bench_classify(
     task: list[str] = typer.Option(None, "--task", help="Task(s) to run (default: all five, listed above)."),
     model: list[str] = typer.Option(None, "--model", help="NAME=MODEL: use MODEL (a name or folder) where a task "
                                     "names NAME (e.g. speech16k=runs/speech16k/export)."),
-    pooling: str = typer.Option("auto", help="VAE pooling for the test table, or auto (best on valid)."),
+    pooling: str = typer.Option("auto", help="VAE pooling for the test table, or auto (best on valid among the "
+                                "hand-made ones and, where every task's model has an embedding head, learned)."),
     max_train: int = typer.Option(100, "--max-train", min=20, help="Train clips per class embedded (k=all)."),
     max_eval: int = typer.Option(50, "--max-eval", min=1, help="Valid / test clips per class embedded."),
     draws: int = typer.Option(5, help="Random draws of the labelled examples per k."),
@@ -582,29 +584,33 @@ def bench_classify(
     for t in tasks:
         for part in t.train + t.eval_parts:
             cl.task_manifest(part, corpora)
-    start, models, feats, summaries, valid = time.time(), {}, {}, [], []
+    start, feats, summaries, valid = time.time(), {}, [], []
+    models = {name: load(overrides.get(name, name)) for name in dict.fromkeys(t.model for t in tasks)}
+    if pooling != "auto":
+        for m in models.values():
+            cl.check_pooling(pooling, m)
     with Progress(console=err_console, transient=True) as bar:
         progress = bar.add_task("embedding", total=None)
         for t in tasks:
-            if t.model not in models:
-                models[t.model] = load(overrides.get(t.model, t.model))
             feats[t.name], summary = cl.task_features(
-                t, corpora, models[t.model], max_train=max_train, max_eval=max_eval,
+                t, corpora, models[t.model], cl.model_poolings(models[t.model]), max_train=max_train,
+                max_eval=max_eval,
                 progress=lambda s, i, n: bar.update(progress, description=s, completed=i, total=n))
             summaries.append(summary)
             bar.update(progress, description=f"{t.name}: poolings on valid", completed=0, total=None)
             valid += cl.pooling_rows(t.name, feats[t.name], draws)
         chosen = cl.choose_pooling(valid) if pooling == "auto" else pooling
+        compared = cl.compared_pooling(valid, chosen)
         rows = []
         for t in tasks:
             bar.update(progress, description=f"{t.name}: test", completed=0, total=None)
             rows += cl.test_rows(t.name, feats[t.name], chosen, draws=draws,
-                                 semi=cl.SEMI_METHODS if semi_supervised else ())
+                                 semi=cl.SEMI_METHODS if semi_supervised else (), compared=compared)
     bench.write_table(summaries, out, "classify_tasks", "Classification tasks (clips embedded per split)")
     bench.write_table(valid, out, "classify_pooling_valid", "Poolings on the valid split (accuracy, macro-F1)")
     csv_path, _ = bench.write_table(rows, out, "classify_long", "Few-label classification, test split")
     title = (f"Test accuracy / macro-F1 at k labels per class (k=all: <= {max_train} per class); VAE pooling "
-             f"'{chosen}'; {draws} draws")
+             f"'{chosen}'" + (f" (and '{compared}': vae:{compared})" if compared else "") + f"; {draws} draws")
     _, md = bench.write_table(cl.wide_table(rows), out, "classify", title)
     fails = cl.floors(rows)
     with md.open("a") as f:
@@ -734,20 +740,24 @@ def train_prior(
                                 "(NAME.prior.safetensors + its card)."),
 ) -> None:
     """Train a latent prior on a corpus's cached latents (encoded once into RUN/latents), resumably."""
+    from audiovae.train import prior
+
+    cfg = prior.load_prior_config(config) if config else prior.PriorTrainConfig()
+    _train_on_latents(cfg, {"model": model, "manifest": manifest, "label": label, "max_steps": max_steps}, run_dir,
+                      prior.train_prior, prior.export_prior if export else None, resume=resume,
+                      max_minutes=max_minutes, accelerator=accelerator, threads=threads)
+
+
+def _train_on_latents(cfg, overrides: dict, run_dir: Path | None, train, export, **run) -> None:
+    """Train ``cfg`` with the options given (``overrides`` not None) into ``run_dir`` (default runs/NAME), then
+    store the result with its VAE when ``export`` is given."""
     from dataclasses import replace
 
-    from audiovae.train.prior import PriorTrainConfig, export_prior, load_prior_config
-    from audiovae.train.prior import train_prior as run_training
-
-    cfg = load_prior_config(config) if config else PriorTrainConfig()
-    overrides = {"model": model, "manifest": None if manifest is None else str(manifest), "label": label,
-                 "max_steps": max_steps}
-    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    last = run_training(cfg, run_dir or Path("runs") / cfg.name, resume=resume, max_minutes=max_minutes,
-                        accelerator=accelerator, threads=threads)
+    cfg = replace(cfg, **{k: str(v) if isinstance(v, Path) else v for k, v in overrides.items() if v is not None})
+    last = train(cfg, run_dir or Path("runs") / cfg.name, **run)
     console.print(f"last checkpoint: {last}")
-    if export:
-        console.print(f"wrote {export_prior(last, cfg.model)}")
+    if export is not None:
+        console.print(f"wrote {export(last, cfg.model)}")
 
 
 @app.command("export-prior")
@@ -760,6 +770,42 @@ def export_prior_cmd(
     from audiovae.train.prior import export_prior
 
     console.print(f"wrote {export_prior(checkpoint, model)}")
+
+
+@app.command("train-embedder")
+def train_embedder(
+    config: Path | None = typer.Option(None, "--config", help="Embedder YAML, e.g. recipes/speech16k/embedder.yaml."),
+    model: str | None = typer.Option(None, "--model", help="VAE name or folder (overrides the config)."),
+    manifest: Path | None = typer.Option(None, "--manifest", help="Corpus manifest (overrides the config)."),
+    latents: Path | None = typer.Option(None, "--latents", help="Folder of train / valid latent caches of the "
+                                        "same weights and manifest to reuse, read only (e.g. a prior run's)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", "--out", help="Run folder (default runs/NAME)."),
+    resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
+    max_minutes: float | None = typer.Option(None, help="Wall-clock budget; stops cleanly with a checkpoint."),
+    max_steps: int | None = typer.Option(None, help="Override the config's max_steps."),
+    threads: int | None = typer.Option(None, help="torch threads."),
+    accelerator: str = typer.Option("cpu", help="cpu, gpu or auto."),
+    export: bool = typer.Option(False, "--export", help="Afterwards store the head with the model "
+                                "(NAME.embed.safetensors + its card): the `learned` pooling."),
+) -> None:
+    """Train an embedding head on a corpus's cached latents without labels (SimCLR over crops), resumably."""
+    from audiovae.train import embedder
+
+    cfg = embedder.load_embed_config(config) if config else embedder.EmbedTrainConfig()
+    _train_on_latents(cfg, {"model": model, "manifest": manifest, "latents": latents, "max_steps": max_steps},
+                      run_dir, embedder.train_embedder, embedder.export_embedder if export else None, resume=resume,
+                      max_minutes=max_minutes, accelerator=accelerator, threads=threads)
+
+
+@app.command("export-embedder")
+def export_embedder_cmd(
+    checkpoint: Path = typer.Argument(..., help="An embedder training checkpoint (.ckpt)."),
+    model: str = typer.Option(..., "--model", help="The VAE it was trained for: name or folder."),
+) -> None:
+    """Store a trained embedding head with its VAE (NAME.embed.safetensors, recorded with its sha256 in NAME.json)."""
+    from audiovae.train.embedder import export_embedder
+
+    console.print(f"wrote {export_embedder(checkpoint, model)}")
 
 
 def _outputs(out: Path, count: int, stem: str) -> list[Path]:

@@ -337,28 +337,52 @@ def save(model_cfg: ModelConfig, state: dict, out_dir: str | os.PathLike, name: 
     return card_path
 
 
+def save_net(model: VAE, key: str, net: torch.nn.Module, meta: dict) -> Path:
+    """Store a network trained on ``model``'s latents with it: fp16 weights (fp32 latent statistics), its config
+    and the VAE's and encoder's sha256 in the card under ``key``."""
+    state = {k: v if k.startswith("latent_") else v.half() for k, v in net.state_dict().items()}
+    return save_attachment(model, key, state, {**meta, "config": to_dict(net.config), **_latent_hashes(model)})
+
+
+def load_net(model: VAE, key: str, net_cls, config_cls, hint: str):
+    """(network in eval mode, card entry) stored under ``key`` with ``model``; refuses one trained on the latents
+    of another encoder. ``hint`` says how to make one."""
+    state, meta = load_attachment(model, key, hint)
+    bad = latents_mismatch(model, meta)
+    if bad:
+        raise ModelLoadError(f"{model.card_path.with_name(model.card[key]['file'])}: the {key} model of "
+                             f"'{model.name}' was trained on the latents of {bad}; {hint}")
+    try:
+        net = net_cls(from_dict(config_cls, meta["config"]))
+    except (KeyError, ConfigError) as e:
+        raise ModelLoadError(f"model '{model.name}': not a valid {key} entry in its card ({e})") from None
+    _load_state(net, {k: v.float() for k, v in state.items()}, f"{model.name} {key}")
+    return net.eval(), meta
+
+
 PRIOR_HINT = "train one with `audiovae train-prior` (and --export, or `audiovae export-prior`)"
+EMBED_HINT = "train one with `audiovae train-embedder` (and --export, or `audiovae export-embedder`)"
 
 
 def save_prior(model: VAE, prior, meta: dict) -> Path:
-    """Store a latent prior with ``model``: fp16 weights, fp32 latent statistics, config and labels in the card."""
-    state = {k: v if k.startswith("latent_") else v.half() for k, v in prior.state_dict().items()}
-    return save_attachment(model, "prior", state, {**meta, "config": to_dict(prior.config), **_latent_hashes(model)})
+    """Store a latent prior with ``model`` (NAME.prior.safetensors)."""
+    return save_net(model, "prior", prior, meta)
 
 
 def load_prior(model: VAE):
-    """(LatentPrior in eval mode, card entry) stored with ``model``; refuses one trained on the latents of
-    another encoder."""
+    """(LatentPrior in eval mode, card entry) stored with ``model``."""
     from audiovae.models.prior import LatentPrior, PriorConfig
 
-    state, meta = load_attachment(model, "prior", PRIOR_HINT)
-    bad = latents_mismatch(model, meta)
-    if bad:
-        raise ModelLoadError(f"{model.card_path.with_name(model.card['prior']['file'])}: the prior of "
-                             f"'{model.name}' was trained on the latents of {bad}; {PRIOR_HINT}")
-    try:
-        prior = LatentPrior(from_dict(PriorConfig, meta["config"]))
-    except (KeyError, ConfigError) as e:
-        raise ModelLoadError(f"model '{model.name}': not a valid prior entry in its card ({e})") from None
-    _load_state(prior, {k: v.float() for k, v in state.items()}, f"{model.name} prior")
-    return prior.eval(), meta
+    return load_net(model, "prior", LatentPrior, PriorConfig, PRIOR_HINT)
+
+
+def save_embedder(model: VAE, embedder, meta: dict) -> Path:
+    """Store a learned embedding head with ``model`` (NAME.embed.safetensors)."""
+    return save_net(model, "embed", embedder, meta)
+
+
+def load_embedder(model: VAE):
+    """(Embedder in eval mode, card entry) stored with ``model``."""
+    from audiovae.models.embedder import Embedder, EmbedderConfig
+
+    return load_net(model, "embed", Embedder, EmbedderConfig, EMBED_HINT)

@@ -1,4 +1,5 @@
-"""Latent caches for prior training: a corpus split encoded once to posterior means, and batches of it.
+"""Latent caches for training the prior and the embedder: a corpus split encoded once to posterior means,
+and batches of it.
 
 A cache is one safetensors file: ``frames`` (all clips' frames, (N, latent_dim) float32), ``lengths``
 (frames per clip) and ``labels`` (per clip, an index into the metadata's ``values``, -1 when missing);
@@ -38,16 +39,33 @@ class LatentCache:
         return list(self.frames.split(self.lengths.tolist()))
 
 
-def _meta(model, manifest: Path, split: str, label: str | None, max_clips: int) -> dict[str, str]:
+def cache_key(model, manifest: str | os.PathLike, split: str) -> dict[str, str]:
+    """The metadata that makes a cache usable for ``model``'s latents of a manifest split, whatever its label
+    key and clip limit."""
     return {"encoder_sha256": model.card.get("encoder_sha256", ""), "model_sha256": model.card.get("sha256", ""),
-            "manifest": str(manifest.resolve()), "split": split, "label": label or "", "max_clips": str(max_clips)}
+            "manifest": str(Path(manifest).resolve()), "split": split}
 
 
-def _reusable(model, stored: dict, meta: dict) -> bool:
+def _meta(model, manifest: Path, split: str, label: str | None, max_clips: int) -> dict[str, str]:
+    return cache_key(model, manifest, split) | {"label": label or "", "max_clips": str(max_clips)}
+
+
+def read_cache(path: str | os.PathLike, model, expect: dict[str, str]) -> LatentCache | None:
+    """The cache at ``path`` when it exists, holds ``model``'s latents (same encoder) and its metadata holds the
+    other values of ``expect``, else None."""
     from audiovae.registry import latents_mismatch
 
-    same = all(stored.get(k) == v for k, v in meta.items() if not k.endswith("sha256"))
-    return same and latents_mismatch(model, stored, legacy_key="model_sha256") is None
+    path = Path(path)
+    if not path.exists():
+        return None
+    with safe_open(str(path), "pt") as f:
+        stored = f.metadata() or {}
+    if any(stored.get(k) != v for k, v in expect.items() if not k.endswith("sha256")) or \
+            latents_mismatch(model, stored, legacy_key="model_sha256") is not None:
+        return None
+    t = load_file(str(path))
+    values = json.loads(stored["values"])
+    return LatentCache(t["frames"], t["lengths"], [values[i] if i >= 0 else None for i in t["labels"].tolist()])
 
 
 def encode_split(model, manifest: str | os.PathLike, split: str, label: str | None, path: str | os.PathLike,
@@ -56,13 +74,9 @@ def encode_split(model, manifest: str | os.PathLike, split: str, label: str | No
     and reused while the model, manifest, split, label and limit are the same."""
     manifest, path = Path(manifest), Path(path)
     meta = _meta(model, manifest, split, label, max_clips)
-    if path.exists():
-        with safe_open(str(path), "pt") as f:
-            stored = f.metadata() or {}
-        if _reusable(model, stored, meta):
-            t = load_file(str(path))
-            values = json.loads(stored["values"])
-            return LatentCache(t["frames"], t["lengths"], [values[i] if i >= 0 else None for i in t["labels"].tolist()])
+    cached = read_cache(path, model, meta)
+    if cached is not None:
+        return cached
     entries, _ = read_manifest(manifest, split=split)
     if not entries:
         raise AudioVAEError(f"{manifest}: no entries in split '{split}'")

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from audiovae.config import ModelConfig, from_dict
 from audiovae.errors import AudioVAEError
+from audiovae.train.common import start_run
 from audiovae.train.config import TrainConfig
 from audiovae.train.data import AudioDataModule
 from audiovae.train.module import VAEModule
@@ -45,18 +46,11 @@ def train(
     progress: bool = True,
 ) -> Path:
     """Train (or resume) into ``run_dir``; returns the path of the last checkpoint."""
-    if threads:
-        torch.set_num_threads(threads)
     if accelerator != "cpu":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    last = start_run(run_dir, resume, cfg.seed, threads)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    if resume and not last.exists():
-        raise AudioVAEError(f"{last}: nothing to resume (no last checkpoint in {run_dir})")
-    if not resume and last.exists():
-        raise AudioVAEError(f"{run_dir}: already holds a run (use --resume, or another --run-dir)")
+    ckpt_dir = last.parent
     if cfg.freeze_encoder and not (init or resume):
         raise AudioVAEError("freeze_encoder trains the decoder alone: give --init, the model whose encoder to keep")
     module = VAEModule(cfg, str(run_dir))

@@ -1,0 +1,169 @@
+"""The learned embedding head on tiny models: shapes, masking, determinism, the contrastive loss, training,
+export / load with hash checks, and the `learned` pooling in embed / classify / bench."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audiovae import classify
+from audiovae.models.embedder import Embedder, EmbedderConfig, nt_xent
+from audiovae.models.vae import VAE
+from audiovae.registry import ModelLoadError, load, load_embedder, save
+from audiovae.train.embedder import (
+    EmbedModule,
+    EmbedTrainConfig,
+    PairDataset,
+    collate_pairs,
+    export_embedder,
+    train_embedder,
+)
+from tests.test_classify import SR, assert_error, cli, tiny_corpus, tone
+from tests.test_generate import make_corpus, tiny_vae
+
+torch.set_num_threads(1)
+TINY = {"channels": 8, "blocks": 1, "kernel": 3, "attention": 4, "dim": 6}
+
+
+def tiny_config(model: str, manifest: str, **kw) -> EmbedTrainConfig:
+    return EmbedTrainConfig(model=model, manifest=manifest, embedder=EmbedderConfig(**TINY), min_crop=0.1,
+                            max_crop=0.3, batch_size=4, max_steps=4, val_every=2, warmup_steps=1, log_every=1, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny VAE with an exported tiny head, its corpus and the run folder."""
+    root = tmp_path_factory.mktemp("embed")
+    folder = tiny_vae(root / "model")
+    cfg = tiny_config(str(folder), str(make_corpus(root)))
+    last = train_embedder(cfg, root / "run", progress=False)
+    export_embedder(last, folder)
+    return folder, cfg, root / "run"
+
+
+def test_shapes_masking_and_determinism():
+    torch.manual_seed(0)
+    e = Embedder(EmbedderConfig(latent_dim=4, **TINY)).eval()
+    z = torch.randn(3, 4, 11)
+    with torch.no_grad():
+        out = e(z)
+        assert out.shape == (3, 6) and torch.equal(out, e(z))
+        assert e(z[:1, :, :1]).shape == (1, 6)  # one frame is enough
+        padded = torch.cat([z[:1, :, :5], torch.full((1, 4, 6), 9.0)], -1)  # 5 frames, then padding
+        mask = torch.arange(11)[None] < 5
+        assert torch.allclose(e(padded, mask), e(z[:1, :, :5]), atol=1e-5)  # causal blocks: padding is invisible
+
+
+def test_contrastive_loss_decreases_on_synthetic_clips():
+    """Eight 'clips', each a constant pattern plus noise: NT-Xent over crops learns to tell them apart."""
+    torch.manual_seed(0)
+    clips = [torch.randn(1, 4) + 0.5 * torch.randn(40, 4) for _ in range(8)]
+    module = EmbedModule(EmbedTrainConfig(embedder=EmbedderConfig(latent_dim=4, **TINY), projection=4), "")
+    batch = collate_pairs([PairDataset(clips, 10, 20, train=True)[i] for i in range(8)])
+    assert batch["a"].shape[:2] == (8, 4) and batch["mask_a"].dtype == torch.bool
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = module.loss(batch, train=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    same = torch.randn(4, 3)
+    assert nt_xent(same, same, 0.1) < nt_xent(same, torch.randn(4, 3), 0.1)
+
+
+def test_export_load_and_learned_pooling(trained):
+    folder, cfg, run = trained
+    card = json.loads((folder / "tiny.json").read_text())
+    entry = card["embed"]
+    assert entry["file"] == "tiny.embed.safetensors" and entry["vae_sha256"] == card["sha256"]
+    assert entry["config"]["latent_dim"] == 4 and entry["steps"] == 4
+    m = load(folder)
+    head, _ = load_embedder(m)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert torch.allclose(head.stem.weight, ckpt["embedder.stem.weight"], atol=1e-3)  # fp16 weights
+    assert torch.equal(head.latent_mean, ckpt["embedder.latent_mean"])  # fp32 statistics
+    x = tone(440.0, 1.0)
+    e = classify.embed(m, x, SR, pooling="learned")
+    assert e.shape == (6,) == (classify.embedding_dim(m, "learned"),) and e.dtype == np.float32
+    assert np.array_equal(e, classify.embed(load(folder), x, SR, pooling="learned"))  # deterministic
+    assert np.allclose(classify.embed(m, np.concatenate([x, x]), SR, pooling="learned"), e, atol=1e-5)
+    assert "learned" in classify.model_poolings(m)
+
+
+def test_hash_and_weights_checks(trained, tmp_path):
+    folder, cfg, run = trained
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    with (copy / "tiny.embed.safetensors").open("r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\0\0\0\0")
+    with pytest.raises(ModelLoadError, match="sha256 mismatch"):
+        load_embedder(load(copy))
+    other = tmp_path / "other"  # the same files, but other VAE weights: the head does not belong to them
+    torch.manual_seed(5)
+    save(load(folder).config, VAE(load(folder).config).state_dict(), other, "tiny")
+    card, entry = (json.loads((f / "tiny.json").read_text()) for f in (other, folder))
+    (other / "tiny.json").write_text(json.dumps(card | {"embed": entry["embed"]}))
+    shutil.copy(folder / "tiny.embed.safetensors", other)
+    with pytest.raises(ModelLoadError, match="other VAE weights.*train-embedder"):
+        load_embedder(load(other))
+    with pytest.raises(ModelLoadError, match="other weights"):
+        export_embedder(run / "checkpoints" / "last.ckpt", other)
+
+
+def test_missing_head_is_a_clear_error(tmp_path):
+    folder = tiny_vae(tmp_path / "model")
+    m = load(folder)
+    assert "learned" not in classify.model_poolings(m)
+    with pytest.raises(ModelLoadError, match="has no embed model: train one with `audiovae train-embedder`"):
+        classify.embed(m, tone(440.0), SR, pooling="learned")
+    (tmp_path / "a").mkdir()
+    sf.write(tmp_path / "a" / "x.wav", tone(440.0)[0], SR)
+    assert_error(cli("embed", tmp_path / "a", "--model", folder, "--out", tmp_path / "e.npz", "--pooling", "learned"),
+                 "has no embed model")
+    assert not (tmp_path / "e.npz").exists()
+
+
+def test_reuses_a_latents_folder_read_only(trained, tmp_path):
+    folder, cfg, run = trained
+    caches = run / "latents"
+    before = {p.name: p.stat().st_mtime_ns for p in caches.iterdir()}
+    train_embedder(cfg.__class__(**{**cfg.__dict__, "latents": str(caches)}), tmp_path / "run2", progress=False)
+    assert not (tmp_path / "run2" / "latents").exists()
+    assert {p.name: p.stat().st_mtime_ns for p in caches.iterdir()} == before
+    other = tiny_vae(tmp_path / "other", latent_dim=6)
+    with pytest.raises(Exception, match="no latent cache of the train split"):
+        train_embedder(cfg.__class__(**{**cfg.__dict__, "model": str(other), "latents": str(caches)}),
+                       tmp_path / "run3", progress=False)
+
+
+def test_classifier_and_bench_with_learned_pooling(trained, tmp_path):
+    folder, _, _ = trained
+    corpora = tiny_corpus(tmp_path / "corpora")
+    out = tmp_path / "clf"
+    r = cli("classify", "fit", "--data", corpora / "speech16k" / "manifest.jsonl", "--label", "speaker",
+            "--model", folder, "--out", out, "--pooling", "learned", "--estimator", "logreg")
+    assert r.exit_code == 0, r.output
+    clf = classify.Classifier.load(out)
+    assert clf.pooling == "learned" and clf.dim == 6
+    assert clf.meta["embed_sha256"] == json.loads((folder / "tiny.json").read_text())["embed"]["sha256"]
+    clf.meta["embed_sha256"] = "0" * 64  # fitted on another head
+    clf.save(tmp_path / "edited")
+    assert_error(cli("classify", "predict", tmp_path / "edited", corpora), "another learned embedding head")
+
+    bench = tmp_path / "bench"
+    r = cli("bench", "classify", "--corpora", corpora, "--task", "speaker", "--model", f"speech16k={folder}",
+            "--max-train", 20, "--max-eval", 3, "--draws", 1, "--supervised-only", "--out", bench)
+    assert r.exit_code == 0, r.output
+    valid = {row["features"] for row in csv.DictReader((bench / "classify_pooling_valid.csv").open())}
+    assert "vae:learned" in valid
+    test = {row["features"] for row in csv.DictReader((bench / "classify_long.csv").open())}
+    (extra,) = test - {"vae", "mfcc"}  # the other kind of pooling than the chosen one, supervised only
+    title = (bench / "classify.md").read_text().splitlines()[0]
+    assert len(test) == 3 and f": {extra})" in title and "'learned'" in title  # learned is one of the two
