@@ -62,7 +62,7 @@ def test_contrastive_loss_decreases_on_synthetic_clips():
     """Eight 'clips', each a constant pattern plus noise: NT-Xent over crops learns to tell them apart."""
     torch.manual_seed(0)
     clips = [torch.randn(1, 4) + 0.5 * torch.randn(40, 4) for _ in range(8)]
-    module = EmbedModule(EmbedTrainConfig(embedder=EmbedderConfig(latent_dim=4, **TINY), projection=4), "")
+    module = EmbedModule(EmbedTrainConfig(embedder=EmbedderConfig(latent_dim=4, **TINY), projection=4), "", "")
     batch = collate_pairs([PairDataset(clips, 10, 20, train=True)[i] for i in range(8)])
     assert batch["a"].shape[:2] == (8, 4) and batch["mask_a"].dtype == torch.bool
     opt = torch.optim.Adam(module.parameters(), lr=1e-2)
@@ -111,9 +111,9 @@ def test_hash_and_weights_checks(trained, tmp_path):
     card, entry = (json.loads((f / "tiny.json").read_text()) for f in (other, folder))
     (other / "tiny.json").write_text(json.dumps(card | {"embed": entry["embed"]}))
     shutil.copy(folder / "tiny.embed.safetensors", other)
-    with pytest.raises(ModelLoadError, match="other VAE weights.*train-embedder"):
+    with pytest.raises(ModelLoadError, match="another encoder.*train-embedder"):
         load_embedder(load(other))
-    with pytest.raises(ModelLoadError, match="other weights"):
+    with pytest.raises(ModelLoadError, match="another encoder"):
         export_embedder(run / "checkpoints" / "last.ckpt", other)
 
 
