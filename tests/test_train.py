@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import soundfile as sf
@@ -198,3 +199,31 @@ def test_codec_finetune_config_round_trips(tmp_path):
     assert from_dict(TrainConfig, to_dict(recipe)) == recipe
     with pytest.raises(ConfigError, match="quant_noise: need 0 <= prob <= 1"):
         load_train_config(write_config(tmp_path, make_corpus(tmp_path), quant_noise={"prob": 1.5}))
+
+
+class _Tiny(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.net(batch[0]).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_time_budget_is_per_start_and_writes_the_last_checkpoint(tmp_path):
+    """--max-minutes stops this start (not the runs a resume restores) and leaves last.ckpt at that step."""
+    from audiovae.train.common import time_budget
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 2)), batch_size=4)
+    last = tmp_path / "last.ckpt"
+    steps = []
+    for resume in (False, True):
+        trainer = L.Trainer(max_steps=1000, callbacks=time_budget(1e-9, last), logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(_Tiny(), data, ckpt_path=str(last) if resume else None)
+        steps.append(torch.load(last, weights_only=False)["global_step"])
+    assert steps == [1, 2]  # the resume trains one more step with its own (tiny) budget
+    assert time_budget(None, last) == []

@@ -3,9 +3,9 @@ resume, a warmup + cosine learning rate, the Lightning trainer, and reading thei
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +57,33 @@ def warmup_cosine(opt: torch.optim.Optimizer, cfg: LatentTrainConfig) -> dict:
     return {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}
 
 
+class TimeBudget(L.Callback):
+    """Stop ``minutes`` after this (re)start and write ``last`` then. Lightning's ``max_time`` would also count
+    the minutes of the runs a resume restores, and stop without a checkpoint."""
+
+    def __init__(self, minutes: float, last: Path):
+        self.seconds, self.last, self.start = minutes * 60, last, None
+
+    def _spent(self, trainer) -> bool:
+        return trainer.strategy.reduce_boolean_decision(time.monotonic() - self.start >= self.seconds, all=False)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if self._spent(trainer):
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.should_stop:
+            trainer.save_checkpoint(self.last)
+
+
+def time_budget(minutes: float | None, last: Path) -> list[L.Callback]:
+    """The callbacks for ``--max-minutes`` (none without one)."""
+    return [TimeBudget(minutes, last)] if minutes else []
+
+
 def train(cfg: LatentTrainConfig, run_dir: Path, prepare, monitor: str, *, resume: bool = False,
           max_minutes: float | None = None, accelerator: str = "cpu", devices: int | str = 1,
           threads: int | None = None, progress: bool = True) -> Path:
@@ -67,13 +94,13 @@ def train(cfg: LatentTrainConfig, run_dir: Path, prepare, monitor: str, *, resum
     module, train_dl, valid_dl = prepare(cfg, run_dir, progress)
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, max_steps=cfg.max_steps,
-        max_time=datetime.timedelta(minutes=max_minutes) if max_minutes else None,
         val_check_interval=cfg.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         gradient_clip_val=cfg.grad_clip, use_distributed_sampler=False,
         logger=CSVLogger(run_dir, name="logs"), log_every_n_steps=cfg.log_every,
         callbacks=[ModelCheckpoint(run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
                                    every_n_train_steps=cfg.val_every, save_last=True, save_top_k=1,
                                    monitor=monitor, enable_version_counter=False)]  # resume reads last.ckpt
+        + time_budget(max_minutes, last)
         + ([TQDMProgressBar(refresh_rate=50 if os.isatty(2) else 500)] if progress else []),
         enable_progress_bar=progress, default_root_dir=run_dir,
     )

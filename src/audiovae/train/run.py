@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +13,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from audiovae.config import ModelConfig, from_dict
 from audiovae.errors import AudioVAEError
-from audiovae.train.common import start_run
+from audiovae.train.common import start_run, time_budget
 from audiovae.train.config import TrainConfig
 from audiovae.train.data import AudioDataModule
 from audiovae.train.module import VAEModule
@@ -71,7 +70,6 @@ def train(
         num_nodes=num_nodes,
         strategy=strategy,
         max_steps=cfg.max_steps,
-        max_time=datetime.timedelta(minutes=max_minutes) if max_minutes else None,
         val_check_interval=cfg.val_every,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
@@ -80,7 +78,8 @@ def train(
             ModelCheckpoint(ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
                             every_n_train_steps=cfg.val_every, save_last=True, save_top_k=-1,
                             enable_version_counter=False),  # never last-v1.ckpt: --resume reads last.ckpt
-        ] + ([TQDMProgressBar(refresh_rate=50 if os.isatty(2) else 500)] if progress else []),
+        ] + time_budget(max_minutes, last)
+        + ([TQDMProgressBar(refresh_rate=50 if os.isatty(2) else 500)] if progress else []),
         enable_progress_bar=progress,
         log_every_n_steps=cfg.log_every,
         limit_val_batches=max(1, cfg.val_clips // max(cfg.data.batch_size, 1)),
