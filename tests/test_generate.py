@@ -295,4 +295,4 @@ def test_cli_bench_generate_writes_tables_and_page(tmp_path, model_dir):
     assert acc[0].startswith("label,generated,generated_accuracy") and [row.split(",")[0] for row in acc[1:]] == \
         ["high", "low", "mean"]
     text = page.read_text()
-    assert text.count("data:audio/ogg;base64,") >= 10 and "data:image/png;base64," in text and "Transfer" in text
+    assert text.count("data:audio/ogg;base64,") >= 10 and "data:image/jpeg;base64," in text and "Transfer" in text

@@ -149,11 +149,11 @@ def _opus_b64(x: np.ndarray, sr: int) -> str:
     return base64.b64encode(audio.wav_bytes(x, sr, "OGG")).decode("ascii")
 
 
-def _png_b64(x: np.ndarray, sr: int, title: str) -> str:
+def _jpeg_b64(x: np.ndarray, sr: int, title: str) -> str:
     from audiovae.plots import save_spectrogram
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_spectrogram(Path(tmp) / "s.png", x, sr, title=title)
+        path = save_spectrogram(Path(tmp) / "s.jpg", x, sr, title=title, width=5.2)
         return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
@@ -171,7 +171,7 @@ def _table(rows: list[dict]) -> str:
 def listening_page(path: Path, title: str, tables: list[tuple[str, list[dict]]],
                    sections: list[tuple[str, list[tuple[str, np.ndarray, int]]]]) -> Path:
     """A self-contained HTML page: tables, then per section audio players (base64 Ogg Opus, small enough to
-    commit) and spectrograms."""
+    commit) and spectrograms (JPEG)."""
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:2px 6px}.clip{display:inline-block;margin:6px;width:520px}"
@@ -182,7 +182,7 @@ def listening_page(path: Path, title: str, tables: list[tuple[str, list[dict]]],
         for caption, x, sr in clips:
             parts.append(f"<div class='clip'><b>{html.escape(caption)}</b><br>"
                          f"<audio controls src='data:audio/ogg;base64,{_opus_b64(x, sr)}'></audio><br>"
-                         f"<img alt='spectrogram' src='data:image/png;base64,{_png_b64(x, sr, caption)}'></div>")
+                         f"<img alt='spectrogram' src='data:image/jpeg;base64,{_jpeg_b64(x, sr, caption)}'></div>")
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path
 

@@ -30,15 +30,17 @@ def log_spectrogram(
     return 20 * np.log10(mag + 1e-6), hop / sample_rate
 
 
-def save_spectrogram(path: str | os.PathLike, x: np.ndarray, sample_rate: int, title: str = "") -> Path:
-    """Write a PNG with one spectrogram panel per channel of ``x`` (channels, samples), atomically."""
+def save_spectrogram(path: str | os.PathLike, x: np.ndarray, sample_rate: int, title: str = "",
+                     width: float = 10.0) -> Path:
+    """Write an image (PNG, or JPEG for a .jpg path) ``width`` inches wide at 100 dpi with one spectrogram
+    panel per channel of ``x`` (channels, samples), atomically."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     p = Path(path)
     if not p.parent.is_dir():
         raise AudioVAEError(f"{p}: folder {p.parent} does not exist")
     ch = x.shape[0]
-    fig = Figure(figsize=(10, 3 * ch))
+    fig = Figure(figsize=(width, 0.3 * width * ch))
     axes = fig.subplots(ch, 1, squeeze=False)
     for c in range(ch):
         db, hop_s = log_spectrogram(x[c], sample_rate)
@@ -53,7 +55,7 @@ def save_spectrogram(path: str | os.PathLike, x: np.ndarray, sample_rate: int, t
     fig.tight_layout()
     tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=100, format="jpeg" if p.suffix.lower() in (".jpg", ".jpeg") else "png")
         os.replace(tmp, p)
     except OSError as e:
         raise AudioVAEError(f"{p}: cannot write ({e.strerror or e})") from None
