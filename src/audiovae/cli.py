@@ -155,8 +155,8 @@ def export(
     out_dir: Path = typer.Argument(..., help="Folder for NAME.safetensors + NAME.json."),
     name: str | None = typer.Option(None, help="Model name (default: the config's name)."),
     attachments_from: str | None = typer.Option(
-        None, "--attachments-from", help="Copy this model's entropy model and prior (name or folder; its "
-        "encoder must be the checkpoint's, as after a decoder-only fine-tuning)."),
+        None, "--attachments-from", help="Copy this model's entropy model, prior and embedding head (name or "
+        "folder; its encoder must be the checkpoint's, as after a decoder-only fine-tuning)."),
 ) -> None:
     """Export a checkpoint as fp16 safetensors + a JSON card with its sha256 and encoder_sha256."""
     from audiovae.registry import copy_attachments, load

@@ -10,7 +10,7 @@ the entropy model and the latent prior stored with a model (NAME.entropy / NAME.
 card entries also keep ``vae_sha256``, the weights they were fitted with), latent caches and prior
 checkpoints (train/latents.py, train/prior.py) and classifier probes (classify.py). An entry written
 before the encoder hash, with ``vae_sha256`` alone, is accepted when that equals the model's ``sha256``;
-``copy_attachments`` moves a model's entropy model and prior to another with the same encoder. Cards
+``copy_attachments`` moves a model's entropy model, prior and embedding head to another with the same encoder. Cards
 written before the encoder hash get it computed on load. The .avae header names the whole weights'
 sha256: the decoder matters there.
 """
@@ -183,22 +183,28 @@ def _write_card(card_path: Path, card: dict) -> None:
     os.replace(tmp, card_path)
 
 
+def _write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` into a temp file next to ``path``, then rename it into place (mode 644)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    write(tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def save_attachment(model: VAE, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Store tensors next to ``model``'s weights (NAME.KEY.safetensors) and record them, with their sha256,
     under ``key`` in its card."""
     path = model.card_path.with_suffix(f".{key}.safetensors")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    _write_atomic(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp))
     model.card[key] = {**meta, "file": path.name, "sha256": sha256(path)}
     _write_card(model.card_path, model.card)
     return path
 
 
 def load_attachment(model: VAE, key: str, hint: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, meta) stored under ``key`` with ``model``; checks the sha256. ``hint`` says how to make one."""
+    """(tensors, meta) stored under ``key`` with ``model``; checks the file's sha256 and refuses one fitted on
+    the latents of another encoder (``latents_mismatch``). ``hint`` says how to make one."""
     meta = dict(model.card.get(key) or {})
     if not meta:
         raise ModelLoadError(f"model '{model.name}' has no {key} model: {hint}")
@@ -206,11 +212,17 @@ def load_attachment(model: VAE, key: str, hint: str) -> tuple[dict[str, torch.Te
     expected = meta.pop("sha256")
     if not path.exists() or sha256(path) != expected:
         raise ModelLoadError(f"{path}: {key} model missing or sha256 mismatch (file corrupted or changed)")
+    bad = latents_mismatch(model, meta)
+    if bad:
+        raise ModelLoadError(f"{path}: the {key} model of '{model.name}' was fitted on the latents of {bad}; {hint}")
     return load_file(str(path)), meta
 
 
-def copy_attachments(src: VAE, dst: VAE, keys: tuple[str, ...] = ("entropy", "prior")) -> list[Path]:
-    """Copy ``src``'s entropy model and prior (those it has) unchanged to ``dst``, a model with the same
+LATENT_ATTACHMENTS = ("entropy", "prior", "embed")
+
+
+def copy_attachments(src: VAE, dst: VAE, keys: tuple[str, ...] = LATENT_ATTACHMENTS) -> list[Path]:
+    """Copy ``src``'s entropy model, prior and embedding head (those it has) unchanged to ``dst``, a model with the same
     encoder (its decoder fine-tuned with the encoder frozen, say); dst's card entries keep the ``vae_sha256``
     they were fitted with and record the shared ``encoder_sha256``. Returns the written paths."""
     ours, theirs = src.card.get("encoder_sha256") or "", dst.card.get("encoder_sha256") or ""
@@ -223,17 +235,9 @@ def copy_attachments(src: VAE, dst: VAE, keys: tuple[str, ...] = ("entropy", "pr
     for key in keys:
         if not src.card.get(key):
             continue
-        _, meta = load_attachment(src, key, "")  # checks the file's sha256
-        bad = latents_mismatch(src, meta)
-        if bad:
-            raise ModelLoadError(f"{src.card_path.with_name(src.card[key]['file'])}: the {key} model of "
-                                 f"'{src.name}' was fitted on the latents of {bad}")
-        path = dst.card_path.with_suffix(f".{key}.safetensors")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        shutil.copyfile(src.card_path.with_name(src.card[key]["file"]), tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        _, meta = load_attachment(src, key, "")  # checks the file's sha256 and its encoder
+        source, path = src.card_path.with_name(src.card[key]["file"]), dst.card_path.with_suffix(f".{key}.safetensors")
+        _write_atomic(path, lambda tmp, source=source: shutil.copyfile(source, tmp))
         dst.card[key] = {**meta, "encoder_sha256": ours, "file": path.name, "sha256": src.card[key]["sha256"]}
         written.append(path)
     _write_card(dst.card_path, dst.card)
@@ -259,10 +263,6 @@ def load_entropy_state(model: VAE) -> tuple[dict, dict]:
     """(arrays, meta) of the entropy model stored with ``model``; checks its sha256 and refuses one fitted
     on the latents of another encoder."""
     tensors, meta = load_attachment(model, "entropy", ENTROPY_HINT)
-    bad = latents_mismatch(model, meta)
-    if bad:
-        raise ModelLoadError(f"{model.card_path.with_name(model.card['entropy']['file'])}: the entropy model of "
-                             f"'{model.name}' was fitted on the latents of {bad}; {ENTROPY_HINT}")
     return {k: v.numpy() for k, v in tensors.items()}, meta
 
 
@@ -348,10 +348,6 @@ def load_net(model: VAE, key: str, net_cls, config_cls, hint: str):
     """(network in eval mode, card entry) stored under ``key`` with ``model``; refuses one trained on the latents
     of another encoder. ``hint`` says how to make one."""
     state, meta = load_attachment(model, key, hint)
-    bad = latents_mismatch(model, meta)
-    if bad:
-        raise ModelLoadError(f"{model.card_path.with_name(model.card[key]['file'])}: the {key} model of "
-                             f"'{model.name}' was trained on the latents of {bad}; {hint}")
     try:
         net = net_cls(from_dict(config_cls, meta["config"]))
     except (KeyError, ConfigError) as e:
