@@ -167,3 +167,22 @@ def test_classifier_and_bench_with_learned_pooling(trained, tmp_path):
     (extra,) = test - {"vae", "mfcc"}  # the other kind of pooling than the chosen one, supervised only
     title = (bench / "classify.md").read_text().splitlines()[0]
     assert len(test) == 3 and f": {extra})" in title and "'learned'" in title  # learned is one of the two
+
+
+def test_extra_manifests_are_mixed_in(trained, tmp_path):
+    from audiovae.registry import load as load_model
+    from audiovae.train.embedder import _caches
+    from audiovae.train.latents import read_cache
+
+    folder, cfg, run = trained
+    (tmp_path / "extra").mkdir()
+    extra = make_corpus(tmp_path / "extra")
+    mixed = cfg.__class__(**{**cfg.__dict__, "latents": str(run / "latents"), "extra_manifests": [str(extra)],
+                             "extra_max_clips": 2})
+    model = load_model(folder)
+    caches = _caches(mixed, model, tmp_path / "run", progress=False)
+    for split in ("train", "valid"):
+        own = read_cache(run / "latents" / f"{split}.safetensors", model, {})
+        assert len(caches[split].lengths) == len(own.lengths) + 2
+        assert torch.equal(caches[split].frames[: len(own.frames)], own.frames)
+        assert (tmp_path / "run" / "latents" / f"extra0-{split}.safetensors").exists()

@@ -5,7 +5,8 @@ SimCLR: two random crops of ``min_crop``..``max_crop`` seconds of one clip, each
 standardized latent space (a random scale and offset per dimension, noise per frame, one masked span), are
 pulled together through a projection head, the other clips of the batch pushed apart (NT-Xent). The valid
 split gives the same loss on fixed crops. Latents come from ``RUN/latents/`` (encoded once) or from a
-``latents`` folder of caches made for the same weights and manifest (e.g. a prior run's; read only).
+``latents`` folder of caches made for the same weights and manifest (e.g. a prior run's; read only);
+``extra_manifests`` mix other corpora in (e.g. speech into music24k's head, so that it separates them).
 ``export_embedder`` stores the head, without its projection, next to the VAE's weights.
 """
 
@@ -45,6 +46,8 @@ class EmbedTrainConfig(LatentTrainConfig):
     manifest: str = "corpora/speech16k/manifest.jsonl"
     latents: str | None = None  # folder of train / valid caches to reuse (default: encode into RUN/latents)
     max_clips: int = 0  # clips encoded per split when encoding (0: all)
+    extra_manifests: list[str] = field(default_factory=list)  # other corpora mixed in (encoded into RUN/latents)
+    extra_max_clips: int = 0  # clips per split of each extra corpus (0: all)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     min_crop: float = 1.0  # seconds
@@ -136,16 +139,20 @@ class EmbedModule(L.LightningModule):
 
 
 def _caches(cfg: EmbedTrainConfig, model, run_dir: Path, progress: bool) -> dict[str, LatentCache]:
-    if cfg.latents is None:
-        return {s: encode_split(model, cfg.manifest, s, None, run_dir / "latents" / f"{s}.safetensors",
-                                cfg.max_clips, progress) for s in ("train", "valid")}
     caches = {}
     for s in ("train", "valid"):
-        path = Path(cfg.latents) / f"{s}.safetensors"
-        caches[s] = read_cache(path, model, cache_key(model, cfg.manifest, s))
-        if caches[s] is None:
-            raise AudioVAEError(f"{path}: no latent cache of the {s} split of {cfg.manifest} for model "
-                                f"'{model.name}' (leave out --latents to encode one)")
+        if cfg.latents is None:
+            cache = encode_split(model, cfg.manifest, s, None, run_dir / "latents" / f"{s}.safetensors",
+                                 cfg.max_clips, progress)
+        else:
+            path = Path(cfg.latents) / f"{s}.safetensors"
+            cache = read_cache(path, model, cache_key(model, cfg.manifest, s))
+            if cache is None:
+                raise AudioVAEError(f"{path}: no latent cache of the {s} split of {cfg.manifest} for model "
+                                    f"'{model.name}' (leave out --latents to encode one)")
+        extra = [encode_split(model, m, s, None, run_dir / "latents" / f"extra{i}-{s}.safetensors",
+                              cfg.extra_max_clips, progress) for i, m in enumerate(cfg.extra_manifests)]
+        caches[s] = LatentCache.concat([cache, *extra])
     return caches
 
 
@@ -186,4 +193,4 @@ def export_embedder(ckpt: str | os.PathLike, model_name: str | os.PathLike) -> P
     cfg, _, state, steps, model = read_run_checkpoint(ckpt, "embedder", EmbedTrainConfig, model_name)
     embedder = Embedder(cfg.embedder)
     embedder.load_state_dict(state)
-    return save_embedder(model, embedder, {"steps": steps, "corpus": cfg.manifest})
+    return save_embedder(model, embedder, {"steps": steps, "corpus": " + ".join([cfg.manifest, *cfg.extra_manifests])})

@@ -38,6 +38,13 @@ class LatentCache:
     def clips(self) -> list[torch.Tensor]:
         return list(self.frames.split(self.lengths.tolist()))
 
+    @staticmethod
+    def concat(caches: list[LatentCache]) -> LatentCache:
+        if len(caches) == 1:
+            return caches[0]
+        return LatentCache(torch.cat([c.frames for c in caches]), torch.cat([c.lengths for c in caches]),
+                           [lab for c in caches for lab in c.labels])
+
 
 def cache_key(model, manifest: str | os.PathLike, split: str) -> dict[str, str]:
     """The metadata that makes a cache usable for ``model``'s latents of a manifest split, whatever its label
