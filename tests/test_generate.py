@@ -222,6 +222,17 @@ def test_interpolate_starts_and_ends_at_the_inputs(gen):
         gen.interpolate(a, 16000, b, 22050, steps=1)
 
 
+def test_arithmetic_moves_the_time_average(gen):
+    a, b, c = tone(16000, 0.5), tone(22050, 0.3) * 0.5, tone(16000, 0.4) * 0.2
+    same = gen.arithmetic(a, 16000, (b, 22050), (b, 22050))
+    np.testing.assert_allclose(same, gen.decode(gen.encode(a, 16000)), atol=1e-6)
+    za, zb, zc = gen.encode(a, 16000), gen.encode(b, 22050), gen.encode(c, 16000)
+    moved = gen.arithmetic(a, 16000, (b, 22050), (c, 16000), scale=0.5)
+    np.testing.assert_allclose(moved, gen.decode(za + 0.5 * (zc.mean(1, keepdim=True) - zb.mean(1, keepdim=True))),
+                               atol=1e-6)
+    assert moved.shape == same.shape and not np.allclose(moved, same)
+
+
 def test_transfer_between_latent_spaces(tmp_path, model_dir):
     target = with_random_prior(tiny_vae(tmp_path, "wide", latent_dim=6, sample_rate=24000), labels=())
     x = tone(16000, 0.5, channels=2)
@@ -275,6 +286,13 @@ def test_cli_generate_continue_interpolate_transfer(tmp_path, model_dir):
     assert invoke("interpolate", prompt, tmp_path / "one.wav", "--model", model_dir, "--steps", 3,
                   "--out", tmp_path / "morph").exit_code == 0
     assert sorted(p.name for p in (tmp_path / "morph").iterdir()) == ["step-0.wav", "step-1.wav", "step-2.wav"]
+    r = invoke("arithmetic", prompt, "--minus", prompt, "--plus", tmp_path / "one.wav", "--model", model_dir,
+               "--out", tmp_path / "a.wav")
+    assert r.exit_code == 0, r.output
+    assert sf.info(tmp_path / "a.wav").frames == sf.info(tmp_path / "c.wav").frames - 10 * 320
+    r = invoke("arithmetic", prompt, "--minus", prompt, "--plus", tmp_path / "one.wav", "--model", model_dir,
+               "--out", tmp_path / "a.wav")
+    assert "already exists" in str(r.exception)
     r = invoke("transfer", prompt, "--model", model_dir, "--source", model_dir, "--out", tmp_path / "t.flac")
     assert r.exit_code == 0, r.output
     assert sf.info(tmp_path / "t.flac").samplerate == 16000

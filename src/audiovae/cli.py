@@ -890,6 +890,26 @@ def interpolate(
 
 
 @app.command()
+def arithmetic(
+    clip: Path = typer.Argument(..., help="Clip whose content is kept."),
+    minus: Path = typer.Option(..., "--minus", help="Clip whose average character is taken out."),
+    plus: Path = typer.Option(..., "--plus", help="Clip whose average character is put in."),
+    out: Path = typer.Option(..., "--out", help="WAV or FLAC to write (at the model's rate)."),
+    scale: float = typer.Option(1.0, "--scale", help="How far to move (0: the clip's reconstruction)."),
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder (with a prior)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+) -> None:
+    """Latent arithmetic: CLIP - MINUS + PLUS on time-averaged latents (e.g. swap the voice or recording)."""
+    from audiovae import audio
+    from audiovae.generate import Generator
+
+    _refuse_existing(out, force)
+    gen = Generator(model)
+    x = gen.arithmetic(*audio.load(clip), audio.load(minus), audio.load(plus), scale)
+    _write_all([out], [x], gen.sample_rate, True)
+
+
+@app.command()
 def transfer(
     content: Path = typer.Argument(..., help="Audio whose content is kept."),
     out: Path = typer.Option(..., "--out", help="WAV or FLAC to write (at the target model's rate)."),

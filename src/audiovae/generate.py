@@ -1,5 +1,5 @@
 """Generation with a VAE and its latent prior: sampling (optionally per label), continuation of a prompt,
-interpolation between two clips, and timbre transfer between two models.
+interpolation between two clips, latent arithmetic, and timbre transfer between two models.
 
 All outputs are float32 (channels, samples) at the model's sample rate. Prompts at any rate are
 resampled; multichannel prompts are mixed to mono (the prior models one latent sequence).
@@ -106,6 +106,16 @@ class Generator:
         n = min(a.shape[1], b.shape[1])
         a, b = a[:, :n], b[:, :n]
         return [self.decode(slerp(a, b, i / (steps - 1))) for i in range(steps)]
+
+    def arithmetic(self, wave: np.ndarray, sample_rate: int, minus: tuple[np.ndarray, int],
+                   plus: tuple[np.ndarray, int], scale: float = 1.0) -> np.ndarray:
+        """Latent arithmetic: ``wave`` - ``minus`` + ``plus`` (each a (wave, rate) pair), where the two take part
+        through their time-averaged latents, times ``scale``. The clip's frame-by-frame content stays and its
+        average character (voice, recording, timbre: what a time average holds) moves from ``minus``'s to
+        ``plus``'s, e.g. minus a clip of A's speaker, plus one of another. (1, samples) like ``wave``."""
+        a = self.encode(wave, sample_rate)
+        b, c = (self.encode(*clip).mean(1, keepdim=True) for clip in (minus, plus))
+        return self.decode(a + scale * (c - b))
 
 
 def _principal_axes(prior) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
