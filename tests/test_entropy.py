@@ -17,6 +17,7 @@ from audiovae.codec.entropy import (
     fit_entropy_model,
     logistic_tables,
     quantize,
+    step_multipliers,
 )
 
 DIM = 6
@@ -94,6 +95,47 @@ def test_state_round_trip_gives_identical_bitstreams(models, tmp_path):
         assert loaded.encode(q, 6) == model.encode(q, 6)
     with pytest.raises(ValueError, match="layout"):
         EntropyModel.from_state(arrays, {**meta, "precision": 16})
+
+
+def test_per_channel_steps_round_trip_exactly(tmp_path):
+    rng = np.random.default_rng(7)
+    latents = [ar1(rng, int(rng.integers(2, 120))) for _ in range(30)]
+    mult = step_multipliers(np.linspace(-0.5, 0.5, DIM), np.linspace(0.1, -0.1, DIM))
+    model = fit_entropy_model(latents, multipliers=mult)
+    arrays, meta = model.to_state()
+    assert meta["version"] == 2 and np.array_equal(arrays["multipliers"], mult)
+    loaded = EntropyModel.from_state(arrays, meta)
+    x = ar1(rng, 90)
+    for quality in (1, 5, model.qualities):
+        steps = model.steps[quality - 1] * mult[quality - 1][:, None]
+        q = model.quantize(x, quality)
+        assert np.array_equal(q, np.rint(x / steps))
+        assert np.allclose(model.dequantize(q, quality), q * steps)
+        data = model.encode(q, quality)
+        assert loaded.encode(q, quality) == data and np.array_equal(loaded.decode(data, quality, 90), q)
+    fine, coarse = model.quantize(x, 5)[0], model.quantize(x, 5)[-1]  # channel 0 has the finest step
+    assert np.abs(fine).sum() > np.abs(coarse).sum()
+    with pytest.raises(ValueError, match="multipliers"):
+        EntropyModel.from_state({**arrays, "multipliers": -mult}, meta)
+
+
+def test_version_1_states_keep_one_step_and_their_bitstreams(models):
+    """Entropy models saved before per-channel steps (no multipliers, version 1) code exactly as before."""
+    arrays, meta = _golden_model().to_state()
+    del arrays["multipliers"]
+    old = EntropyModel.from_state(arrays, {**meta, "version": 1})
+    q = np.array([[0, 1, 3, 2, -1, 0, 300, 5], [1, 1, 0, -4, -9, 2**30, 0, 1], [-2, -1, 0, 0, 1, 2, 3, INT32.min]],
+                 dtype=np.int32)
+    assert hashlib.sha256(old.encode(q, 2)).hexdigest()[:16] == GOLDEN
+    x = ar1(np.random.default_rng(8), 50)
+    model = models["context"]
+    for quality in (1, 9):
+        step = float(model.steps[quality - 1])
+        q = model.quantize(x, quality)
+        assert np.array_equal(q, quantize(x, step))
+        assert np.array_equal(model.dequantize(q, quality), dequantize(q, step))
+    with pytest.raises(ValueError, match="version 1 state has no multipliers"):
+        EntropyModel.from_state({**arrays, "multipliers": np.ones((2, 3))}, {**meta, "version": 1})
 
 
 @pytest.mark.parametrize("kind", ["factorized", "context"])

@@ -3,6 +3,7 @@ load (hash checked), fine-tune with --init, and CPU DDP with two processes."""
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -159,19 +160,33 @@ def test_non_finite_losses_stop_training_with_a_message(tmp_path):
 
 
 def test_codec_finetune_keeps_the_encoder_and_trains_the_decoder(tmp_path):
+    from audiovae.codec.entropy import step_multipliers
+    from audiovae.codec.stream import fit_for_model
     from audiovae.registry import read_checkpoint, save
 
     manifest = make_corpus(tmp_path)
     cfg = load_train_config(write_config(tmp_path, manifest, max_steps=3, val_every=100, freeze_encoder=True,
-                                         quant_noise={"prob": 1.0, "min_step": 0.5, "max_step": 2.0}))
+                                         quant_noise={"prob": 1.0, "min_step": 0.5, "max_step": 2.0},
+                                         rd={"enabled": True}))
     with pytest.raises(Exception, match="freeze_encoder trains the decoder alone: give --init"):
         train(cfg, tmp_path / "no-init", progress=False)
     torch.manual_seed(0)
     save(cfg.model, VAE(cfg.model).state_dict(), tmp_path / "init", "tiny")
     start = load(tmp_path / "init").state_dict()  # fp16-rounded, as the shipped weights
-    _, state, _ = read_checkpoint(train(cfg, tmp_path / "run", init=str(tmp_path / "init"), progress=False))
+    last = train(cfg, tmp_path / "run", init=str(tmp_path / "init"), progress=False)
+    _, state, _ = read_checkpoint(last)
     assert all(torch.equal(state[k], v) for k, v in start.items() if k.startswith("encoder."))
     assert not all(torch.equal(state[k], v) for k, v in start.items() if k.startswith("decoder."))
+    # the trained per-channel steps reach the card, and the entropy model fitted on the exported model
+    _, rd, _ = read_checkpoint(last, "rd.")
+    assert rd["a"].abs().sum() > 0 and rd["dual"].shape == (cfg.rd.bins,)
+    model = load(export(last, tmp_path / "out"))
+    scales = model.card["step_scales"]
+    assert len(scales["a"]) == cfg.model.latent_dim and abs(sum(scales["a"])) < 1e-5
+    rng = np.random.default_rng(0)
+    entropy = fit_for_model(model, [rng.standard_normal(8000).astype(np.float32) * 0.1], 16000)
+    assert np.allclose(entropy.multipliers, step_multipliers(scales["a"], scales["b"]))
+    assert not np.allclose(entropy.multipliers, 1.0)
 
 
 def test_decoder_input_uses_quantization_noise():
@@ -180,25 +195,59 @@ def test_decoder_input_uses_quantization_noise():
     from audiovae.train.module import decoder_input
 
     post = Posterior(torch.randn(64, 4, 50), torch.full((64, 4, 50), 1e-3))
-    z = decoder_input(post, QuantNoiseConfig(prob=1.0, min_step=0.5, max_step=0.5), torch.Generator().manual_seed(0))
+    cfg = QuantNoiseConfig(prob=1.0, min_step=0.5, max_step=0.5)
+    z, step, u = decoder_input(post, cfg, torch.Generator().manual_seed(0))
     noise = z - post.mean
     assert noise.abs().max() <= 0.25 and noise.std() == pytest.approx(0.5 / 12**0.5, rel=0.02)
-    half = decoder_input(post, QuantNoiseConfig(prob=0.5), torch.Generator().manual_seed(0))
+    assert torch.allclose(step, torch.full((64,), 0.5)) and torch.allclose(noise, u * 0.5, atol=1e-6)
+    scales = torch.tensor([1.0, 2.0, 0.5, 1.0])  # per-channel steps
+    wide, _, _ = decoder_input(post, cfg, torch.Generator().manual_seed(0), lambda s: scales.expand(len(s), 4))
+    assert torch.allclose(wide - post.mean, noise * scales[:, None], atol=1e-6)
+    half, _, _ = decoder_input(post, QuantNoiseConfig(prob=0.5), torch.Generator().manual_seed(0))
     noisy = ((half - post.mean).abs() > 0.01).flatten(1).any(1)  # posterior samples stay within ~5e-3
     assert 16 < noisy.sum() < 48
-    plain = decoder_input(post, QuantNoiseConfig(), torch.Generator().manual_seed(0))
-    assert torch.equal(plain, post.sample(torch.Generator().manual_seed(0)))
+    plain, step, u = decoder_input(post, QuantNoiseConfig(), torch.Generator().manual_seed(0))
+    assert torch.equal(plain, post.sample(torch.Generator().manual_seed(0))) and step is None and u is None
+
+
+def test_rate_proxy_trains_and_dual_ascent_holds_the_rate():
+    from audiovae.train.rd import RateDistortion
+
+    torch.manual_seed(0)
+    mean = torch.cumsum(torch.randn(16, 4, 40) * 0.3, -1) * torch.tensor([0.2, 0.5, 1.0, 2.0])[:, None]
+    rd = RateDistortion(4, bins=2, min_step=0.1, max_step=1.0, dual_lr=0.5)
+    opt = torch.optim.Adam(rd.parameters(), lr=0.05)
+    rates = []
+    for _ in range(150):
+        step = torch.exp(torch.empty(16).uniform_(math.log(0.1), 0.0))
+        u = torch.rand(mean.shape) - 0.5
+        # a distortion that asks for a finer step on channel 0 and cares little about channel 3
+        steps = step[:, None] * rd.scales(step)
+        distortion = (steps**2 * torch.tensor([10.0, 1.0, 1.0, 0.1])).mean()
+        rate, logs = rd.loss(mean, u, step)
+        opt.zero_grad()
+        (distortion + rate).backward()
+        opt.step()
+        rates.append(logs["rate_bits"].item())
+    assert rates[-1] < 0.7 * rates[0]  # the proxy learned the latents' density
+    assert rd.a[0] < 0 < rd.a[3]  # bits moved to the channel that matters
+    assert logs["rate_ratio"].item() == pytest.approx(1.0, abs=0.1)  # at the rate of uniform steps
 
 
 def test_codec_finetune_config_round_trips(tmp_path):
     from audiovae.config import from_dict, to_dict
     from audiovae.train.config import TrainConfig
 
-    recipe = load_train_config(Path(__file__).parents[1] / "recipes" / "speech16k" / "finetune-codec.yaml")
+    recipes = Path(__file__).parents[1] / "recipes" / "speech16k"
+    recipe = load_train_config(recipes / "finetune-codec.yaml")
     assert recipe.freeze_encoder and recipe.quant_noise.prob == 0.75 and recipe.quant_noise.max_step == 2.83
-    assert from_dict(TrainConfig, to_dict(recipe)) == recipe
+    assert from_dict(TrainConfig, to_dict(recipe)) == recipe and not recipe.rd.enabled
+    rd = load_train_config(recipes / "finetune-rd.yaml")
+    assert rd.rd.enabled and rd.freeze_encoder and from_dict(TrainConfig, to_dict(rd)) == rd
     with pytest.raises(ConfigError, match="quant_noise: need 0 <= prob <= 1"):
         load_train_config(write_config(tmp_path, make_corpus(tmp_path), quant_noise={"prob": 1.5}))
+    with pytest.raises(ConfigError, match="rd: needs quant_noise.prob > 0, freeze_encoder"):
+        load_train_config(write_config(tmp_path, make_corpus(tmp_path), rd={"enabled": True}))
 
 
 class _Tiny(L.LightningModule):

@@ -335,7 +335,7 @@ def bench_codec(
     clips: int = typer.Option(16, help="At most this many clips (2 s or longer), spread over the split."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
     kbps: list[float] | None = typer.Option(None, "--kbps", help="Our codec's target rates (default: "
-                                            "1.5 3 4.5 6 9 12)."),
+                                            "1.5 3 3.2 4.5 6 9 12)."),
     classics: bool = typer.Option(True, "--classics/--no-classics", help="Also run Opus, Codec2 and MP3."),
 ) -> None:
     """Our codec at several bitrates against Opus, Codec2 and MP3 on the same clips."""

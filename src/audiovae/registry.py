@@ -287,15 +287,16 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, int]:
-    """(train config dict, VAE state dict, generator updates) from a Lightning checkpoint."""
+def read_checkpoint(path: str | os.PathLike, prefix: str = "vae.") -> tuple[dict, dict, int]:
+    """(train config dict, state dict of the module under ``prefix`` (the VAE; ``rd.`` the rate-distortion
+    steps), generator updates) from a Lightning checkpoint."""
     p = Path(path)
     if not p.is_file():
         raise ModelLoadError(f"{p}: no such checkpoint")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
         config = ckpt["hyper_parameters"]["config"]
-        state = {k[len("vae."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("vae.")}
+        state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     except (KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise ModelLoadError(f"{p}: not an audiovae training checkpoint ({str(e).splitlines()[0]})") from None
     return config, state, int(ckpt.get("global_step", 0))
@@ -303,16 +304,24 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, int]:
 
 def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike, name: str | None = None,
            metrics: dict | None = None, corpus: str | None = None) -> Path:
-    """Write NAME.safetensors (fp16) and NAME.json into ``out_dir``; returns the JSON path."""
+    """Write NAME.safetensors (fp16) and NAME.json into ``out_dir``; returns the JSON path. A rate-distortion
+    fine-tuning's per-channel steps (train/rd.py) go into the card as ``step_scales`` {a, b}: ``codec fit``
+    gives the entropy model multipliers ``exp(a + b ln step)``."""
     config, state, steps = read_checkpoint(ckpt)
     model_cfg = from_dict(ModelConfig, config["model"])
     _load_state(VAE(model_cfg), state, str(ckpt))  # refuse a checkpoint of another architecture
+    scales = None
+    if config.get("rd", {}).get("enabled"):
+        from audiovae.train.rd import step_scales
+
+        rd = read_checkpoint(ckpt, "rd.")[1]
+        scales = dict(zip("ab", (x.double().tolist() for x in step_scales(rd["a"], rd["b"])), strict=True))
     return save(model_cfg, state, out_dir, name or config.get("name", "model"), steps=steps, metrics=metrics,
-                corpus=corpus or config.get("data", {}).get("manifests", None))
+                corpus=corpus or config.get("data", {}).get("manifests", None), step_scales=scales)
 
 
 def save(model_cfg: ModelConfig, state: dict, out_dir: str | os.PathLike, name: str, steps: int = 0,
-         metrics: dict | None = None, corpus=None) -> Path:
+         metrics: dict | None = None, corpus=None, step_scales: dict | None = None) -> Path:
     """Write weights (fp16 safetensors) and the JSON card with their sha256; returns the card path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -331,6 +340,7 @@ def save(model_cfg: ModelConfig, state: dict, out_dir: str | os.PathLike, name: 
         "git_commit": _git_commit(),
         "metrics": metrics or {},
         "sha256": sha256(weights),
+        **({"step_scales": step_scales} if step_scales else {}),
     }
     card_path = out / f"{name}.json"
     _write_card(card_path, _with_encoder_hash(card, encoder_sha256(weights, model_cfg)))

@@ -1,10 +1,12 @@
 """Quantization and entropy models for VAE latents, coded exactly with constriction's range coder.
 
-A latent frame (latent_dim values) is quantized to int32 symbols ``q = rint(mean / step)``, one ``step``
-per quality level (1 = coarsest). Each symbol is range coded (``constriction.stream.queue``, FIFO, so a
-decoder emits frames in order while it reads) with an integer probability table: ``tables[scale,
-offset]`` holds counts summing to ``2**PRECISION`` over residuals ``q - center`` in ``[-RADIUS, RADIUS]``
-plus an escape; an escaped residual follows as an Exp-Golomb code of uniform fields.
+A latent frame (latent_dim values) is quantized to int32 symbols ``q = rint(mean / step)``, per quality
+level (1 = coarsest) one step ``steps[level] * multipliers[level, channel]`` per channel (multipliers of
+one give a single step for all channels, the only kind before version 2). Each symbol is range coded
+(``constriction.stream.queue``, FIFO, so a decoder emits frames in order while it reads) with an integer
+probability table: ``tables[scale, offset]`` holds counts summing to ``2**PRECISION`` over residuals
+``q - center`` in ``[-RADIUS, RADIUS]`` plus an escape; an escaped residual follows as an Exp-Golomb
+code of uniform fields.
 
 Per symbol, ``center``, ``offset`` (sub-symbol part of the mean) and ``scale`` (table index) come from
 integer arithmetic on symbols already coded, with integer parameters stored in the model:
@@ -38,7 +40,7 @@ BATCH = 32  # frames per call of the range encoder (it codes symbol by symbol: t
 SCALES = np.geomspace(0.11, 16.0, 48)  # table standard deviations, in symbols
 DEFAULT_STEPS = tuple(2.0 ** (1.5 - k / 2) for k in range(16))  # quality 1..16: step 2.83 .. 0.0156
 KINDS = ("factorized", "context")
-VERSION = 1
+VERSION = 2  # 2 added the per-channel multipliers; a version 1 state loads with multipliers of one
 
 _queue, _models = constriction.stream.queue, constriction.stream.model
 _CATEGORICAL = _models.Categorical(perfect=False)  # lazy family: one table row per symbol (see _pmf)
@@ -46,20 +48,27 @@ _UNIFORM = _models.Uniform()  # family: one size per symbol
 _BIT_COUNT, _SIGN = _models.Uniform(32), _models.Uniform(2)
 _LAYOUT = {"version": VERSION, "precision": PRECISION, "radius": RADIUS, "offset_bits": OFFSET_BITS,
            "frac_bits": FRAC_BITS, "clip": CLIP}
-_ARRAYS = ("steps", "tables", "start_mean", "start_scale", "weights", "bias", "thresholds", "scale_index")
+_ARRAYS = ("steps", "tables", "start_mean", "start_scale", "weights", "bias", "thresholds", "scale_index",
+           "multipliers")
 
 
-def quantize(mean: np.ndarray, step: float) -> np.ndarray:
-    """Symbols ``rint(mean / step)`` as int32 (saturating); an encoder-side float operation."""
+def quantize(mean: np.ndarray, step: float | np.ndarray) -> np.ndarray:
+    """Symbols ``rint(mean / step)`` as int32 (saturating); an encoder-side float operation. ``step`` is a
+    number or broadcasts against ``mean`` (per channel: (latent_dim, 1))."""
     x = np.rint(np.asarray(mean, dtype=np.float64) / step)
     if not np.isfinite(x).all():
         raise ValueError("latents contain NaN or infinity")
     return np.clip(x, -(2**31), 2**31 - 1).astype(np.int32)
 
 
-def dequantize(symbols: np.ndarray, step: float) -> np.ndarray:
+def dequantize(symbols: np.ndarray, step: float | np.ndarray) -> np.ndarray:
     """Latents ``symbols * step`` as float32 (bin midpoints)."""
     return (np.asarray(symbols, dtype=np.float64) * step).astype(np.float32)
+
+
+def step_multipliers(a, b, steps: Sequence[float] = DEFAULT_STEPS) -> np.ndarray:
+    """(len(steps), C) per-channel multipliers ``exp(a_c + b_c ln step)`` (trained by train/rd.py)."""
+    return np.exp(np.asarray(a, np.float64)[None] + np.asarray(b, np.float64)[None] * np.log(steps)[:, None])
 
 
 def logistic_tables(scales: np.ndarray = SCALES) -> np.ndarray:
@@ -93,15 +102,19 @@ class EntropyModel:
     bias: np.ndarray  # (Q, C) int64
     thresholds: np.ndarray  # (Q, B - 1) int64, increasing: activity bin edges
     scale_index: np.ndarray  # (Q, C, B) int32: scale by channel and activity bin
+    multipliers: np.ndarray | None = None  # (Q, C) float64 > 0: channel c of quality i + 1 uses steps[i] * [i, c]
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"entropy model kind '{self.kind}' is not one of {', '.join(KINDS)}")
-        for name, dtype in zip(_ARRAYS, ("f8", "i4", "i8", "i4", "i8", "i8", "i8", "i4"), strict=True):
+        if self.multipliers is None:
+            self.multipliers = np.ones(np.shape(self.start_mean))
+        for name, dtype in zip(_ARRAYS, ("f8", "i4", "i8", "i4", "i8", "i8", "i8", "i4", "f8"), strict=True):
             setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
         q, c = self.start_mean.shape
         shapes = {"steps": (q,), "tables": (len(self.tables), 1 << OFFSET_BITS, WIDTH), "start_scale": (q, c),
-                  "weights": (q, c, c), "bias": (q, c), "scale_index": (q, c, self.thresholds.shape[1] + 1)}
+                  "weights": (q, c, c), "bias": (q, c), "scale_index": (q, c, self.thresholds.shape[1] + 1),
+                  "multipliers": (q, c)}
         for name, shape in shapes.items():
             if getattr(self, name).shape != shape:
                 raise ValueError(f"entropy model: {name} has shape {getattr(self, name).shape}, expected {shape}")
@@ -115,6 +128,8 @@ class EntropyModel:
             raise ValueError("entropy model: weights or means out of range")
         if not (np.isfinite(self.steps).all() and (self.steps > 0).all() and (np.diff(self.steps) < 0).all()):
             raise ValueError("entropy model: steps must be positive and decreasing")
+        if not (np.isfinite(self.multipliers).all() and (self.multipliers > 0).all()):
+            raise ValueError("entropy model: step multipliers must be positive and finite")
         # constriction (0.5, categorical.rs fast_quantized_cdf) turns floats p into the fixed-point CDF
         # floor(sum(p[:i]) * (2**24 - n) / sum(p)) + i. Passing p = counts - 1, exact small integers with
         # sum 2**24 - n, makes the factor exactly 1 and the CDF exactly the cumulative counts.
@@ -129,8 +144,10 @@ class EntropyModel:
         """Quality levels are 1..qualities."""
         return len(self.steps)
 
-    def step(self, quality: int) -> float:
-        return float(self.steps[self._level(quality)])
+    def step(self, quality: int) -> np.ndarray:
+        """Per-channel steps (latent_dim, 1) of ``quality``."""
+        i = self._level(quality)
+        return (self.steps[i] * self.multipliers[i])[:, None]
 
     def quantize(self, mean: np.ndarray, quality: int) -> np.ndarray:
         return quantize(mean, self.step(quality))
@@ -205,8 +222,12 @@ class EntropyModel:
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict) -> EntropyModel:
         layout = {k: meta.get(k) for k in _LAYOUT}
-        if layout != _LAYOUT:
-            raise ValueError(f"entropy model layout {layout} is not the supported one ({_LAYOUT})")
+        if layout != _LAYOUT and layout != {**_LAYOUT, "version": 1}:
+            raise ValueError(f"entropy model layout {layout} is not a supported one ({_LAYOUT}, or version 1)")
+        if layout["version"] == 1:  # one step for all channels
+            if "multipliers" in arrays:
+                raise ValueError("entropy model: a version 1 state has no multipliers")
+            arrays = {**arrays, "multipliers": np.ones(np.shape(arrays.get("start_mean")))}
         missing = [name for name in _ARRAYS if name not in arrays]
         if missing:
             raise ValueError(f"entropy model state lacks arrays: {', '.join(missing)}")
@@ -293,8 +314,9 @@ def _decode_escapes(coder: _queue.RangeDecoder, count: int) -> np.ndarray:
 
 
 def fit_entropy_model(latents: Sequence[np.ndarray], steps: Sequence[float] = DEFAULT_STEPS,
-                      kind: str = "context") -> EntropyModel:
-    """Fit a ``kind`` model on latents [(latent_dim, frames), ...] for each step (decreasing).
+                      kind: str = "context", multipliers: np.ndarray | None = None) -> EntropyModel:
+    """Fit a ``kind`` model on latents [(latent_dim, frames), ...] for each step (decreasing), per channel
+    times ``multipliers`` (len(steps), latent_dim) when given.
 
     Frame 0 (every frame if factorized): the mean of the symbols and the scale that minimizes the real
     code length over the tables. Context: a least-squares predictor from the previous frame, rounded to
@@ -307,12 +329,12 @@ def fit_entropy_model(latents: Sequence[np.ndarray], steps: Sequence[float] = DE
     if sum(x.shape[1] for x in latents) == 0:
         raise ValueError("latents have no frames")
     levels, dim, bins = len(steps), latents[0].shape[0], BINS if kind == "context" else 1
-    model = EntropyModel(kind, *_empty(dim, steps))
+    model = EntropyModel(kind, *_empty(dim, steps), multipliers)
     model.thresholds = np.full((levels, bins - 1), np.iinfo(np.int64).max)
     model.scale_index = np.zeros((levels, dim, bins), dtype=np.int32)
     cost = np.log2(TOTAL / model.tables)
-    for i, step in enumerate(model.steps):
-        qs = [quantize(x, step).astype(np.int64) for x in latents]
+    for i in range(levels):
+        qs = [quantize(x, model.step(i + 1)).astype(np.int64) for x in latents]
         q = np.concatenate(qs, axis=1)
         model.start_mean[i] = model.bias[i] = np.rint(np.clip(q.mean(1) * (1 << FRAC_BITS), -MEAN_LIMIT, MEAN_LIMIT))
         model.start_scale[i] = _best_scales(cost, q, model.start_mean[i][:, None], np.zeros(q.shape[1], int), 1)[:, 0]

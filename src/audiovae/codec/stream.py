@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from audiovae.audio import resampled_length, validate
-from audiovae.codec.entropy import EntropyModel, fit_entropy_model
+from audiovae.codec.entropy import EntropyModel, fit_entropy_model, step_multipliers
 from audiovae.codec.format import FormatError, Header, Reader, Writer
 from audiovae.errors import AudioVAEError
 from audiovae.inference import EncodeStream, block_frames, encode_means, split, to_model_rate, to_rate
@@ -254,10 +254,13 @@ class StreamEncoder:
 
 
 def fit_for_model(model: VAE, clips: list[np.ndarray], sample_rate: int) -> EntropyModel:
-    """Fit the context entropy model on posterior means of ``clips`` [(samples,) ...] and store it."""
+    """Fit the context entropy model on posterior means of ``clips`` [(samples,) ...] and store it; with
+    per-channel steps when the model's card has ``step_scales`` (a rate-distortion fine-tuning's)."""
     from audiovae.registry import save_entropy_model
 
     latents = [encode_means(model, to_model_rate(model, c[None], sample_rate))[0].numpy() for c in clips]
-    entropy = fit_entropy_model(latents, kind="context")
+    scales = model.card.get("step_scales")
+    entropy = fit_entropy_model(latents, kind="context",
+                                multipliers=step_multipliers(scales["a"], scales["b"]) if scales else None)
     save_entropy_model(model, *entropy.to_state())
     return entropy

@@ -36,6 +36,18 @@ class QuantNoiseConfig:
 
 
 @dataclass
+class RDConfig:
+    """Rate-distortion fine-tuning (train/rd.py): per-channel steps over quant_noise's step range, trained with
+    the decoder at lr ``lr`` (with the rate proxy); ``bins`` levels of log step each keep the rate of uniform
+    steps by dual ascent at ``dual_lr``. Needs ``quant_noise.prob`` > 0 and ``freeze_encoder``."""
+
+    enabled: bool = False
+    bins: int = 8
+    lr: float = 3e-3
+    dual_lr: float = 0.05
+
+
+@dataclass
 class TrainConfig:
     name: str = "model"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -47,6 +59,7 @@ class TrainConfig:
     freeze_encoder_in_gan: bool = True
     freeze_encoder: bool = False  # train the decoder alone (needs --init): latents stay bit-identical
     quant_noise: QuantNoiseConfig = field(default_factory=QuantNoiseConfig)
+    rd: RDConfig = field(default_factory=RDConfig)
     disc_n_ffts: list[int] = field(default_factory=lambda: [1024, 512, 256])
     disc_channels: int = 16
     val_every: int = 1000
@@ -55,6 +68,10 @@ class TrainConfig:
     val_seconds: float = 4.0
     samples_to_write: int = 3
     seed: int = 0
+
+    def __post_init__(self):
+        if self.rd.enabled and not (self.quant_noise.prob > 0 and self.freeze_encoder and self.rd.bins >= 1):
+            raise ConfigError("rd: needs quant_noise.prob > 0, freeze_encoder and bins >= 1")
 
 
 def load_train_config(path) -> TrainConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -24,21 +25,28 @@ from audiovae.losses import (
 from audiovae.models.discriminators import MultiScaleSTFTDiscriminator
 from audiovae.models.vae import VAE, Posterior
 from audiovae.train.config import QuantNoiseConfig, TrainConfig
+from audiovae.train.rd import RateDistortion
 
 MAX_BAD_STEPS = 20
 
 
-def decoder_input(post: Posterior, cfg: QuantNoiseConfig, generator: torch.Generator) -> torch.Tensor:
+def decoder_input(post: Posterior, cfg: QuantNoiseConfig, generator: torch.Generator,
+                  scales: Callable[[torch.Tensor], torch.Tensor] | None = None):
     """A posterior sample per batch item, or with probability ``cfg.prob`` the mean plus uniform noise as wide
-    as a quantization step drawn log-uniformly in [min_step, max_step] (see QuantNoiseConfig)."""
+    as a quantization step drawn log-uniformly in [min_step, max_step] (see QuantNoiseConfig), times
+    ``scales(step)`` (batch, C) per channel when given. Returns (input, step (batch,), unit noise); the
+    last two are None without quantization noise."""
     z = post.sample(generator)
     if cfg.prob == 0:
-        return z
+        return z, None, None
     batch = z.shape[0]
     noisy = (torch.rand(batch, generator=generator) < cfg.prob).to(z.device)[:, None, None]
     step = torch.empty(batch).uniform_(math.log(cfg.min_step), math.log(cfg.max_step), generator=generator).exp()
-    u = (torch.rand(z.shape, generator=generator) - 0.5) * step[:, None, None]
-    return torch.where(noisy, post.mean + u.to(z.device, z.dtype), z)
+    u = (torch.rand(z.shape, generator=generator) - 0.5).to(z.device, z.dtype)
+    steps = step.to(z.device, z.dtype)[:, None, None]
+    if scales is not None:
+        steps = steps * scales(step.to(z.device))[..., None]
+    return torch.where(noisy, post.mean + u * steps, z), step.to(z.device), u
 
 
 class VAEModule(L.LightningModule):
@@ -54,6 +62,9 @@ class VAEModule(L.LightningModule):
         self.disc = (
             MultiScaleSTFTDiscriminator(cfg.disc_n_ffts, cfg.disc_channels) if cfg.adversarial_after >= 0 else None
         )
+        q = cfg.quant_noise
+        self.rd = RateDistortion(cfg.model.latent_dim, cfg.rd.bins, q.min_step, q.max_step, cfg.rd.dual_lr) \
+            if cfg.rd.enabled else None
         self.bad_steps = 0
         self._val: list[dict] = []
         self.train_seconds, self._tick = 0.0, None  # wall-clock training time, kept across resumes
@@ -81,7 +92,9 @@ class VAEModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.cfg.optim
         trained = [p for p in self.vae.parameters() if p.requires_grad]  # a frozen encoder gets no weight decay
-        opt_g = torch.optim.AdamW(trained, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        groups = [{"params": trained}] + ([{"params": self.rd.parameters(), "lr": self.cfg.rd.lr, "weight_decay": 0.0}]
+                                          if self.rd is not None else [])
+        opt_g = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=o.lr_gamma)
         if self.disc is None:
             return [opt_g], [sched]
@@ -96,21 +109,26 @@ class VAEModule(L.LightningModule):
             post = self.vae.encode(x)
         # Noise seeded by the update count: reproducible across resumes and equal on every DDP rank.
         noise = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.updates)
-        y = self.vae.decode(decoder_input(post, self.cfg.quant_noise, noise))
+        z, step, u = decoder_input(post, self.cfg.quant_noise, noise, self.rd.scales if self.rd else None)
+        y = self.vae.decode(z)
         valid = x.shape[-1] - self.vae.latency  # the tail needs frames after the crop
-        return post, y[..., :valid], x[..., :valid]
+        return post, y[..., :valid], x[..., :valid], step, u
 
     def training_step(self, batch, batch_idx):
         opts = self.optimizers()
         opt_g = opts[0] if isinstance(opts, list) else opts
         x = batch["audio"][:, 0]
         gan = self.in_gan_stage()
-        post, y, x = self._forward(x, self.cfg.freeze_encoder or (gan and self.cfg.freeze_encoder_in_gan))
+        post, y, x, step, u = self._forward(x, self.cfg.freeze_encoder or (gan and self.cfg.freeze_encoder_in_gan))
         rec, parts = self.recon(y, x)
         kl = kl_loss(post, self.cfg.loss.free_bits)
         beta = kl_weight(self.updates, self.cfg.loss)
         loss = rec + beta * kl
         logs = {f"train/{k}": v.detach() for k, v in parts.items()}
+        if self.rd is not None:
+            rate, rd_logs = self.rd.loss(post.mean, u, step)
+            loss = loss + rate
+            logs.update({f"train/{k}": v for k, v in rd_logs.items()})
         if gan:
             fake_logits, fake_feats = self.disc(y)
             with torch.no_grad():
