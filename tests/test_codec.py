@@ -119,6 +119,17 @@ def test_entropy_model_is_tied_to_the_vae_weights(model_dir, tmp_path):
         Codec(str(other))
 
 
+def test_a_refitted_entropy_model_refuses_older_files(model_dir, tmp_path):
+    import shutil
+
+    data = Codec(str(model_dir)).compress(voice(1.0), SR, quality=5)
+    other = tmp_path / "refit"
+    shutil.copytree(model_dir, other)
+    fit_for_model(load(other), [voice(1.0, 9)], SR)  # same weights, another entropy model
+    with pytest.raises(CodecError, match=r"coded with another entropy model of 'tiny' \(sha256"):
+        Codec(str(other)).decompress(data)
+
+
 @pytest.mark.parametrize("name", ["speech16k", "music24k"])
 def test_shipped_models_reach_the_bench_rates(name):
     """The shipped entropy models load (fitted on these weights) and the --kbps search has fine enough

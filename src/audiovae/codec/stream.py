@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from audiovae.audio import resampled_length, validate
+from audiovae.codec.entropy import VERSION as ENTROPY_VERSION
 from audiovae.codec.entropy import EntropyModel, fit_entropy_model, step_multipliers
 from audiovae.codec.format import FormatError, Header, Reader, Writer
 from audiovae.errors import AudioVAEError
@@ -40,6 +41,7 @@ class Codec:
 
         self.model = load(model) if not isinstance(model, VAE) else model
         self.entropy = EntropyModel.from_state(*load_entropy_state(self.model))
+        self.entropy_sha256 = self.model.card["entropy"]["sha256"]
 
     def compress(self, wave: np.ndarray, sample_rate: int, kbps: float | None = None,
                  quality: int | None = None) -> bytes:
@@ -114,9 +116,9 @@ class Codec:
             samples = resampled_length(length, sample_rate, m.sample_rate)
             codec = {"frames": -(-(samples + m.latency) // m.hop_length), "samples": samples}
         return Header(model_id=m.name, model_sha256=m.card["sha256"], sample_rate=m.sample_rate,
-                      channels=channels, original_length=length or 0,
-                      original_sample_rate=sample_rate, quality=quality, entropy_model=f"{self.entropy.kind}-v1",
-                      codec={"chunk_frames": CHUNK_FRAMES, **codec})
+                      channels=channels, original_length=length or 0, original_sample_rate=sample_rate,
+                      quality=quality, entropy_model=f"{self.entropy.kind}-v{ENTROPY_VERSION}",
+                      codec={"chunk_frames": CHUNK_FRAMES, "entropy_sha256": self.entropy_sha256, **codec})
 
     def chunk_payload(self, means: np.ndarray, quality: int) -> bytes:
         """(channels, latent_dim, frames) posterior means -> one chunk's payload (see docs/format.md)."""
@@ -150,6 +152,10 @@ class Codec:
         if h.model_sha256 != self.model.card["sha256"]:
             raise CodecError(f"{where}encoded with model '{h.model_id}' (sha256 {h.model_sha256[:12]}...), "
                              f"not with '{self.model.name}' ({self.model.card['sha256'][:12]}...)")
+        stored = h.codec.get("entropy_sha256", self.entropy_sha256)  # files before it was recorded: not checked
+        if stored != self.entropy_sha256:
+            raise CodecError(f"{where}coded with another entropy model of '{h.model_id}' "
+                             f"(sha256 {str(stored)[:12]}...) than this one ({self.entropy_sha256[:12]}...)")
         if not 1 <= h.quality <= self.entropy.qualities or h.quality != int(h.quality):
             raise CodecError(f"{where}quality {h.quality} is not one of this model's 1..{self.entropy.qualities}")
 
