@@ -170,7 +170,7 @@ def test_old_prior_configs_load_as_ar():
                            "label_dropout", "dropout")
     cfg = from_dict(PriorConfig, {k: v for k, v in to_dict(PriorConfig(**TINY_PRIOR)).items()
                                   if k in written_before_flow})
-    assert cfg.kind == "ar" and type(make_prior(cfg)) is LatentPrior
+    assert cfg.kind == "ar" and cfg.guidance == 3.0 and type(make_prior(cfg)) is LatentPrior
     assert type(make_prior(PriorConfig(**TINY_FLOW))) is FlowPrior
     with pytest.raises(Exception, match="kind must be 'ar' or 'flow'"):
         PriorConfig(kind="diffusion").validate()
@@ -184,8 +184,9 @@ def test_flow_prior_trains_exports_and_generates(tmp_path):
     last = train_prior(cfg, tmp_path / "run", progress=False)
     assert "val/fm" in next((tmp_path / "run" / "logs").rglob("metrics.csv")).read_text().splitlines()[0]
     trained = torch.load(last, weights_only=True)["state_dict"]
-    export_prior(last, folder)
-    assert json.loads((folder / "tiny.json").read_text())["prior"]["config"]["kind"] == "flow"
+    export_prior(last, folder, guidance=2.0)
+    stored = json.loads((folder / "tiny.json").read_text())["prior"]["config"]
+    assert stored["kind"] == "flow" and stored["guidance"] == 2.0
     g = Generator(folder)
     assert isinstance(g.prior, FlowPrior) and g.labels == ["high", "low"]
     for k, v in g.prior.state_dict().items():  # fp16 weights, fp32 latent statistics
@@ -193,6 +194,7 @@ def test_flow_prior_trains_exports_and_generates(tmp_path):
     a = g.sample(0.3, "low", seed=1)
     assert a.shape == (1, 15 * 320) and np.isfinite(a).all()
     np.testing.assert_array_equal(a, g.sample(0.3, "low", seed=1))
+    np.testing.assert_array_equal(a, g.sample(0.3, "low", seed=1, guidance=2.0))  # the default set at export
     assert not np.array_equal(a, g.sample(0.3, "low", seed=1, guidance=1.0))
     y = g.continue_audio(tone(8000, 0.4), 8000, seconds=0.2, seed=3)
     assert y.shape == (1, (20 + 10) * 320)

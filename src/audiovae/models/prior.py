@@ -44,6 +44,7 @@ class PriorConfig:
     dilation_cycle: int = 4  # flow: block i dilates its convolution by 2 ** (i % dilation_cycle)
     attn_every: int = 2  # flow: a non-causal attention block after every attn_every convolution blocks (0: none)
     steps: int = 24  # flow: Euler steps of the sampler
+    guidance: float = 3.0  # the classifier-free guidance that sampling uses unless told (set at export)
 
     def validate(self) -> None:
         if self.kind not in ("ar", "flow"):

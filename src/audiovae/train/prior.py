@@ -106,12 +106,13 @@ def train_prior(cfg: PriorTrainConfig, run_dir: Path, **run) -> Path:
     return train(cfg, run_dir, _prepare, f"val/{metric(cfg)}", **run)
 
 
-def export_prior(ckpt: str | os.PathLike, model_name: str | os.PathLike) -> Path:
-    """Store a prior checkpoint's weights with the VAE it was trained for; returns the weights path."""
+def export_prior(ckpt: str | os.PathLike, model_name: str | os.PathLike, guidance: float | None = None) -> Path:
+    """Store a prior checkpoint's weights with the VAE it was trained for, with ``guidance`` (when given) as its
+    default classifier-free guidance; returns the weights path."""
     from audiovae.registry import save_prior
 
     cfg, hp, state, steps, model = read_run_checkpoint(ckpt, "prior", PriorTrainConfig, model_name)
-    prior = make_prior(cfg.prior)
+    prior = make_prior(cfg.prior if guidance is None else replace(cfg.prior, guidance=guidance))
     prior.load_state_dict(state)
     return save_prior(model, prior, {"labels": hp["labels"], "label_key": cfg.label, "steps": steps,
                                      "corpus": cfg.manifest})
