@@ -40,7 +40,7 @@ class PriorConfig:
     context: int = 256  # ar: tokens (label + frames) attended to; flow: training crop and prompt frames
     mixtures: int = 4  # ar
     label_dropout: float = 0.1  # training: probability of replacing the label by the null label
-    dropout: float = 0.0
+    dropout: float = 0.0  # ar: attention and MLP dropout
     dilation_cycle: int = 4  # flow: block i dilates its convolution by 2 ** (i % dilation_cycle)
     attn_every: int = 2  # flow: a non-causal attention block after every attn_every convolution blocks (0: none)
     steps: int = 24  # flow: Euler steps of the sampler
