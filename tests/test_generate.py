@@ -1,5 +1,5 @@
-"""Generation on tiny models: the prior's causality and cache, prior training and export, the Generator API,
-the CLI commands, Fréchet distances and the listening page."""
+"""Generation on tiny models: the prior's causality and cache, the flow prior, prior training and export, the
+Generator API, the CLI commands, Fréchet distances and the listening page."""
 
 import json
 import shutil
@@ -13,17 +13,19 @@ from typer.testing import CliRunner
 
 from audiovae.bench_generate import frechet_distance, frechet_gaussians
 from audiovae.cli import app
-from audiovae.config import ModelConfig
+from audiovae.config import ModelConfig, from_dict, to_dict
 from audiovae.data.manifest import Entry, write_manifest
 from audiovae.generate import GenerateError, Generator, slerp, transfer
 from audiovae.inference import reconstruct
-from audiovae.models.prior import LatentPrior, PriorConfig
+from audiovae.models.flow_prior import FlowPrior
+from audiovae.models.prior import LatentPrior, PriorConfig, make_prior
 from audiovae.models.vae import VAE
 from audiovae.registry import ModelLoadError, load, save, save_prior
 from audiovae.train.prior import PriorTrainConfig, export_prior, train_prior
 
 TINY_MODEL = {"enc_channels": 8, "enc_blocks": 1, "dec_channels": 8, "dec_blocks": 1, "latent_dim": 4}
 TINY_PRIOR = {"d_model": 16, "layers": 2, "heads": 2, "context": 16, "mixtures": 2}
+TINY_FLOW = {"kind": "flow", "d_model": 16, "layers": 2, "heads": 2, "context": 16, "attn_every": 1, "steps": 4}
 runner = CliRunner()
 
 
@@ -122,6 +124,81 @@ def test_cached_sampling_equals_full_recompute():
         cached = prior.sample(20, labels, generator=torch.Generator().manual_seed(3))
         ref = reference_sample(prior, 20, labels, torch.Generator().manual_seed(3))
     torch.testing.assert_close(cached, ref, atol=1e-4, rtol=1e-4)
+
+
+# The flow prior
+
+
+def test_flow_padding_does_not_leak():
+    torch.manual_seed(0)
+    prior = FlowPrior(PriorConfig(latent_dim=4, num_labels=2, **TINY_FLOW)).eval()
+    for p in prior.parameters():  # past the zero init of the gates and the head
+        torch.nn.init.normal_(p, std=0.3)
+    x, t, labels = torch.randn(2, 12, 4), torch.tensor([0.3, 0.8]), torch.tensor([0, 2])
+    mask = torch.ones(2, 12)
+    mask[1, 7:] = 0
+    with torch.no_grad():
+        padded = prior(x, t, labels, mask)
+        alone = prior(x[1:, :7], t[1:], labels[1:])
+    torch.testing.assert_close(padded[1, :7], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_flow_sampling_is_deterministic_guided_and_inpaints():
+    torch.manual_seed(0)
+    prior = FlowPrior(PriorConfig(latent_dim=4, num_labels=2, **TINY_FLOW)).eval()
+    for p in prior.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    labels = torch.tensor([1])
+
+    def draw(**kw):
+        return prior.sample(9, labels, generator=torch.Generator().manual_seed(kw.pop("seed", 0)), **kw)
+
+    a = draw()
+    assert a.shape == (1, 9, 4) and torch.isfinite(a).all()
+    assert torch.equal(a, draw()) and not torch.equal(a, draw(seed=1))
+    assert not torch.allclose(a, draw(guidance=3.0)) and torch.equal(draw(guidance=3.0), draw(guidance=3.0))
+    assert not torch.allclose(a, draw(temperature=0.5))
+    prompt = torch.randn(1, 40, 4)
+    cont = draw(prompt=prompt)
+    assert cont.shape == (1, 9, 4) and not torch.allclose(cont, a)
+    assert torch.equal(cont, draw(prompt=prompt[:, -16:]))  # only the last `context` frames condition it
+    assert not torch.allclose(cont, draw(prompt=prompt[:, -16:] + 1))
+
+
+def test_old_prior_configs_load_as_ar():
+    written_before_flow = ("latent_dim", "num_labels", "d_model", "layers", "heads", "ff_mult", "context", "mixtures",
+                           "label_dropout", "dropout")
+    cfg = from_dict(PriorConfig, {k: v for k, v in to_dict(PriorConfig(**TINY_PRIOR)).items()
+                                  if k in written_before_flow})
+    assert cfg.kind == "ar" and cfg.guidance == 3.0 and type(make_prior(cfg)) is LatentPrior
+    assert type(make_prior(PriorConfig(**TINY_FLOW))) is FlowPrior
+    with pytest.raises(Exception, match="kind must be 'ar' or 'flow'"):
+        PriorConfig(kind="diffusion").validate()
+
+
+def test_flow_prior_trains_exports_and_generates(tmp_path):
+    folder = tiny_vae(tmp_path / "model")
+    cfg = PriorTrainConfig(model=str(folder), manifest=str(make_corpus(tmp_path)), label="pitch", min_label_clips=1,
+                           prior=PriorConfig(**TINY_FLOW), batch_frames=64, max_steps=3, val_every=2,
+                           warmup_steps=1, log_every=1)
+    last = train_prior(cfg, tmp_path / "run", progress=False)
+    assert "val/fm" in next((tmp_path / "run" / "logs").rglob("metrics.csv")).read_text().splitlines()[0]
+    trained = torch.load(last, weights_only=True)["state_dict"]
+    export_prior(last, folder, guidance=2.0)
+    stored = json.loads((folder / "tiny.json").read_text())["prior"]["config"]
+    assert stored["kind"] == "flow" and stored["guidance"] == 2.0
+    g = Generator(folder)
+    assert isinstance(g.prior, FlowPrior) and g.labels == ["high", "low"]
+    for k, v in g.prior.state_dict().items():  # fp16 weights, fp32 latent statistics
+        torch.testing.assert_close(v, trained[f"prior.{k}"], atol=0 if k.startswith("latent_") else 2e-3, rtol=1e-3)
+    a = g.sample(0.3, "low", seed=1)
+    assert a.shape == (1, 15 * 320) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, g.sample(0.3, "low", seed=1))
+    np.testing.assert_array_equal(a, g.sample(0.3, "low", seed=1, guidance=2.0))  # the default set at export
+    assert not np.array_equal(a, g.sample(0.3, "low", seed=1, guidance=1.0))
+    y = g.continue_audio(tone(8000, 0.4), 8000, seconds=0.2, seed=3)
+    assert y.shape == (1, (20 + 10) * 320)
+    np.testing.assert_array_equal(y, g.continue_audio(tone(8000, 0.4), 8000, seconds=0.2, seed=3))
 
 
 def test_slerp_ends_and_norm():

@@ -65,7 +65,7 @@ def evaluate(gen: Generator, manifest: str | Path, clips: int = 100, per_label: 
     """FD rows, per-label accuracy rows and the audio behind them (for the listening page)."""
     manifest = Path(manifest)
     sr, model, key = gen.sample_rate, gen.model, gen.label_key
-    kw = {"temperature": temperature} | ({} if guidance is None else {"guidance": guidance})
+    kw = {"temperature": temperature, "guidance": guidance}
     tests, trains = (spread([e for e in read_manifest(manifest, split=s)[0] if e.duration >= MIN_SECONDS], clips)
                      for s in ("test", "train"))
     if len(tests) < 2 or len(trains) < 2:

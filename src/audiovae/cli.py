@@ -764,12 +764,14 @@ def _train_on_latents(cfg, overrides: dict, run_dir: Path | None, train, export,
 def export_prior_cmd(
     checkpoint: Path = typer.Argument(..., help="A prior training checkpoint (.ckpt)."),
     model: str = typer.Option(..., "--model", help="The VAE it was trained for: name or folder."),
+    guidance: float | None = typer.Option(None, "--guidance", help="Default classifier-free guidance of sampling "
+                                          "(default: the config's `guidance`)."),
 ) -> None:
     """Store a trained prior with its VAE (NAME.prior.safetensors, recorded in NAME.json with its sha256 and the
     VAE's sha256 and encoder_sha256); any model with the encoder it was trained on will do."""
     from audiovae.train.prior import export_prior
 
-    console.print(f"wrote {export_prior(checkpoint, model)}")
+    console.print(f"wrote {export_prior(checkpoint, model, guidance)}")
 
 
 @app.command("train-embedder")
@@ -834,7 +836,7 @@ def generate(
     seconds: float = typer.Option(4.0, "--seconds", help="Length of each clip."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (> 0)."),
     guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance scale "
-                                          "(1: plain conditional; default 3)."),
+                                          "(1: plain conditional; default: the prior's, 3 unless set at export)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the first clip (clip k uses seed + k)."),
     n: int = typer.Option(1, "-n", min=1, help="Number of clips."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
@@ -845,8 +847,7 @@ def generate(
     gen = Generator(model)
     gen.frames(seconds), gen.label_index(label)  # bad arguments fail before any output is written
     paths = _outputs(out, n, f"{gen.model.name}-{label or 'any'}-seed{seed}")
-    kw = {} if guidance is None else {"guidance": guidance}
-    clips = (gen.sample(seconds, label, temperature, seed=seed + k, **kw) for k in range(n))
+    clips = (gen.sample(seconds, label, temperature, guidance, seed=seed + k) for k in range(n))
     _write_all(paths, clips, gen.sample_rate, force)
 
 
@@ -934,7 +935,7 @@ def bench_generate(
     manifest: Path = typer.Option(..., help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
     clips: int = typer.Option(100, help="Test clips (and as many generated, N(0, I) and train clips)."),
     per_label: int = typer.Option(10, "--per-label", help="Generated clips per label for the accuracy."),
-    guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance (default 3)."),
+    guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance (default: the prior's)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
     html: Path | None = typer.Option(None, "--html", help="Write a self-contained listening page here."),

@@ -376,10 +376,10 @@ def save_prior(model: VAE, prior, meta: dict) -> Path:
 
 
 def load_prior(model: VAE):
-    """(LatentPrior in eval mode, card entry) stored with ``model``."""
-    from audiovae.models.prior import LatentPrior, PriorConfig
+    """(prior of its kind in eval mode, card entry) stored with ``model``."""
+    from audiovae.models.prior import PriorConfig, make_prior
 
-    return load_net(model, "prior", LatentPrior, PriorConfig, PRIOR_HINT)
+    return load_net(model, "prior", make_prior, PriorConfig, PRIOR_HINT)
 
 
 def save_embedder(model: VAE, embedder, meta: dict) -> Path:

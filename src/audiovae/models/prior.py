@@ -1,7 +1,9 @@
-"""A latent prior p(z | label): a small causal transformer over VAE latent frames.
+"""A latent prior p(z | label) over VAE latent frames, of one of two kinds (``PriorConfig.kind``): "ar", a
+small causal transformer (here), or "flow", a non-autoregressive flow-matching network (``flow_prior.py``);
+``make_prior`` builds either. Both share the interface of ``Prior``: ``loss`` for training, ``sample``.
 
 Frames are the VAE's posterior means, standardized per dimension with statistics stored in the prior
-(``latent_mean``, ``latent_std``; ``latent_cov`` is kept for mapping between latent spaces). Token 0
+(``latent_mean``, ``latent_std``; ``latent_cov`` is kept for mapping between latent spaces). For "ar", token 0
 is a label embedding (index ``num_labels`` is the null label, used for unconditional sampling and
 classifier-free guidance); token t + 1 is frame t. The output at token t parametrizes frame t as a
 mixture of ``mixtures`` diagonal Gaussians. Sampling runs one token at a time with a key/value
@@ -25,23 +27,81 @@ Cache = list[tuple[Tensor, Tensor]]  # per layer: keys and values (batch, heads,
 
 @dataclass
 class PriorConfig:
-    """Architecture of the latent prior; ``latent_dim`` and ``num_labels`` are set from the data."""
+    """Architecture of the latent prior; ``latent_dim`` and ``num_labels`` are set from the data. A config
+    without ``kind`` (written before the flow prior) is "ar"."""
 
     latent_dim: int = 32
     num_labels: int = 0
+    kind: str = "ar"  # "ar": causal transformer with a Gaussian mixture per frame; "flow": flow matching
     d_model: int = 192
-    layers: int = 4
+    layers: int = 4  # ar: transformer blocks; flow: dilated convolution blocks
     heads: int = 4
     ff_mult: int = 4
-    context: int = 256  # tokens (label + frames) the prior attends to
-    mixtures: int = 4
+    context: int = 256  # ar: tokens (label + frames) attended to; flow: training crop and prompt frames
+    mixtures: int = 4  # ar
     label_dropout: float = 0.1  # training: probability of replacing the label by the null label
-    dropout: float = 0.0
+    dropout: float = 0.0  # ar: attention and MLP dropout
+    dilation_cycle: int = 4  # flow: block i dilates its convolution by 2 ** (i % dilation_cycle)
+    attn_every: int = 2  # flow: a non-causal attention block after every attn_every convolution blocks (0: none)
+    steps: int = 24  # flow: Euler steps of the sampler
+    guidance: float = 3.0  # the classifier-free guidance that sampling uses unless told (set at export)
 
     def validate(self) -> None:
-        if self.d_model % self.heads or self.context < 4 or self.mixtures < 1 or not 0 <= self.label_dropout <= 1:
+        if self.kind not in ("ar", "flow"):
+            raise ConfigError(f"prior: kind must be 'ar' or 'flow', got '{self.kind}'")
+        if self.d_model % self.heads or self.context < 4 or self.mixtures < 1 or not 0 <= self.label_dropout <= 1 \
+                or self.dilation_cycle < 1 or self.attn_every < 0 or self.steps < 1:
             raise ConfigError("prior: d_model must divide by heads, context >= 4, mixtures >= 1, "
-                              "0 <= label_dropout <= 1")
+                              "0 <= label_dropout <= 1, dilation_cycle >= 1, attn_every >= 0, steps >= 1")
+
+
+class Prior(nn.Module):
+    """What both kinds share: the latent standardization, the null label, and the interface
+    ``loss(x, labels, mask)`` (training objective on standardized frames) and ``sample`` (see
+    ``LatentPrior.sample``)."""
+
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        d = cfg.latent_dim
+        self.register_buffer("latent_mean", torch.zeros(d))
+        self.register_buffer("latent_std", torch.ones(d))
+        self.register_buffer("latent_cov", torch.eye(d))
+
+    @property
+    def null_label(self) -> int:
+        return self.config.num_labels
+
+    def set_stats(self, frames: Tensor) -> None:
+        """Set the standardization from raw latent frames (N, latent_dim)."""
+        x = frames.double()
+        self.latent_mean.copy_(x.mean(0))
+        self.latent_std.copy_(x.std(0).clamp_min(1e-4))
+        self.latent_cov.copy_(torch.cov(x.T).reshape(self.latent_cov.shape))
+
+    def normalize(self, z: Tensor) -> Tensor:
+        """Raw latents (..., latent_dim) -> standardized."""
+        return (z - self.latent_mean) / self.latent_std
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        return x * self.latent_std + self.latent_mean
+
+    def guided_labels(self, labels: Tensor, guidance: float) -> Tensor | None:
+        """``labels`` followed by as many null labels when ``guidance`` applies (not 1, some label set), else
+        None."""
+        if guidance == 1.0 or not bool((labels != self.null_label).any()):
+            return None
+        return torch.cat([labels, torch.full_like(labels, self.null_label)])
+
+
+def make_prior(cfg: PriorConfig) -> Prior:
+    """The prior of ``cfg.kind``."""
+    if cfg.kind == "flow":
+        from audiovae.models.flow_prior import FlowPrior
+
+        return FlowPrior(cfg)
+    return LatentPrior(cfg)
 
 
 class Block(nn.Module):
@@ -72,15 +132,12 @@ class Block(nn.Module):
         return h + self.mlp(self.ln2(h)), (k, v)
 
 
-class LatentPrior(nn.Module):
+class LatentPrior(Prior):
+    """The "ar" prior: a causal transformer, one Gaussian mixture per frame."""
+
     def __init__(self, cfg: PriorConfig):
-        super().__init__()
-        cfg.validate()
-        self.config = cfg
+        super().__init__(cfg)
         d, k = cfg.latent_dim, cfg.mixtures
-        self.register_buffer("latent_mean", torch.zeros(d))
-        self.register_buffer("latent_std", torch.ones(d))
-        self.register_buffer("latent_cov", torch.eye(d))
         self.label = nn.Embedding(cfg.num_labels + 1, cfg.d_model)
         self.inp = nn.Linear(d, cfg.d_model)
         self.pos = nn.Embedding(cfg.context, cfg.d_model)
@@ -88,24 +145,6 @@ class LatentPrior(nn.Module):
         self.ln = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, k + 2 * k * d)
         nn.init.normal_(self.pos.weight, std=0.02)
-
-    @property
-    def null_label(self) -> int:
-        return self.config.num_labels
-
-    def set_stats(self, frames: Tensor) -> None:
-        """Set the standardization from raw latent frames (N, latent_dim)."""
-        x = frames.double()
-        self.latent_mean.copy_(x.mean(0))
-        self.latent_std.copy_(x.std(0).clamp_min(1e-4))
-        self.latent_cov.copy_(torch.cov(x.T).reshape(self.latent_cov.shape))
-
-    def normalize(self, z: Tensor) -> Tensor:
-        """Raw latents (..., latent_dim) -> standardized."""
-        return (z - self.latent_mean) / self.latent_std
-
-    def denormalize(self, x: Tensor) -> Tensor:
-        return x * self.latent_std + self.latent_mean
 
     def _run(self, tokens: Tensor, start: int, cache: Cache | None) -> tuple[Tensor, Cache]:
         h = tokens + self.pos(torch.arange(start, start + tokens.shape[1], device=tokens.device))
@@ -135,6 +174,8 @@ class LatentPrior(nn.Module):
         frame = -torch.logsumexp(F.log_softmax(logits, -1) + comp, -1) / x.shape[-1]
         return frame.mean() if mask is None else (frame * mask).sum() / mask.sum().clamp_min(1)
 
+    loss = nll
+
     def prefill(self, labels: Tensor, frames: Tensor) -> tuple[Tensor, Cache]:
         """Last hidden state and cache after the label token and standardized ``frames`` (batch, n, dim)."""
         tokens = torch.cat([self.label(labels)[:, None], self.inp(frames)], 1)
@@ -155,9 +196,10 @@ class LatentPrior(nn.Module):
         ``uncond + g * (cond - uncond)`` (1: conditional only). ``temperature`` T divides the mixture
         logits and multiplies the scales by sqrt(T)."""
         b, ctx = labels.shape[0], self.config.context
-        guided = guidance != 1.0 and bool((labels != self.null_label).any())
+        both = self.guided_labels(labels, guidance)
+        guided = both is not None
         if guided:
-            labels = torch.cat([labels, torch.full_like(labels, self.null_label)])
+            labels = both
         seq = [] if prompt is None else list(prompt.unbind(1))
         if guided:
             seq = [torch.cat([f, f]) for f in seq]

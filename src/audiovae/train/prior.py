@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from audiovae.config import load_yaml, to_dict
-from audiovae.models.prior import LatentPrior, PriorConfig
+from audiovae.models.prior import PriorConfig, make_prior
 from audiovae.train.common import LatentTrainConfig, read_run_checkpoint, train, warmup_cosine
 from audiovae.train.latents import CropDataset, LengthBatchSampler, collate, encode_split
 
@@ -37,24 +37,32 @@ def load_prior_config(path) -> PriorTrainConfig:
     return load_yaml(PriorTrainConfig, path)
 
 
+def metric(cfg: PriorTrainConfig) -> str:
+    """What the prior's loss is: "nll" (nats per dimension) for "ar", "fm" (flow-matching error) for "flow"."""
+    return "nll" if cfg.prior.kind == "ar" else "fm"
+
+
 class PriorModule(L.LightningModule):
     def __init__(self, cfg: PriorTrainConfig, labels: list[str], vae_sha256: str, encoder_sha256: str = ""):
         super().__init__()
         self.cfg = cfg
         self.save_hyperparameters({"config": to_dict(cfg), "labels": labels, "vae_sha256": vae_sha256,
                                    "encoder_sha256": encoder_sha256})
-        self.prior = LatentPrior(cfg.prior)
+        self.prior = make_prior(cfg.prior)
 
     def training_step(self, batch, batch_idx):
         labels = batch["label"]
         drop = torch.rand(labels.shape, device=labels.device) < self.cfg.prior.label_dropout
-        loss = self.prior.nll(batch["x"], torch.where(drop, self.prior.null_label, labels), batch["mask"])
-        self.log("train/nll", loss, prog_bar=True, batch_size=len(labels))
+        loss = self.prior.loss(batch["x"], torch.where(drop, self.prior.null_label, labels), batch["mask"])
+        self.log(f"train/{metric(self.cfg)}", loss, prog_bar=True, batch_size=len(labels))
         return loss
 
     def validation_step(self, batch, batch_idx):
         n = batch["mask"].sum()
-        self.log("val/nll", self.prior.nll(batch["x"], batch["label"], batch["mask"]), batch_size=int(n))
+        with torch.random.fork_rng(devices=[]):  # the same noise and times at every validation
+            torch.manual_seed(batch_idx)
+            loss = self.prior.loss(batch["x"], batch["label"], batch["mask"])
+        self.log(f"val/{metric(self.cfg)}", loss, batch_size=int(n))
 
     def configure_optimizers(self):
         c = self.cfg
@@ -76,7 +84,7 @@ def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
             counts[v] = counts.get(v, 0) + 1
     vocab = sorted(v for v, n in counts.items() if n >= cfg.min_label_clips) if cfg.label else []
     cfg = replace(cfg, prior=replace(cfg.prior, latent_dim=model.latent_dim, num_labels=len(vocab)))
-    prior = LatentPrior(cfg.prior)
+    prior = make_prior(cfg.prior)
     prior.set_stats(caches["train"].frames)
     loaders = []
     for split, cache in caches.items():
@@ -95,15 +103,16 @@ def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
 def train_prior(cfg: PriorTrainConfig, run_dir: Path, **run) -> Path:
     """Train (or resume) a latent prior into ``run_dir``; returns the path of the last checkpoint. ``run``: the
     options of ``common.train`` (resume, max_minutes, accelerator, devices, threads, progress)."""
-    return train(cfg, run_dir, _prepare, "val/nll", **run)
+    return train(cfg, run_dir, _prepare, f"val/{metric(cfg)}", **run)
 
 
-def export_prior(ckpt: str | os.PathLike, model_name: str | os.PathLike) -> Path:
-    """Store a prior checkpoint's weights with the VAE it was trained for; returns the weights path."""
+def export_prior(ckpt: str | os.PathLike, model_name: str | os.PathLike, guidance: float | None = None) -> Path:
+    """Store a prior checkpoint's weights with the VAE it was trained for, with ``guidance`` (when given) as its
+    default classifier-free guidance; returns the weights path."""
     from audiovae.registry import save_prior
 
     cfg, hp, state, steps, model = read_run_checkpoint(ckpt, "prior", PriorTrainConfig, model_name)
-    prior = LatentPrior(cfg.prior)
+    prior = make_prior(cfg.prior if guidance is None else replace(cfg.prior, guidance=guidance))
     prior.load_state_dict(state)
     return save_prior(model, prior, {"labels": hp["labels"], "label_key": cfg.label, "steps": steps,
                                      "corpus": cfg.manifest})

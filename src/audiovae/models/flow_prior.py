@@ -1,0 +1,147 @@
+"""The "flow" latent prior: a non-autoregressive flow-matching (rectified flow) network over whole sequences of
+standardized latent frames.
+
+Training draws noise x0 ~ N(0, I), a time t in (0, 1) (logit-normal) and regresses the velocity of the straight
+path x_t = (1 - t) x0 + t x1 towards a crop x1 of real frames: ||v(x_t, t, label) - (x1 - x0)||^2. Sampling
+integrates dx/dt = v from noise (scaled by ``temperature``) with ``steps`` Euler steps, the same for a seed.
+The network sees no absolute position (dilated convolutions, then attention without position embeddings), so
+it samples any number of frames. Time and label condition every block through adaptive layer norms (scale,
+shift and gate, zero at init); the null label and classifier-free ``guidance`` work as for the "ar" prior.
+Continuation is inpainting: at each step the prompt's frames are set to their point on the path from the
+same noise, so the new frames are sampled jointly with, and consistent with, the prompt.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from audiovae.models.prior import Prior, PriorConfig
+
+
+def time_features(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal features (batch, dim) of times t (batch,) in [0, 1]."""
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(dim // 2, device=t.device) / (dim // 2))
+    angles = 1000.0 * t[:, None] * freqs
+    return torch.cat([angles.sin(), angles.cos()], -1)
+
+
+class Modulated(nn.Module):
+    """Layer norm whose scale and shift come from the conditioning vector, with a residual gate."""
+
+    def __init__(self, d: int, parts: int):
+        super().__init__()
+        self.ln, self.parts = nn.LayerNorm(d, elementwise_affine=False), parts
+        self.mod = nn.Linear(d, 3 * parts * d)
+        nn.init.zeros_(self.mod.weight)
+        nn.init.zeros_(self.mod.bias)
+
+    def forward(self, cond: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """(scale, shift, gate) per part, each (batch, 1, d)."""
+        chunks = self.mod(cond)[:, None].chunk(3 * self.parts, -1)
+        return [tuple(chunks[i : i + 3]) for i in range(0, len(chunks), 3)]
+
+    def norm(self, h: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        return self.ln(h) * (1 + scale) + shift
+
+
+class ConvBlock(nn.Module):
+    """Modulated norm, a dilated convolution (kernel 3) to 2 d channels, GELU, a 1x1 convolution, gated residual."""
+
+    def __init__(self, d: int, dilation: int):
+        super().__init__()
+        self.mod = Modulated(d, 1)
+        self.conv = nn.Conv1d(d, 2 * d, 3, padding=dilation, dilation=dilation)
+        self.out = nn.Conv1d(2 * d, d, 1)
+
+    def forward(self, h: Tensor, cond: Tensor, mask: Tensor | None) -> Tensor:
+        ((scale, shift, gate),) = self.mod(cond)
+        y = self.mod.norm(h, scale, shift)
+        if mask is not None:  # padding reads as the zeros past the ends of a sequence
+            y = y * mask[..., None]
+        return h + gate * self.out(F.gelu(self.conv(y.transpose(1, 2)))).transpose(1, 2)
+
+
+class AttentionBlock(nn.Module):
+    """Non-causal self-attention and an MLP, each behind a modulated norm and a gated residual."""
+
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.heads = cfg.heads
+        self.mod = Modulated(d, 2)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, cfg.ff_mult * d), nn.GELU(), nn.Linear(cfg.ff_mult * d, d))
+
+    def forward(self, h: Tensor, cond: Tensor, mask: Tensor | None) -> Tensor:
+        (s1, b1, g1), (s2, b2, g2) = self.mod(cond)
+        b, n, d = h.shape
+        q, k, v = (t.reshape(b, n, self.heads, -1).transpose(1, 2)
+                   for t in self.qkv(self.mod.norm(h, s1, b1)).chunk(3, -1))
+        keys = None if mask is None else mask[:, None, None].bool()
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
+        h = h + g1 * self.proj(a.transpose(1, 2).reshape(b, n, d))
+        return h + g2 * self.mlp(self.mod.norm(h, s2, b2))
+
+
+class FlowPrior(Prior):
+    def __init__(self, cfg: PriorConfig):
+        super().__init__(cfg)
+        d = cfg.d_model
+        self.label = nn.Embedding(cfg.num_labels + 1, d)
+        self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.inp = nn.Linear(cfg.latent_dim, d)
+        blocks: list[nn.Module] = []
+        for i in range(cfg.layers):
+            blocks.append(ConvBlock(d, 2 ** (i % cfg.dilation_cycle)))
+            if cfg.attn_every and (i + 1) % cfg.attn_every == 0:
+                blocks.append(AttentionBlock(cfg))
+        self.blocks = nn.ModuleList(blocks)
+        self.final = Modulated(d, 1)
+        self.head = nn.Linear(d, cfg.latent_dim)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Velocity (batch, frames, latent_dim) at standardized ``x`` on the path at times ``t`` (batch,);
+        ``mask`` (batch, frames) marks real frames: the others change nothing at real frames."""
+        cond = F.silu(self.time(time_features(t, self.config.d_model)) + self.label(labels))
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, cond, mask)
+        ((scale, shift, _),) = self.final(cond)
+        return self.head(self.final.norm(h, scale, shift))
+
+    def loss(self, x: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Flow-matching loss (mean squared velocity error per dimension) on frames where ``mask`` is true."""
+        t = torch.sigmoid(torch.randn(x.shape[0], device=x.device))
+        x0 = torch.randn_like(x)
+        err = ((self(x0 + t[:, None, None] * (x - x0), t, labels, mask) - (x - x0)) ** 2).mean(-1)
+        return err.mean() if mask is None else (err * mask).sum() / mask.sum().clamp_min(1)
+
+    @torch.no_grad()
+    def sample(self, frames: int, labels: Tensor, prompt: Tensor | None = None, temperature: float = 1.0,
+               guidance: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """``frames`` (>= 1) new standardized frames (batch, frames, dim) following ``prompt`` (batch, n, dim), of
+        which the last ``context`` frames condition them. ``guidance`` g mixes the velocities as
+        ``uncond + g * (cond - uncond)``; ``temperature`` scales the initial noise."""
+        b, d = labels.shape[0], self.config.latent_dim
+        prompt = None if prompt is None or not prompt.shape[1] else prompt[:, -self.config.context :]
+        n = 0 if prompt is None else prompt.shape[1]
+        noise = temperature * torch.randn(b, n + frames, d, generator=generator)
+        both = self.guided_labels(labels, guidance)
+        x, times = noise, torch.linspace(0, 1, self.config.steps + 1)
+        for t, t_next in pairwise(times.tolist()):
+            if prompt is not None:
+                x = torch.cat([noise[:, :n] + t * (prompt - noise[:, :n]), x[:, n:]], 1)
+            if both is None:
+                v = self(x, torch.full((b,), t), labels)
+            else:
+                cond, uncond = self(torch.cat([x, x]), torch.full((2 * b,), t), both).chunk(2)
+                v = uncond + guidance * (cond - uncond)
+            x = x + (t_next - t) * v
+        return x[:, n:]
