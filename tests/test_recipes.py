@@ -42,3 +42,36 @@ def test_config_runs_one_tiny_step(path):
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in vae.decoder.parameters())
+
+
+PRIOR_CONFIGS = [p for p in RECIPES if p.name.startswith("prior")]
+EMBED_CONFIGS = [p for p in RECIPES if p.name == "embedder.yaml"]
+
+
+@pytest.mark.parametrize("path", PRIOR_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_prior_recipe_trains_and_samples_at_tiny_width(path):
+    from audiovae.models.prior import make_prior
+    from audiovae.train.prior import load_prior_config
+
+    cfg = load_prior_config(path)
+    heads = cfg.prior.heads
+    prior = make_prior(replace(cfg.prior, latent_dim=4, num_labels=3, d_model=4 * heads, context=16))
+    x, labels = torch.randn(2, 12, 4), torch.tensor([0, 2])
+    loss = prior.loss(x, labels)
+    loss.backward()
+    assert torch.isfinite(loss)
+    with torch.no_grad():
+        y = prior.sample(5, labels[:1], None, 1.0, cfg.prior.guidance, torch.Generator().manual_seed(0))
+    assert y.shape == (1, 5, 4) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("path", EMBED_CONFIGS, ids=lambda p: p.parent.name)
+def test_embedder_recipe_runs_at_tiny_width(path):
+    from audiovae.models.embedder import Embedder
+    from audiovae.train.embedder import load_embed_config
+
+    cfg = load_embed_config(path)
+    assert cfg.min_crop <= cfg.max_crop
+    emb = Embedder(replace(cfg.embedder, latent_dim=4, channels=8, dim=6, attention=4))
+    out = emb(torch.randn(2, 4, 30))
+    assert out.shape == (2, 6) and torch.isfinite(out).all()
