@@ -43,10 +43,11 @@ def decoder_input(post: Posterior, cfg: QuantNoiseConfig, generator: torch.Gener
     noisy = (torch.rand(batch, generator=generator) < cfg.prob).to(z.device)[:, None, None]
     step = torch.empty(batch).uniform_(math.log(cfg.min_step), math.log(cfg.max_step), generator=generator).exp()
     u = (torch.rand(z.shape, generator=generator) - 0.5).to(z.device, z.dtype)
-    steps = step.to(z.device, z.dtype)[:, None, None]
+    step = step.to(z.device)
+    steps = step.to(z.dtype)[:, None, None]
     if scales is not None:
-        steps = steps * scales(step.to(z.device))[..., None]
-    return torch.where(noisy, post.mean + u * steps, z), step.to(z.device), u
+        steps = steps * scales(step)[..., None]
+    return torch.where(noisy, post.mean + u * steps, z), step, u
 
 
 class VAEModule(L.LightningModule):
