@@ -63,13 +63,13 @@ def load_embed_config(path) -> EmbedTrainConfig:
 
 def augment(x: Tensor, mask: Tensor, cfg: AugmentConfig) -> Tensor:
     """Standardized crops (batch, dim, frames) with their mask (batch, frames), augmented."""
-    b, d, n = x.shape
-    x = x * (1 + cfg.scale * torch.randn(b, d, 1)) + cfg.shift * torch.randn(b, d, 1)
+    (b, d, n), dev = x.shape, x.device
+    x = x * (1 + cfg.scale * torch.randn(b, d, 1, device=dev)) + cfg.shift * torch.randn(b, d, 1, device=dev)
     x = x + cfg.noise * torch.randn_like(x)
     lengths = mask.sum(1)
-    span = (torch.rand(b) * cfg.time_mask * lengths).long()
-    start = (torch.rand(b) * (lengths - span + 1)).long()
-    t = torch.arange(n)
+    span = (torch.rand(b, device=dev) * cfg.time_mask * lengths).long()
+    start = (torch.rand(b, device=dev) * (lengths - span + 1)).long()
+    t = torch.arange(n, device=dev)
     cut = (t >= start[:, None]) & (t < (start + span)[:, None])
     return x.masked_fill(cut[:, None], 0.0)
 
