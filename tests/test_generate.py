@@ -1,6 +1,7 @@
 """Generation on tiny models: the prior's causality and cache, the flow prior, prior training and export, the
 Generator API, the CLI commands, Fréchet distances and the listening page."""
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -382,8 +383,11 @@ def test_cli_bench_generate_writes_tables_and_page(tmp_path, model_dir):
                "--html", page, "--transfer-to", tiny_vae(tmp_path / "plain"))
     assert "has no prior model" in str(r.exception) and not (tmp_path / "b").exists()  # refused before the work
     r = invoke("bench", "generate", "--model", model_dir, "--manifest", manifest, "--clips", 4, "--per-label", 2,
-               "--out", tmp_path / "b", "--html", page, "--transfer-to", model_dir)
+               "--out", tmp_path / "b", "--html", page, "--transfer-to", model_dir, "--arithmetic", "pitch")
     assert r.exit_code == 0, r.output
+    moved = list(csv.DictReader((tmp_path / "b" / "generate_tiny_arithmetic.csv").open()))
+    assert [row["clips"] for row in moved] == ["A (unchanged)", "A - B + C", "C (the target's clip)"]
+    assert all(row["n"] == "40" and float(row["as_target"]) + float(row["as_source"]) <= 1 for row in moved)
     fd = (tmp_path / "b" / "generate_tiny_fd.csv").read_text()
     assert "learned prior" in fd and "N(0, I) prior" in fd and "real train (floor)" in fd
     acc = (tmp_path / "b" / "generate_tiny_accuracy.csv").read_text().splitlines()
@@ -391,3 +395,4 @@ def test_cli_bench_generate_writes_tables_and_page(tmp_path, model_dir):
         ["high", "low", "mean"]
     text = page.read_text()
     assert text.count("data:audio/ogg;base64,") >= 10 and "data:image/jpeg;base64," in text and "Transfer" in text
+    assert "Latent arithmetic" in text

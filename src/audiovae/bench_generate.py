@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from audiovae import audio
-from audiovae.classify import embed, fit, mfcc_features
+from audiovae.classify import DEFAULT_POOLING, LEARNED, embed, fit, mfcc_features, model_poolings
 from audiovae.data.manifest import Entry, read_manifest, spread
 from audiovae.errors import AudioVAEError
 from audiovae.generate import Generator
@@ -55,6 +55,18 @@ def _load(entries: list[Entry], root: Path, sr: int) -> list[np.ndarray]:
                        duration=min(e.duration, MAX_CLIP_SECONDS))[0] for e in entries]
 
 
+def _each(progress: Callable[[str, int, int], None] | None) -> Callable:
+    """each(what, items, fn): [fn(i, item)], reporting (what, done, total) to ``progress`` after each item."""
+    def each(what: str, items: list, fn: Callable) -> list:
+        out = []
+        for i, it in enumerate(items):
+            out.append(fn(i, it))
+            if progress:
+                progress(what, i + 1, len(items))
+        return out
+    return each
+
+
 def _seconds(e: Entry) -> float:
     return float(np.clip(e.duration, MIN_SECONDS, MAX_CLIP_SECONDS))
 
@@ -75,14 +87,7 @@ def evaluate(gen: Generator, manifest: str | Path, clips: int = 100, per_label: 
         value = None if key is None else e.labels.get(key)
         return str(value) if value is not None and str(value) in gen.labels else None
 
-    def each(what: str, items: list, fn: Callable) -> list:
-        out = []
-        for i, it in enumerate(items):
-            out.append(fn(i, it))
-            if progress:
-                progress(what, i + 1, len(items))
-        return out
-
+    each = _each(progress)
     real_test, real_train = _load(tests, manifest.parent, sr), _load(trains, manifest.parent, sr)
     learned = each("sampling (learned prior)", tests,
                    lambda i, e: gen.sample(_seconds(e), label_of(e), seed=i, **kw))
@@ -100,7 +105,7 @@ def evaluate(gen: Generator, manifest: str | Path, clips: int = 100, per_label: 
                for name in ("learned prior", "N(0, I) prior", "real train (floor)")]
     result = {"fd": fd_rows, "accuracy": [], "sets": sets, "tests": tests, "per_label": {}, "speed": speed(gen)}
     if gen.labels:
-        result |= _conditional(gen, manifest, tests, feats["real test"]["vae"], per_label, kw, label_of, each)
+        result |= _conditional(gen, manifest, per_label, kw, label_of, each)
     return result
 
 
@@ -117,32 +122,77 @@ def speed(gen: Generator, seconds: float = 10.0) -> dict:
     return {"audio_seconds": seconds, "wall_seconds": best, "x_realtime": seconds / best}
 
 
-def _conditional(gen: Generator, manifest: Path, tests: list[Entry], test_embeddings: np.ndarray, per_label: int,
-                 kw: dict, label_of, each) -> dict:
-    """Accuracy per label of a probe (fitted on real train embeddings) on generated and real test clips
-    (``test_embeddings``: one row per entry of ``tests``)."""
-    model, sr = gen.model, gen.sample_rate
-    train = [e for e in read_manifest(manifest, split="train")[0] if label_of(e) and e.duration >= MIN_SECONDS]
-    chosen = [e for lab in gen.labels for e in spread([e for e in train if label_of(e) == lab], 30)]
-    x = np.stack(each("embedding train clips", _load(chosen, manifest.parent, sr), lambda i, c: embed(model, c, sr)))
-    clf, _ = fit(x, [label_of(e) for e in chosen])
-    labelled = [e for e in tests if label_of(e)]
-    real_pred = clf.predict(test_embeddings[[bool(label_of(e)) for e in tests]]) if labelled else []
+def _labelled(manifest: Path, split: str, key: str, labels, n: int) -> list[Entry]:
+    """Up to ``n`` clips (of MIN_SECONDS or more) of each of ``labels`` (values of ``key``) in a manifest split."""
+    entries = [e for e in read_manifest(manifest, split=split)[0] if e.duration >= MIN_SECONDS]
+    return [e for lab in labels for e in spread([e for e in entries if str(e.labels.get(key)) == lab], n)]
+
+
+def _probe(model, manifest: Path, key: str, labels, each, per_label: int = 100):
+    """(classifier, embedding function): a probe on the model's best embedding (its learned head when it has one)
+    fitted on up to ``per_label`` real train clips of each label."""
+    sr, pooling = model.sample_rate, LEARNED if LEARNED in model_poolings(model) else DEFAULT_POOLING
+    train = _labelled(manifest, "train", key, labels, per_label)
+    x = np.stack(each("embedding train clips", _load(train, manifest.parent, sr),
+                      lambda i, c: embed(model, c, sr, pooling=pooling)))
+    clf, _ = fit(x, [str(e.labels[key]) for e in train])
+    return clf, (lambda clips: np.stack([embed(model, c, sr, pooling=pooling) for c in clips])), pooling
+
+
+def _conditional(gen: Generator, manifest: Path, per_label: int, kw: dict, label_of, each,
+                 test_per_label: int = 20) -> dict:
+    """Accuracy per label of a probe (``_probe``) on generated clips and on up to ``test_per_label`` real test
+    clips per label."""
+    clf, embedded, pooling = _probe(gen.model, manifest, gen.label_key, gen.labels, each)
+    test = _labelled(manifest, "test", gen.label_key, gen.labels, test_per_label)
+    real_pred = clf.predict(embedded(_load(test, manifest.parent, gen.sample_rate))) if test else []
     requests = [(lab, j) for lab in gen.labels for j in range(per_label)]
     made = each("sampling per label", requests, lambda i, r: gen.sample(3.0, r[0], seed=1000 + i, **kw))
-    pred = clf.predict(np.stack([embed(model, c, sr) for c in made]))
+    pred = clf.predict(embedded(made))
     rows = []
     for lab in gen.labels:
-        real = [p == lab for e, p in zip(labelled, real_pred, strict=True) if label_of(e) == lab]
+        real = [p == lab for e, p in zip(test, real_pred, strict=True) if label_of(e) == lab]
         ours = [p == r[0] for r, p in zip(requests, pred, strict=True) if r[0] == lab]
         rows.append({"label": lab, "generated": len(ours), "generated_accuracy": float(np.mean(ours)),
                      "real_test": len(real), "real_test_accuracy": float(np.mean(real)) if real else float("nan")})
-    real_all = [p == label_of(e) for e, p in zip(labelled, real_pred, strict=True)]
-    rows.append({"label": "mean", "generated": len(made), "generated_accuracy": float(np.mean(pred == np.array(
-        [r[0] for r in requests]))), "real_test": len(real_all),
+    real_all = [p == label_of(e) for e, p in zip(test, real_pred, strict=True)]
+    rows.append({"label": "mean", "generated": len(made), "generated_accuracy": float(np.mean(
+        pred == np.array([r[0] for r in requests]))), "real_test": len(real_all),
         "real_test_accuracy": float(np.mean(real_all)) if real_all else float("nan")})
     per = {lab: [c for c, r in zip(made, requests, strict=True) if r[0] == lab][:2] for lab in gen.labels}
-    return {"accuracy": rows, "per_label": per}
+    return {"accuracy": rows, "per_label": per, "probe": pooling}
+
+
+def arithmetic(gen: Generator, manifest: str | Path, key: str, triples: int = 40, seed: int = 0,
+               progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
+    """Latent arithmetic on test clips, scored by a probe (``_probe``) of the manifest label ``key`` (e.g. the
+    speaker): A - B + C, with A and B two clips of one value and C a clip of another (values with at least a fifth
+    as many test clips as the most frequent one). Rows: the share of A, of A - B + C and of C that the probe
+    assigns to C's value (as_target) and to A's (as_source)."""
+    manifest, sr = Path(manifest), gen.sample_rate
+    by: dict[str, list[Entry]] = {}
+    for e in read_manifest(manifest, split="test")[0]:
+        if e.duration >= MIN_SECONDS and e.labels.get(key) is not None:
+            by.setdefault(str(e.labels[key]), []).append(e)
+    most = max(map(len, by.values()), default=0)
+    values = sorted(v for v, es in by.items() if len(es) >= max(2, most / 5))  # rare values: too few to probe
+    if len(values) < 2:
+        raise AudioVAEError(f"{manifest}: latent arithmetic on '{key}' needs two values with two test clips each")
+    each = _each(progress)
+    clf, embedded, _ = _probe(gen.model, manifest, key, values, each)
+    rng = np.random.default_rng(seed)
+    picks = []
+    for _ in range(triples):
+        v, w = rng.choice(values, 2, replace=False)
+        a, b = rng.choice(len(by[v]), 2, replace=False)
+        picks.append((v, w, *_load([by[v][a], by[v][b], by[w][rng.integers(len(by[w]))]], manifest.parent, sr)))
+    moved = each("latent arithmetic", picks, lambda i, p: gen.arithmetic(p[2], sr, minus=(p[3], sr), plus=(p[4], sr)))
+    source, target = np.array([p[0] for p in picks]), np.array([p[1] for p in picks])
+    return [{"clips": name, "n": len(picks), "as_target": float(np.mean(pred == target)),
+             "as_source": float(np.mean(pred == source))}
+            for name, pred in (("A (unchanged)", clf.predict(embedded([p[2] for p in picks]))),
+                               ("A - B + C", clf.predict(embedded(moved))),
+                               ("C (the target's clip)", clf.predict(embedded([p[4] for p in picks]))))]
 
 
 def _opus_b64(x: np.ndarray, sr: int) -> str:

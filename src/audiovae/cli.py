@@ -941,8 +941,11 @@ def bench_generate(
     html: Path | None = typer.Option(None, "--html", help="Write a self-contained listening page here."),
     transfer_to: str | None = typer.Option(None, "--transfer-to", help="Add a timbre transfer to this model "
                                            "to the page."),
+    arithmetic: str | None = typer.Option(None, "--arithmetic", help="Also score latent arithmetic (A - B + C) "
+                                          "with a probe of this manifest label, e.g. speaker."),
 ) -> None:
-    """Fréchet distances (learned prior vs N(0, I) vs real train) and conditional accuracy of generated clips."""
+    """Fréchet distances (learned prior vs N(0, I) vs real train) and conditional accuracy of generated clips;
+    with --arithmetic, how often A - B + C is recognized as C's label."""
     import torch
     from rich.progress import Progress
 
@@ -955,8 +958,12 @@ def bench_generate(
     target = Generator(transfer_to) if html is not None and transfer_to else None  # fail before the work
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("generating", total=None)
-        result = bg.evaluate(gen, manifest, clips, per_label, guidance, temperature,
-                             progress=lambda s, i, n: bar.update(task, description=s, completed=i, total=n))
+
+        def report(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        result = bg.evaluate(gen, manifest, clips, per_label, guidance, temperature, progress=report)
+        moved = [] if arithmetic is None else bg.arithmetic(gen, manifest, arithmetic, progress=report)
     name = gen.model.name
     _, md = bench.write_table(result["fd"], out, f"generate_{name}_fd",
                               f"{name}: Fréchet distance to {clips} test clips (lower is better)")
@@ -965,11 +972,16 @@ def bench_generate(
     console.print(md.read_text())
     if result["accuracy"]:
         _, md = bench.write_table(result["accuracy"], out, f"generate_{name}_accuracy",
-                                  f"{name}: '{gen.label_key}' recognized on generated and real test clips")
+                                  f"{name}: '{gen.label_key}' recognized on generated and real test clips "
+                                  f"(probe on '{result['probe']}' embeddings of real train clips)")
+        console.print(md.read_text())
+    if moved:
+        _, md = bench.write_table(moved, out, f"generate_{name}_arithmetic",
+                                  f"{name}: latent arithmetic A - B + C, recognized as C's '{arithmetic}'")
         console.print(md.read_text())
     if html is not None:
         tables = [("Fréchet distance to test clips", result["fd"]), ("Conditional accuracy", result["accuracy"]),
-                  ("Speed", [result["speed"]])]
+                  ("Speed", [result["speed"]])] + [("Latent arithmetic", moved)] * bool(moved)
         page = bg.listening_page(html, f"audiovae {name}: generated audio", tables,
                                  bg.report_sections(gen, result, target))
         console.print(f"listening page: {page}")
