@@ -166,6 +166,30 @@ def test_flow_sampling_is_deterministic_guided_and_inpaints():
     assert not torch.allclose(cont, draw(prompt=prompt[:, -16:] + 1))
 
 
+def test_long_flow_samples_are_made_window_by_window():
+    torch.manual_seed(0)
+    prior = FlowPrior(PriorConfig(latent_dim=4, num_labels=2, **TINY_FLOW)).eval()  # context 16: windows of 64
+    labels, prompt = torch.tensor([1]), torch.randn(1, 40, 4)
+
+    def draw(frames, **kw):
+        return prior.sample(frames, labels, generator=torch.Generator().manual_seed(0), **kw)
+
+    long = draw(150)
+    assert long.shape == (1, 150, 4) and torch.isfinite(long).all() and torch.equal(long, draw(150))
+    assert torch.equal(long[:, :64], draw(64))  # the first window is a whole-clip sample of its length
+    cont = draw(150, prompt=prompt)
+    assert cont.shape == (1, 150, 4) and torch.equal(cont[:, :48], draw(48, prompt=prompt))
+    # each later window continues the last `context` frames before it
+    assert torch.equal(long[:, 64:112], prior.sample(48, labels, long[:, 48:64], generator=rng_after(64)))
+
+
+def rng_after(frames: int, dim: int = 4) -> torch.Generator:
+    """A seed-0 generator after drawing the noise of a ``frames``-frame window."""
+    g = torch.Generator().manual_seed(0)
+    torch.randn(1, frames, dim, generator=g)
+    return g
+
+
 def test_old_prior_configs_load_as_ar():
     written_before_flow = ("latent_dim", "num_labels", "d_model", "layers", "heads", "ff_mult", "context", "mixtures",
                            "label_dropout", "dropout")

@@ -128,9 +128,20 @@ class FlowPrior(Prior):
                guidance: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """``frames`` (>= 1) new standardized frames (batch, frames, dim) following ``prompt`` (batch, n, dim), of
         which the last ``context`` frames condition them. ``guidance`` g mixes the velocities as
-        ``uncond + g * (cond - uncond)``; ``temperature`` scales the initial noise."""
+        ``uncond + g * (cond - uncond)``; ``temperature`` scales the initial noise. Up to 4 x ``context`` frames
+        (prompt included) are sampled at once; longer clips window by window, each continuing the last
+        ``context`` frames before it, so that the cost stays linear in the length."""
+        window, context, out = 4 * self.config.context, self.config.context, []
+        prompt = None if prompt is None or not prompt.shape[1] else prompt[:, -context:]
+        while frames > 0:
+            new = min(frames, window - (0 if prompt is None else prompt.shape[1]))
+            out.append(self._sample_window(new, labels, prompt, temperature, guidance, generator))
+            prompt, frames = torch.cat([p for p in (prompt, out[-1]) if p is not None], 1)[:, -context:], frames - new
+        return torch.cat(out, 1)
+
+    def _sample_window(self, frames: int, labels: Tensor, prompt: Tensor | None, temperature: float,
+                       guidance: float, generator: torch.Generator | None) -> Tensor:
         b, d = labels.shape[0], self.config.latent_dim
-        prompt = None if prompt is None or not prompt.shape[1] else prompt[:, -self.config.context :]
         n = 0 if prompt is None else prompt.shape[1]
         noise = temperature * torch.randn(b, n + frames, d, generator=generator)
         both = self.guided_labels(labels, guidance)
