@@ -13,7 +13,8 @@ from audiovae.models.vae import VAE
 from audiovae.train.config import load_train_config
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*/*.yaml"))
-TRAIN_CONFIGS = [p for p in RECIPES if p.name in ("train.yaml", "gan.yaml", "train-gpu.yaml", "finetune-codec.yaml")]
+FROM_INIT = ("gan.yaml", "finetune-codec.yaml", "finetune-rd.yaml")  # these take their model from --init (stage 1)
+TRAIN_CONFIGS = [p for p in RECIPES if p.name in ("train.yaml", "train-gpu.yaml", *FROM_INIT)]
 
 
 def test_every_shipped_model_has_a_training_config():
@@ -23,7 +24,7 @@ def test_every_shipped_model_has_a_training_config():
 @pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_config_runs_one_tiny_step(path):
     cfg = load_train_config(path)
-    if path.name in ("gan.yaml", "finetune-codec.yaml"):  # these take their model from --init (stage 1)
+    if path.name in FROM_INIT:
         cfg = replace(cfg, model=load_train_config(path.with_name("train.yaml")).model)
     assert cfg.data.sample_rate == cfg.model.sample_rate
     model_cfg = replace(cfg.model, enc_channels=8, enc_blocks=1, dec_channels=8, dec_blocks=1)
