@@ -129,14 +129,17 @@ def _labelled(manifest: Path, split: str, key: str, labels, n: int) -> list[Entr
 
 
 def _probe(model, manifest: Path, key: str, labels, each, per_label: int = 100):
-    """(classifier, embedding function): a probe on the model's best embedding (its learned head when it has one)
-    fitted on up to ``per_label`` real train clips of each label."""
+    """(classifier, embedded(what, clips), pooling): a probe on the model's best embedding (its learned head
+    when it has one) fitted on up to ``per_label`` real train clips of each label."""
     sr, pooling = model.sample_rate, LEARNED if LEARNED in model_poolings(model) else DEFAULT_POOLING
+
+    def embedded(what: str, clips: list[np.ndarray]) -> np.ndarray:
+        return np.stack(each(what, clips, lambda i, c: embed(model, c, sr, pooling=pooling)))
+
     train = _labelled(manifest, "train", key, labels, per_label)
-    x = np.stack(each("embedding train clips", _load(train, manifest.parent, sr),
-                      lambda i, c: embed(model, c, sr, pooling=pooling)))
-    clf, _ = fit(x, [str(e.labels[key]) for e in train])
-    return clf, (lambda clips: np.stack([embed(model, c, sr, pooling=pooling) for c in clips])), pooling
+    clf, _ = fit(embedded("embedding train clips", _load(train, manifest.parent, sr)),
+                 [str(e.labels[key]) for e in train])
+    return clf, embedded, pooling
 
 
 def _conditional(gen: Generator, manifest: Path, per_label: int, kw: dict, label_of, each,
@@ -145,10 +148,11 @@ def _conditional(gen: Generator, manifest: Path, per_label: int, kw: dict, label
     clips per label."""
     clf, embedded, pooling = _probe(gen.model, manifest, gen.label_key, gen.labels, each)
     test = _labelled(manifest, "test", gen.label_key, gen.labels, test_per_label)
-    real_pred = clf.predict(embedded(_load(test, manifest.parent, gen.sample_rate))) if test else []
+    real_pred = clf.predict(embedded("embedding test clips", _load(test, manifest.parent, gen.sample_rate))) \
+        if test else []
     requests = [(lab, j) for lab in gen.labels for j in range(per_label)]
     made = each("sampling per label", requests, lambda i, r: gen.sample(3.0, r[0], seed=1000 + i, **kw))
-    pred = clf.predict(embedded(made))
+    pred = clf.predict(embedded("embedding generated clips", made))
     rows = []
     for lab in gen.labels:
         real = [p == lab for e, p in zip(test, real_pred, strict=True) if label_of(e) == lab]
@@ -190,9 +194,9 @@ def arithmetic(gen: Generator, manifest: str | Path, key: str, triples: int = 40
     source, target = np.array([p[0] for p in picks]), np.array([p[1] for p in picks])
     return [{"clips": name, "n": len(picks), "as_target": float(np.mean(pred == target)),
              "as_source": float(np.mean(pred == source))}
-            for name, pred in (("A (unchanged)", clf.predict(embedded([p[2] for p in picks]))),
-                               ("A - B + C", clf.predict(embedded(moved))),
-                               ("C (the target's clip)", clf.predict(embedded([p[4] for p in picks]))))]
+            for name, pred in (("A (unchanged)", clf.predict(embedded("embedding A", [p[2] for p in picks]))),
+                               ("A - B + C", clf.predict(embedded("embedding A - B + C", moved))),
+                               ("C (the target's clip)", clf.predict(embedded("embedding C", [p[4] for p in picks]))))]
 
 
 def _opus_b64(x: np.ndarray, sr: int) -> str:
