@@ -4,6 +4,7 @@ Generator API, the CLI commands, Fréchet distances and the listening page."""
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from audiovae.bench_generate import frechet_distance, frechet_gaussians
 from audiovae.cli import app
 from audiovae.config import ModelConfig, from_dict, to_dict
 from audiovae.data.manifest import Entry, write_manifest
+from audiovae.errors import AudioVAEError
 from audiovae.generate import GenerateError, Generator, slerp, transfer
 from audiovae.inference import reconstruct
 from audiovae.models.flow_prior import FlowPrior
@@ -226,6 +228,28 @@ def test_flow_prior_trains_exports_and_generates(tmp_path):
     np.testing.assert_array_equal(y, g.continue_audio(tone(8000, 0.4), 8000, seconds=0.2, seed=3))
 
 
+def test_flow_prior_fine_tunes_from_a_stored_prior(tmp_path):
+    folder = tiny_vae(tmp_path / "model")
+    torch.manual_seed(2)
+    start = FlowPrior(PriorConfig(latent_dim=4, num_labels=2, **TINY_FLOW))
+    start.set_stats(torch.randn(50, 4))
+    save_prior(load(folder), start, {"labels": ["high", "low"], "label_key": "pitch"})
+    cfg = PriorTrainConfig(model=str(folder), manifest=str(make_corpus(tmp_path)), label="pitch", min_label_clips=1,
+                           init=str(folder), prior=PriorConfig(**TINY_FLOW), batch_frames=64, max_steps=1,
+                           val_every=1, warmup_steps=1, log_every=1, lr=1e-9)
+    trained = torch.load(train_prior(cfg, tmp_path / "run", progress=False), weights_only=True)["state_dict"]
+    for k, v in start.state_dict().items():  # a tiny learning rate: still the stored prior (fp16 weights)
+        torch.testing.assert_close(trained[f"prior.{k}"], v, atol=2e-3, rtol=1e-3)
+    with pytest.raises(AudioVAEError, match="has labels"):
+        train_prior(replace(cfg, label=None), tmp_path / "run2", progress=False)
+    with pytest.raises(AudioVAEError, match="another architecture"):
+        train_prior(replace(cfg, prior=PriorConfig(**{**TINY_FLOW, "d_model": 8})), tmp_path / "run3", progress=False)
+    plain = tiny_vae(tmp_path / "plain")
+    r = invoke("train-prior", "--model", plain, "--init", plain, "--manifest", cfg.manifest, "--label", "pitch",
+               "--run-dir", tmp_path / "run4")
+    assert r.exit_code == 1 and "has no prior model" in str(r.exception)
+
+
 def test_slerp_ends_and_norm():
     a, b = torch.randn(3, 5), torch.randn(3, 5)
     torch.testing.assert_close(slerp(a, b, 0.0), a)
@@ -415,8 +439,8 @@ def test_cli_bench_generate_writes_tables_and_page(tmp_path, model_dir):
     fd = (tmp_path / "b" / "generate_tiny_fd.csv").read_text()
     assert "learned prior" in fd and "N(0, I) prior" in fd and "real train (floor)" in fd
     acc = (tmp_path / "b" / "generate_tiny_accuracy.csv").read_text().splitlines()
-    assert acc[0].startswith("label,generated,generated_accuracy") and [row.split(",")[0] for row in acc[1:]] == \
-        ["high", "low", "mean"]
+    assert acc[0] == "label,generated,generated_accuracy,real_test,real_test_accuracy,generated_accuracy_mfcc," \
+        "real_test_accuracy_mfcc" and [row.split(",")[0] for row in acc[1:]] == ["high", "low", "mean"]
     text = page.read_text()
     assert text.count("data:audio/ogg;base64,") >= 10 and "data:image/jpeg;base64," in text and "Transfer" in text
     assert "Latent arithmetic" in text

@@ -5,7 +5,8 @@ Fréchet distance (FD) between Gaussians fitted to clip features of held-out tes
 sampled from the learned prior (labels and lengths of the test clips), latents drawn from the VAE's
 N(0, I) prior, and real train clips (the floor). Features: our embeddings (classify.embed) and MFCC
 statistics (classify.mfcc_features). Conditional accuracy: a probe fitted on real train embeddings
-names the label of clips generated per label, next to its accuracy on real test clips.
+names the label of clips generated per label, next to its accuracy on real test clips; a probe on MFCC statistics
+does the same as a check that does not depend on the model's own embedding.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from audiovae import audio
-from audiovae.classify import DEFAULT_POOLING, LEARNED, embed, fit, mfcc_features, model_poolings
+from audiovae.classify import DEFAULT_POOLING, LEARNED, embed, features, fit, mfcc_features, model_poolings
 from audiovae.data.manifest import Entry, read_manifest, spread
 from audiovae.errors import AudioVAEError
 from audiovae.generate import Generator
@@ -128,41 +129,52 @@ def _labelled(manifest: Path, split: str, key: str, labels, n: int) -> list[Entr
     return [e for lab in labels for e in spread([e for e in entries if str(e.labels.get(key)) == lab], n)]
 
 
-def _probe(model, manifest: Path, key: str, labels, each, per_label: int = 100):
-    """(classifier, embedded(what, clips), pooling): a probe on the model's best embedding (its learned head
-    when it has one) fitted on up to ``per_label`` real train clips of each label."""
+def _probes(model, manifest: Path, key: str, labels, each, kinds: tuple[str, ...], per_label: int = 100):
+    """({kind: (classifier, featurize(what, clips))}, pooling): probes of ``key`` fitted on up to ``per_label``
+    real train clips of each label, on features of each kind: "vae" (the model's best embedding: its learned head
+    when it has one) or "mfcc" (the classification baseline, which does not depend on the model)."""
     sr, pooling = model.sample_rate, LEARNED if LEARNED in model_poolings(model) else DEFAULT_POOLING
 
-    def embedded(what: str, clips: list[np.ndarray]) -> np.ndarray:
-        return np.stack(each(what, clips, lambda i, c: embed(model, c, sr, pooling=pooling)))
+    def featurizer(kind: str) -> Callable:
+        return lambda what, clips: np.stack(each(f"{what} ({kind})", clips,
+                                                 lambda i, c: features(kind, model, c, sr, pooling=pooling)))
 
     train = _labelled(manifest, "train", key, labels, per_label)
-    clf, _ = fit(embedded("embedding train clips", _load(train, manifest.parent, sr)),
-                 [str(e.labels[key]) for e in train])
-    return clf, embedded, pooling
+    clips, names = _load(train, manifest.parent, sr), [str(e.labels[key]) for e in train]
+    probes = {}
+    for kind in kinds:
+        featurize = featurizer(kind)
+        probes[kind] = (fit(featurize("embedding train clips", clips), names)[0], featurize)
+    return probes, pooling
 
 
 def _conditional(gen: Generator, manifest: Path, per_label: int, kw: dict, label_of, each,
                  test_per_label: int = 20) -> dict:
-    """Accuracy per label of a probe (``_probe``) on generated clips and on up to ``test_per_label`` real test
-    clips per label."""
-    clf, embedded, pooling = _probe(gen.model, manifest, gen.label_key, gen.labels, each)
+    """Accuracy per label of probes (``_probes``: on the model's embedding, and on MFCC statistics as a check
+    independent of the model) on generated clips and on up to ``test_per_label`` real test clips per label."""
+    probes, pooling = _probes(gen.model, manifest, gen.label_key, gen.labels, each, ("vae", "mfcc"))
     test = _labelled(manifest, "test", gen.label_key, gen.labels, test_per_label)
-    real_pred = clf.predict(embedded("embedding test clips", _load(test, manifest.parent, gen.sample_rate))) \
-        if test else []
+    real_clips = _load(test, manifest.parent, gen.sample_rate)
     requests = [(lab, j) for lab in gen.labels for j in range(per_label)]
     made = each("sampling per label", requests, lambda i, r: gen.sample(3.0, r[0], seed=1000 + i, **kw))
-    pred = clf.predict(embedded("embedding generated clips", made))
-    rows = []
-    for lab in gen.labels:
-        real = [p == lab for e, p in zip(test, real_pred, strict=True) if label_of(e) == lab]
-        ours = [p == r[0] for r, p in zip(requests, pred, strict=True) if r[0] == lab]
-        rows.append({"label": lab, "generated": len(ours), "generated_accuracy": float(np.mean(ours)),
-                     "real_test": len(real), "real_test_accuracy": float(np.mean(real)) if real else float("nan")})
-    real_all = [p == label_of(e) for e, p in zip(test, real_pred, strict=True)]
-    rows.append({"label": "mean", "generated": len(made), "generated_accuracy": float(np.mean(
-        pred == np.array([r[0] for r in requests]))), "real_test": len(real_all),
-        "real_test_accuracy": float(np.mean(real_all)) if real_all else float("nan")})
+    asked, truth = np.array([r[0] for r in requests]), np.array([label_of(e) for e in test], dtype=object)
+    hits = {}  # (kind, "generated" / "real_test") -> per clip, whether the probe names its label
+    for kind, (clf, featurize) in probes.items():
+        hits[kind, "generated"] = np.asarray(clf.predict(featurize("embedding generated clips", made))) == asked
+        hits[kind, "real_test"] = np.asarray(clf.predict(featurize("embedding test clips", real_clips))) == truth \
+            if test else np.zeros(0, bool)
+
+    def row(label: str, gen_rows: np.ndarray, test_rows: np.ndarray) -> dict:
+        out: dict = {"label": label}
+        for kind, suffix in (("vae", ""), ("mfcc", "_mfcc")):
+            for what, rows in (("generated", gen_rows), ("real_test", test_rows)):
+                if not suffix:
+                    out[what] = int(rows.sum())
+                out[f"{what}_accuracy{suffix}"] = float(np.mean(hits[kind, what][rows])) if rows.any() else float("nan")
+        return out
+
+    rows = [row(lab, asked == lab, truth == lab) for lab in gen.labels]
+    rows.append(row("mean", np.ones(len(asked), bool), np.ones(len(truth), bool)))
     per = {lab: [c for c, r in zip(made, requests, strict=True) if r[0] == lab][:2] for lab in gen.labels}
     return {"accuracy": rows, "per_label": per, "probe": pooling}
 
@@ -183,7 +195,8 @@ def arithmetic(gen: Generator, manifest: str | Path, key: str, triples: int = 40
     if len(values) < 2:
         raise AudioVAEError(f"{manifest}: latent arithmetic on '{key}' needs two values with two test clips each")
     each = _each(progress)
-    clf, embedded, _ = _probe(gen.model, manifest, key, values, each)
+    probes, _ = _probes(gen.model, manifest, key, values, each, ("vae",))
+    clf, embedded = probes["vae"]
     rng = np.random.default_rng(seed)
     picks = []
     for _ in range(triples):

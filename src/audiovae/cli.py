@@ -730,6 +730,7 @@ def train_prior(
     model: str | None = typer.Option(None, "--model", help="VAE name or folder (overrides the config)."),
     manifest: Path | None = typer.Option(None, "--manifest", help="Corpus manifest (overrides the config)."),
     label: str | None = typer.Option(None, "--label", help="Manifest label key to condition on (overrides)."),
+    init: str | None = typer.Option(None, "--init", help="Start from the prior stored with this model (overrides)."),
     run_dir: Path | None = typer.Option(None, "--run-dir", "--out", help="Run folder (default runs/NAME)."),
     resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
     max_minutes: float | None = typer.Option(None, help="Wall-clock budget; stops cleanly with a checkpoint."),
@@ -743,7 +744,8 @@ def train_prior(
     from audiovae.train import prior
 
     cfg = prior.load_prior_config(config) if config else prior.PriorTrainConfig()
-    _train_on_latents(cfg, {"model": model, "manifest": manifest, "label": label, "max_steps": max_steps}, run_dir,
+    _train_on_latents(cfg, {"model": model, "manifest": manifest, "label": label, "init": init,
+                            "max_steps": max_steps}, run_dir,
                       prior.train_prior, prior.export_prior if export else None, resume=resume,
                       max_minutes=max_minutes, accelerator=accelerator, threads=threads)
 
@@ -973,7 +975,8 @@ def bench_generate(
     if result["accuracy"]:
         _, md = bench.write_table(result["accuracy"], out, f"generate_{name}_accuracy",
                                   f"{name}: '{gen.label_key}' recognized on generated and real test clips "
-                                  f"(probe on '{result['probe']}' embeddings of real train clips)")
+                                  f"(probes fitted on real train clips: on '{result['probe']}' embeddings, "
+                                  "and on MFCC statistics for the _mfcc columns)")
         console.print(md.read_text())
     if moved:
         _, md = bench.write_table(moved, out, f"generate_{name}_arithmetic",

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from audiovae.config import load_yaml, to_dict
+from audiovae.errors import AudioVAEError
 from audiovae.models.prior import PriorConfig, make_prior
 from audiovae.train.common import LatentTrainConfig, read_run_checkpoint, train, warmup_cosine
 from audiovae.train.latents import CropDataset, LengthBatchSampler, collate, encode_split
@@ -29,6 +30,7 @@ class PriorTrainConfig(LatentTrainConfig):
     label: str | None = None  # manifest label key to condition on
     min_label_clips: int = 50  # rarer label values train as the null label
     max_clips: int = 0  # clips encoded per split (0: all)
+    init: str | None = None  # start from the prior stored with this model (name or folder), e.g. to fine-tune it
     prior: PriorConfig = field(default_factory=PriorConfig)
     batch_frames: int = 2048  # frames per batch (batches group clips of similar length)
 
@@ -86,6 +88,8 @@ def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
     cfg = replace(cfg, prior=replace(cfg.prior, latent_dim=model.latent_dim, num_labels=len(vocab)))
     prior = make_prior(cfg.prior)
     prior.set_stats(caches["train"].frames)
+    if cfg.init:
+        _start_from(prior, cfg.init, vocab)
     loaders = []
     for split, cache in caches.items():
         train = split == "train"
@@ -98,6 +102,21 @@ def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
     module = PriorModule(cfg, vocab, model.card.get("sha256", ""), model.card.get("encoder_sha256", ""))
     module.prior.load_state_dict(prior.state_dict())
     return module, *loaders
+
+
+def _start_from(prior, name: str, vocab: list[str]) -> None:
+    """Load the weights and latent statistics of the prior stored with model ``name`` into ``prior``: the same
+    architecture and label vocabulary, else an error naming what differs."""
+    from audiovae.registry import load, load_prior
+
+    start, meta = load_prior(load(name))
+    if list(meta.get("labels") or []) != vocab:
+        raise AudioVAEError(f"init: the prior of '{name}' has labels {meta.get('labels')}, this run {vocab}")
+    mine, theirs = prior.state_dict(), start.state_dict()
+    wrong = sorted(set(mine) ^ set(theirs)) + [k for k, v in theirs.items() if k in mine and v.shape != mine[k].shape]
+    if wrong:
+        raise AudioVAEError(f"init: the prior of '{name}' has another architecture ({', '.join(wrong[:3])} differ)")
+    prior.load_state_dict(theirs)
 
 
 def train_prior(cfg: PriorTrainConfig, run_dir: Path, **run) -> Path:
