@@ -954,6 +954,7 @@ def bench_generate(
     from audiovae import bench
     from audiovae import bench_generate as bg
     from audiovae.generate import Generator
+    from audiovae.plots import save_recognition
 
     torch.set_num_threads(1)
     gen = Generator(model)
@@ -978,6 +979,9 @@ def bench_generate(
                                   f"(probes fitted on real train clips: on '{result['probe']}' embeddings, "
                                   "and on MFCC statistics for the _mfcc columns)")
         console.print(md.read_text())
+        png = save_recognition(out / f"generate_{name}_accuracy.png", result["accuracy"],
+                               f"{name}: '{gen.label_key}' recognized")
+        console.print(f"plot: {png}")
     if moved:
         _, md = bench.write_table(moved, out, f"generate_{name}_arithmetic",
                                   f"{name}: latent arithmetic A - B + C, recognized as C's '{arithmetic}'")

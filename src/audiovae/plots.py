@@ -1,4 +1,4 @@
-"""Figures people look at: spectrograms (matplotlib, headless)."""
+"""Figures people look at: spectrograms and per-label recognition bars (matplotlib, headless)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,35 @@ def save_spectrogram(path: str | os.PathLike, x: np.ndarray, sample_rate: int, t
         ax.set_title(f"{title} (channel {c})" if ch > 1 else title)
         fig.colorbar(im, ax=ax, label="dB")
     axes[-1, 0].set_xlabel("seconds")
+    return _save(fig, p)
+
+
+def save_recognition(path: str | os.PathLike, rows: list[dict], title: str = "") -> Path:
+    """Bar chart (PNG) of ``bench generate``'s accuracy rows: per label, the share of generated and of real test
+    clips that each probe (our embedding; MFCC statistics) names correctly."""
+    from matplotlib.figure import Figure
+
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise AudioVAEError(f"{p}: folder {p.parent} does not exist")
+    bars = [("generated_accuracy", "generated, embedding probe"), ("real_test_accuracy", "real test, embedding probe"),
+            ("generated_accuracy_mfcc", "generated, MFCC probe"), ("real_test_accuracy_mfcc", "real test, MFCC probe")]
+    y = np.arange(len(rows))
+    fig = Figure(figsize=(8.0, 2.0 + 0.35 * len(rows)))
+    ax = fig.subplots()
+    for i, (key, name) in enumerate(bars):
+        ax.barh(y + (i - 1.5) * 0.2, [float(r[key]) for r in rows], height=0.2, label=name)
+    ax.set_yticks(y, [str(r["label"]) for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("recognized as the requested label")
+    ax.set_title(title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.5 / len(rows) ** 0.5), ncol=2, fontsize="small")
+    return _save(fig, p)
+
+
+def _save(fig, p: Path) -> Path:
+    """Write ``fig`` to ``p`` atomically (PNG, or JPEG for a .jpg path)."""
     fig.tight_layout()
     tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
