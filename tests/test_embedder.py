@@ -186,3 +186,30 @@ def test_extra_manifests_are_mixed_in(trained, tmp_path):
         assert len(caches[split].lengths) == len(own.lengths) + 2
         assert torch.equal(caches[split].frames[: len(own.frames)], own.frames)
         assert (tmp_path / "run" / "latents" / f"extra0-{split}.safetensors").exists()
+
+
+def test_flow_prior_fine_tuned_with_embedding_style(trained, tmp_path):
+    from audiovae.generate import Generator
+    from audiovae.models.flow_prior import FlowPrior
+    from audiovae.models.prior import PriorConfig
+    from audiovae.registry import save_prior
+    from audiovae.train.prior import PriorTrainConfig, export_prior, train_prior
+    from tests.test_generate import TINY_FLOW
+
+    folder, cfg, _ = trained
+    model = shutil.copytree(folder, tmp_path / "model")
+    start = FlowPrior(PriorConfig(latent_dim=4, num_labels=2, **TINY_FLOW))
+    start.set_stats(torch.randn(50, 4))
+    save_prior(load(model), start, {"labels": ["high", "low"], "label_key": "pitch"})
+    prior_cfg = PriorTrainConfig(model=str(model), manifest=cfg.manifest, label="pitch", min_label_clips=1,
+                                 init=str(model), prior=PriorConfig(style="embed", **TINY_FLOW), batch_frames=64,
+                                 max_steps=2, val_every=2, warmup_steps=1, log_every=1)
+    last = train_prior(prior_cfg, tmp_path / "run", progress=False)
+    trained_state = torch.load(last, weights_only=True)["state_dict"]
+    torch.testing.assert_close(trained_state["prior.latent_mean"], start.latent_mean)  # started from the stored one
+    export_prior(last, model)
+    gen = Generator(model)
+    assert gen.prior.config.style_dim == TINY["dim"] and gen.prior.style_scale.abs().sum() > 0
+    a = gen.sample(0.3, "low", seed=1)
+    np.testing.assert_array_equal(a, gen.sample(0.3, "low", seed=1))
+    assert not np.array_equal(a, gen.sample(0.3, "high", seed=1))

@@ -185,6 +185,38 @@ def test_long_flow_samples_are_made_window_by_window():
     assert torch.equal(long[:, 64:112], prior.sample(48, labels, long[:, 48:64], generator=rng_after(64)))
 
 
+def test_flow_style_conditions_labelled_clips_and_is_drawn_per_label():
+    torch.manual_seed(0)
+    plain = FlowPrior(PriorConfig(latent_dim=4, num_labels=2, **TINY_FLOW)).eval()
+    for p in plain.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    styled = FlowPrior(PriorConfig(latent_dim=4, num_labels=2, style="embed", style_dim=3, **TINY_FLOW)).eval()
+    missing, _ = styled.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["style.bias", "style.weight", "style_mean", "style_scale"]
+    x, t, labels, style = torch.randn(2, 10, 4), torch.tensor([0.3, 0.6]), torch.tensor([0, 2]), torch.randn(2, 3)
+    with torch.no_grad():  # the style projection starts at zero: a plain prior's behaviour
+        torch.testing.assert_close(styled(x, t, labels, style=style), plain(x, t, labels))
+        torch.nn.init.normal_(styled.style.weight, std=0.3)
+        moved = styled(x, t, labels, style=style)
+        assert not torch.allclose(moved[0], plain(x, t, labels)[0])
+        torch.testing.assert_close(moved[1], plain(x, t, labels)[1])  # the null label has no style
+    styles = torch.randn(20, 3) + 3 * (torch.arange(20) % 2)[:, None]
+    styled.set_styles(styles, [i % 2 for i in range(20)])
+    torch.testing.assert_close(styled.style_mean[1], styles[1::2].mean(0))
+    drawn = styled.draw_style(torch.tensor([0, 1, 2]), torch.Generator().manual_seed(0))
+    assert drawn[1].mean() > 1.5 > drawn[0].mean() and torch.equal(drawn[2], torch.zeros(3))
+    a = styled.sample(9, torch.tensor([1]), guidance=2.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, styled.sample(9, torch.tensor([1]), guidance=2.0, generator=torch.Generator().manual_seed(0)))
+    assert not torch.allclose(a, styled.sample(9, torch.tensor([0]), guidance=2.0,
+                                               generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="label 1 has 1 clips"):
+        styled.set_styles(styles[:3], [0, 1, 0])
+    with pytest.raises(Exception, match="style works with kind 'flow' only"):
+        PriorConfig(style="embed").validate()
+    with pytest.raises(Exception, match="style must be 'embed' or empty"):
+        PriorConfig(kind="flow", style="mood").validate()
+
+
 def rng_after(frames: int, dim: int = 4) -> torch.Generator:
     """A seed-0 generator after drawing the noise of a ``frames``-frame window."""
     g = torch.Generator().manual_seed(0)

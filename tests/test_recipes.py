@@ -56,9 +56,10 @@ def test_prior_recipe_trains_and_samples_at_tiny_width(path):
 
     cfg = load_prior_config(path)
     heads = cfg.prior.heads
-    prior = make_prior(replace(cfg.prior, latent_dim=4, num_labels=3, d_model=4 * heads, context=16))
+    prior = make_prior(replace(cfg.prior, latent_dim=4, num_labels=3, d_model=4 * heads, context=16,
+                               style_dim=6 if cfg.prior.style else 0))
     x, labels = torch.randn(2, 12, 4), torch.tensor([0, 2])
-    loss = prior.loss(x, labels)
+    loss = prior.loss(x, labels, **({"style": torch.randn(2, 6)} if cfg.prior.style else {}))
     loss.backward()
     assert torch.isfinite(loss)
     with torch.no_grad():

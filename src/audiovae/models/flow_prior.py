@@ -9,6 +9,12 @@ it samples any number of frames. Time and label condition every block through ad
 shift and gate, zero at init); the null label and classifier-free ``guidance`` work as for the "ar" prior.
 Continuation is inpainting: at each step the prompt's frames are set to their point on the path from the
 same noise, so the new frames are sampled jointly with, and consistent with, the prompt.
+
+With ``style``, a labelled clip also conditions on its learned embedding (the VAE's embedding head applied to
+its frames, computed by the trainer): a vector for the whole clip, which fixes what stays constant over it (an
+instrument's timbre, a recording). Sampling draws it from a Gaussian fitted to the embeddings of the label's
+training clips (``set_styles``), so that a label picks one style per clip instead of leaving every frame to
+settle it; the null label has no style.
 """
 
 from __future__ import annotations
@@ -105,22 +111,58 @@ class FlowPrior(Prior):
         self.head = nn.Linear(d, cfg.latent_dim)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        if cfg.style:  # zero at init: a prior trained without style starts out unchanged
+            self.style = nn.Linear(cfg.style_dim, d)
+            nn.init.zeros_(self.style.weight)
+            nn.init.zeros_(self.style.bias)
+            self.register_buffer("style_mean", torch.zeros(cfg.num_labels, cfg.style_dim))
+            self.register_buffer("style_scale", torch.zeros(cfg.num_labels, cfg.style_dim, cfg.style_dim))
 
-    def forward(self, x: Tensor, t: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:
+    def set_styles(self, styles: Tensor, labels: list[int]) -> None:
+        """Fit each label's style Gaussian (shrunk covariance, Ledoit-Wolf) to the styles (clips, style_dim) of
+        its training clips; ``labels``: their indices (the null label for unlabelled clips)."""
+        from sklearn.covariance import LedoitWolf
+
+        styles = styles.double().cpu().numpy()
+        for k in range(self.config.num_labels):
+            mine = styles[[i for i, lab in enumerate(labels) if lab == k]]
+            if len(mine) < 2:
+                raise ValueError(f"style: label {k} has {len(mine)} clips; fitting its style needs 2 or more")
+            fit = LedoitWolf().fit(mine)
+            self.style_mean[k] = torch.from_numpy(fit.location_)
+            var, axes = torch.linalg.eigh(torch.from_numpy(fit.covariance_))
+            self.style_scale[k] = axes * var.clamp_min(0).sqrt() @ axes.T  # its square root
+
+    def draw_style(self, labels: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        """A style (batch, style_dim) per label from its Gaussian (zeros for the null label); None without style."""
+        if not self.config.style:
+            return None
+        k = labels.clamp_max(self.config.num_labels - 1)
+        eps = torch.randn(labels.shape[0], self.style_mean.shape[1], 1, generator=generator)
+        drawn = self.style_mean[k] + (self.style_scale[k] @ eps)[..., 0]
+        return drawn * (labels != self.null_label)[:, None]
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor, mask: Tensor | None = None,
+                style: Tensor | None = None) -> Tensor:
         """Velocity (batch, frames, latent_dim) at standardized ``x`` on the path at times ``t`` (batch,);
-        ``mask`` (batch, frames) marks real frames: the others change nothing at real frames."""
-        cond = F.silu(self.time(time_features(t, self.config.d_model)) + self.label(labels))
+        ``mask`` (batch, frames) marks real frames: the others change nothing at real frames. ``style``
+        (batch, style_dim) conditions the items with a label (not the null label)."""
+        cond = self.time(time_features(t, self.config.d_model)) + self.label(labels)
+        if style is not None:
+            cond = cond + self.style(style) * (labels != self.null_label)[:, None]
+        cond = F.silu(cond)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, cond, mask)
         ((scale, shift, _),) = self.final(cond)
         return self.head(self.final.norm(h, scale, shift))
 
-    def loss(self, x: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Flow-matching loss (mean squared velocity error per dimension) on frames where ``mask`` is true."""
+    def loss(self, x: Tensor, labels: Tensor, mask: Tensor | None = None, style: Tensor | None = None) -> Tensor:
+        """Flow-matching loss (mean squared velocity error per dimension) on frames where ``mask`` is true;
+        ``style``: the clips' styles, for a prior with style."""
         t = torch.sigmoid(torch.randn(x.shape[0], device=x.device))
         x0 = torch.randn_like(x)
-        err = ((self(x0 + t[:, None, None] * (x - x0), t, labels, mask) - (x - x0)) ** 2).mean(-1)
+        err = ((self(x0 + t[:, None, None] * (x - x0), t, labels, mask, style) - (x - x0)) ** 2).mean(-1)
         return err.mean() if mask is None else (err * mask).sum() / mask.sum().clamp_min(1)
 
     @torch.no_grad()
@@ -130,17 +172,19 @@ class FlowPrior(Prior):
         which the last ``context`` frames condition them. ``guidance`` g mixes the velocities as
         ``uncond + g * (cond - uncond)``; ``temperature`` scales the initial noise. Up to 4 x ``context`` frames
         (prompt included) are sampled at once; longer clips window by window, each continuing the last
-        ``context`` frames before it, so that the cost stays linear in the length."""
+        ``context`` frames before it, so that the cost stays linear in the length. With ``style``, one style is
+        drawn per clip (before the noise) and holds for all its windows."""
+        style = self.draw_style(labels, generator)
         window, context, out = 4 * self.config.context, self.config.context, []
         prompt = None if prompt is None or not prompt.shape[1] else prompt[:, -context:]
         while frames > 0:
             new = min(frames, window - (0 if prompt is None else prompt.shape[1]))
-            out.append(self._sample_window(new, labels, prompt, temperature, guidance, generator))
+            out.append(self._sample_window(new, labels, prompt, temperature, guidance, generator, style))
             prompt, frames = torch.cat([p for p in (prompt, out[-1]) if p is not None], 1)[:, -context:], frames - new
         return torch.cat(out, 1)
 
     def _sample_window(self, frames: int, labels: Tensor, prompt: Tensor | None, temperature: float,
-                       guidance: float, generator: torch.Generator | None) -> Tensor:
+                       guidance: float, generator: torch.Generator | None, style: Tensor | None) -> Tensor:
         b, d = labels.shape[0], self.config.latent_dim
         n = 0 if prompt is None else prompt.shape[1]
         noise = temperature * torch.randn(b, n + frames, d, generator=generator)
@@ -150,9 +194,10 @@ class FlowPrior(Prior):
             if prompt is not None:
                 x = torch.cat([noise[:, :n] + t * (prompt - noise[:, :n]), x[:, n:]], 1)
             if both is None:
-                v = self(x, torch.full((b,), t), labels)
+                v = self(x, torch.full((b,), t), labels, style=style)
             else:
-                cond, uncond = self(torch.cat([x, x]), torch.full((2 * b,), t), both).chunk(2)
+                cond, uncond = self(torch.cat([x, x]), torch.full((2 * b,), t), both,
+                                    style=None if style is None else torch.cat([style, style])).chunk(2)
                 v = uncond + guidance * (cond - uncond)
             x = x + (t_next - t) * v
         return x[:, n:]

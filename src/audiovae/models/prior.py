@@ -45,6 +45,8 @@ class PriorConfig:
     attn_every: int = 2  # flow: a non-causal attention block after every attn_every convolution blocks (0: none)
     steps: int = 24  # flow: Euler steps of the sampler
     guidance: float = 3.0  # the classifier-free guidance that sampling uses unless told (set at export)
+    style: str = ""  # flow: "embed": labelled clips also condition on their learned embedding (flow_prior.py)
+    style_dim: int = 0  # set from the embedding head
 
     def validate(self) -> None:
         if self.kind not in ("ar", "flow"):
@@ -53,6 +55,10 @@ class PriorConfig:
                 or self.dilation_cycle < 1 or self.attn_every < 0 or self.steps < 1:
             raise ConfigError("prior: d_model must divide by heads, context >= 4, mixtures >= 1, "
                               "0 <= label_dropout <= 1, dilation_cycle >= 1, attn_every >= 0, steps >= 1")
+        if self.style not in ("", "embed"):
+            raise ConfigError(f"prior: style must be 'embed' or empty, got '{self.style}'")
+        if self.style and self.kind != "flow":
+            raise ConfigError("prior: style works with kind 'flow' only")
 
 
 class Prior(nn.Module):

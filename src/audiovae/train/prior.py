@@ -13,11 +13,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from audiovae.config import load_yaml, to_dict
 from audiovae.errors import AudioVAEError
-from audiovae.models.prior import PriorConfig, make_prior
+from audiovae.models.prior import Prior, PriorConfig, make_prior
 from audiovae.train.common import LatentTrainConfig, read_run_checkpoint, train, warmup_cosine
 from audiovae.train.latents import CropDataset, LengthBatchSampler, collate, encode_split
 
@@ -44,18 +45,43 @@ def metric(cfg: PriorTrainConfig) -> str:
     return "nll" if cfg.prior.kind == "ar" else "fm"
 
 
+class ClipStyle(nn.Module):
+    """The style of clips for a prior with ``style``: the VAE's learned embedding of their standardized frames
+    (batch, frames, dim) where ``mask`` is true; frozen."""
+
+    def __init__(self, prior: Prior, embedder: nn.Module):
+        super().__init__()
+        self.embedder = embedder.eval().requires_grad_(False)
+        self.register_buffer("latent_mean", prior.latent_mean.clone())
+        self.register_buffer("latent_std", prior.latent_std.clone())
+
+    def train(self, mode: bool = True) -> ClipStyle:
+        return super().train(False)  # stays in eval mode inside a training module
+
+    @torch.no_grad()
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.embedder((x * self.latent_std + self.latent_mean).transpose(1, 2), mask)
+
+
 class PriorModule(L.LightningModule):
-    def __init__(self, cfg: PriorTrainConfig, labels: list[str], vae_sha256: str, encoder_sha256: str = ""):
+    def __init__(self, cfg: PriorTrainConfig, labels: list[str], vae_sha256: str, encoder_sha256: str = "",
+                 style: ClipStyle | None = None):
         super().__init__()
         self.cfg = cfg
         self.save_hyperparameters({"config": to_dict(cfg), "labels": labels, "vae_sha256": vae_sha256,
                                    "encoder_sha256": encoder_sha256})
         self.prior = make_prior(cfg.prior)
+        self.style = style
+
+    def _loss(self, batch, labels: Tensor) -> Tensor:
+        x, mask = batch["x"], batch["mask"]
+        styled = {} if self.style is None else {"style": self.style(x, mask)}
+        return self.prior.loss(x, labels, mask, **styled)
 
     def training_step(self, batch, batch_idx):
         labels = batch["label"]
         drop = torch.rand(labels.shape, device=labels.device) < self.cfg.prior.label_dropout
-        loss = self.prior.loss(batch["x"], torch.where(drop, self.prior.null_label, labels), batch["mask"])
+        loss = self._loss(batch, torch.where(drop, self.prior.null_label, labels))
         self.log(f"train/{metric(self.cfg)}", loss, prog_bar=True, batch_size=len(labels))
         return loss
 
@@ -63,7 +89,7 @@ class PriorModule(L.LightningModule):
         n = batch["mask"].sum()
         with torch.random.fork_rng(devices=[]):  # the same noise and times at every validation
             torch.manual_seed(batch_idx)
-            loss = self.prior.loss(batch["x"], batch["label"], batch["mask"])
+            loss = self._loss(batch, batch["label"])
         self.log(f"val/{metric(self.cfg)}", loss, batch_size=int(n))
 
     def configure_optimizers(self):
@@ -75,7 +101,7 @@ class PriorModule(L.LightningModule):
 def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
     """(module holding the latent statistics, train and valid loaders); latent_dim and num_labels come from the
     data."""
-    from audiovae.registry import load
+    from audiovae.registry import load, load_embedder
 
     model = load(cfg.model)
     caches = {s: encode_split(model, cfg.manifest, s, cfg.label, run_dir / "latents" / f"{s}.safetensors",
@@ -85,11 +111,17 @@ def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
         if v is not None:
             counts[v] = counts.get(v, 0) + 1
     vocab = sorted(v for v, n in counts.items() if n >= cfg.min_label_clips) if cfg.label else []
-    cfg = replace(cfg, prior=replace(cfg.prior, latent_dim=model.latent_dim, num_labels=len(vocab)))
+    embedder = load_embedder(model)[0] if cfg.prior.style else None
+    cfg = replace(cfg, prior=replace(cfg.prior, latent_dim=model.latent_dim, num_labels=len(vocab),
+                                     style_dim=embedder.config.dim if embedder is not None else 0))
     prior = make_prior(cfg.prior)
     prior.set_stats(caches["train"].frames)
     if cfg.init:
         _start_from(prior, cfg.init, vocab)
+    style = None if embedder is None else ClipStyle(prior, embedder)
+    if style is not None:
+        prior.set_styles(torch.cat([style(prior.normalize(c)[None]) for c in caches["train"].clips()]),
+                         [vocab.index(v) if v in vocab else len(vocab) for v in caches["train"].labels])
     loaders = []
     for split, cache in caches.items():
         train = split == "train"
@@ -99,24 +131,27 @@ def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
                                      batches=cfg.val_every if train else 0, seed=cfg.seed, shuffle=train)
         loaders.append(DataLoader(CropDataset(clips, labels, cfg.prior.context, train, cfg.seed),
                                   batch_sampler=sampler, collate_fn=collate))
-    module = PriorModule(cfg, vocab, model.card.get("sha256", ""), model.card.get("encoder_sha256", ""))
+    module = PriorModule(cfg, vocab, model.card.get("sha256", ""), model.card.get("encoder_sha256", ""), style)
     module.prior.load_state_dict(prior.state_dict())
     return module, *loaders
 
 
 def _start_from(prior, name: str, vocab: list[str]) -> None:
     """Load the weights and latent statistics of the prior stored with model ``name`` into ``prior``: the same
-    architecture and label vocabulary, else an error naming what differs."""
+    architecture and label vocabulary (``prior`` may add a style, which starts at zero), else an error naming
+    what differs."""
     from audiovae.registry import load, load_prior
 
     start, meta = load_prior(load(name))
     if list(meta.get("labels") or []) != vocab:
         raise AudioVAEError(f"init: the prior of '{name}' has labels {meta.get('labels')}, this run {vocab}")
     mine, theirs = prior.state_dict(), start.state_dict()
-    wrong = sorted(set(mine) ^ set(theirs)) + [k for k, v in theirs.items() if k in mine and v.shape != mine[k].shape]
+    added = {k for k in set(mine) - set(theirs) if k.startswith("style")}
+    wrong = sorted((set(mine) ^ set(theirs)) - added)
+    wrong += [k for k, v in theirs.items() if k in mine and v.shape != mine[k].shape]
     if wrong:
         raise AudioVAEError(f"init: the prior of '{name}' has another architecture ({', '.join(wrong[:3])} differ)")
-    prior.load_state_dict(theirs)
+    prior.load_state_dict(theirs, strict=not added)
 
 
 def train_prior(cfg: PriorTrainConfig, run_dir: Path, **run) -> Path:
