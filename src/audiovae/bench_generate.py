@@ -165,13 +165,14 @@ def _conditional(gen: Generator, manifest: Path, per_label: int, kw: dict, label
             if test else np.zeros(0, bool)
 
     def row(label: str, gen_rows: np.ndarray, test_rows: np.ndarray) -> dict:
-        out: dict = {"label": label}
-        for kind, suffix in (("vae", ""), ("mfcc", "_mfcc")):
-            for what, rows in (("generated", gen_rows), ("real_test", test_rows)):
-                if not suffix:
-                    out[what] = int(rows.sum())
-                out[f"{what}_accuracy{suffix}"] = float(np.mean(hits[kind, what][rows])) if rows.any() else float("nan")
-        return out
+        def acc(kind: str, what: str, rows: np.ndarray) -> float:
+            return float(np.mean(hits[kind, what][rows])) if rows.any() else float("nan")
+
+        return {"label": label,
+                "generated": int(gen_rows.sum()), "generated_accuracy": acc("vae", "generated", gen_rows),
+                "real_test": int(test_rows.sum()), "real_test_accuracy": acc("vae", "real_test", test_rows),
+                "generated_accuracy_mfcc": acc("mfcc", "generated", gen_rows),
+                "real_test_accuracy_mfcc": acc("mfcc", "real_test", test_rows)}
 
     rows = [row(lab, asked == lab, truth == lab) for lab in gen.labels]
     rows.append(row("mean", np.ones(len(asked), bool), np.ones(len(truth), bool)))

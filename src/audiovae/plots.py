@@ -36,9 +36,6 @@ def save_spectrogram(path: str | os.PathLike, x: np.ndarray, sample_rate: int, t
     panel per channel of ``x`` (channels, samples), atomically."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-    p = Path(path)
-    if not p.parent.is_dir():
-        raise AudioVAEError(f"{p}: folder {p.parent} does not exist")
     ch = x.shape[0]
     fig = Figure(figsize=(width, 0.3 * width * ch))
     axes = fig.subplots(ch, 1, squeeze=False)
@@ -52,7 +49,7 @@ def save_spectrogram(path: str | os.PathLike, x: np.ndarray, sample_rate: int, t
         ax.set_title(f"{title} (channel {c})" if ch > 1 else title)
         fig.colorbar(im, ax=ax, label="dB")
     axes[-1, 0].set_xlabel("seconds")
-    return _save(fig, p)
+    return _save(fig, Path(path))
 
 
 def save_recognition(path: str | os.PathLike, rows: list[dict], title: str = "") -> Path:
@@ -60,9 +57,6 @@ def save_recognition(path: str | os.PathLike, rows: list[dict], title: str = "")
     clips that each probe (our embedding; MFCC statistics) names correctly."""
     from matplotlib.figure import Figure
 
-    p = Path(path)
-    if not p.parent.is_dir():
-        raise AudioVAEError(f"{p}: folder {p.parent} does not exist")
     bars = [("generated_accuracy", "generated, embedding probe"), ("real_test_accuracy", "real test, embedding probe"),
             ("generated_accuracy_mfcc", "generated, MFCC probe"), ("real_test_accuracy_mfcc", "real test, MFCC probe")]
     y = np.arange(len(rows))
@@ -76,11 +70,13 @@ def save_recognition(path: str | os.PathLike, rows: list[dict], title: str = "")
     ax.set_xlabel("recognized as the requested label")
     ax.set_title(title)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.5 / len(rows) ** 0.5), ncol=2, fontsize="small")
-    return _save(fig, p)
+    return _save(fig, Path(path))
 
 
 def _save(fig, p: Path) -> Path:
     """Write ``fig`` to ``p`` atomically (PNG, or JPEG for a .jpg path)."""
+    if not p.parent.is_dir():
+        raise AudioVAEError(f"{p}: folder {p.parent} does not exist")
     fig.tight_layout()
     tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:

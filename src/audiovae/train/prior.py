@@ -118,18 +118,17 @@ def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
     prior.set_stats(caches["train"].frames)
     if cfg.init:
         _start_from(prior, cfg.init, vocab)
+    clips = {s: [prior.normalize(c) for c in cache.clips()] for s, cache in caches.items()}
+    labels = {s: [vocab.index(v) if v in vocab else len(vocab) for v in cache.labels] for s, cache in caches.items()}
     style = None if embedder is None else ClipStyle(prior, embedder)
     if style is not None:
-        prior.set_styles(torch.cat([style(prior.normalize(c)[None]) for c in caches["train"].clips()]),
-                         [vocab.index(v) if v in vocab else len(vocab) for v in caches["train"].labels])
+        prior.set_styles(torch.cat([style(c[None]) for c in clips["train"]]), labels["train"])
     loaders = []
     for split, cache in caches.items():
         train = split == "train"
-        clips = [prior.normalize(c) for c in cache.clips()]
-        labels = [vocab.index(v) if v in vocab else len(vocab) for v in cache.labels]
         sampler = LengthBatchSampler(cache.lengths.tolist(), cfg.prior.context, cfg.batch_frames,
                                      batches=cfg.val_every if train else 0, seed=cfg.seed, shuffle=train)
-        loaders.append(DataLoader(CropDataset(clips, labels, cfg.prior.context, train, cfg.seed),
+        loaders.append(DataLoader(CropDataset(clips[split], labels[split], cfg.prior.context, train, cfg.seed),
                                   batch_sampler=sampler, collate_fn=collate))
     module = PriorModule(cfg, vocab, model.card.get("sha256", ""), model.card.get("encoder_sha256", ""), style)
     module.prior.load_state_dict(prior.state_dict())
