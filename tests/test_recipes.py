@@ -13,7 +13,8 @@ from audiovae.models.vae import VAE
 from audiovae.train.config import load_train_config
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*/*.yaml"))
-FROM_INIT = ("gan.yaml", "finetune-codec.yaml", "finetune-rd.yaml")  # these take their model from --init (stage 1)
+# these take their model from --init
+FROM_INIT = ("gan.yaml", "gan-gpu.yaml", "finetune-codec.yaml", "finetune-rd.yaml")
 TRAIN_CONFIGS = [p for p in RECIPES if p.name in ("train.yaml", "train-gpu.yaml", *FROM_INIT)]
 
 

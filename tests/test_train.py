@@ -189,6 +189,30 @@ def test_codec_finetune_keeps_the_encoder_and_trains_the_decoder(tmp_path):
     assert not np.allclose(entropy.multipliers, 1.0)
 
 
+def test_adversarial_stage_keeps_the_per_channel_steps_of_its_init(tmp_path):
+    # a codec-aware stage 2: decoder trained on the codec's noise (fixed steps of the --init model) with the GAN
+    from audiovae.registry import read_checkpoint, save
+
+    manifest = make_corpus(tmp_path)
+    cfg = load_train_config(write_config(tmp_path, manifest, max_steps=3, val_every=100, freeze_encoder=True,
+                                         adversarial_after=0, disc_channels=4,
+                                         quant_noise={"prob": 1.0, "min_step": 0.5, "max_step": 2.0},
+                                         rd={"enabled": True, "train": False}))
+    torch.manual_seed(0)
+    save(cfg.model, VAE(cfg.model).state_dict(), tmp_path / "plain", "tiny")
+    with pytest.raises(Exception, match="rd.train: false keeps the per-channel steps of --init, but .*plain has none"):
+        train(cfg, tmp_path / "no-steps", init=str(tmp_path / "plain"), progress=False)
+    steps = {"a": [0.3, -0.1, -0.2, 0.0], "b": [0.05, 0.0, -0.05, 0.0]}
+    save(cfg.model, VAE(cfg.model).state_dict(), tmp_path / "init", "tiny", step_scales=steps)
+    start = load(tmp_path / "init")
+    last = train(cfg, tmp_path / "run", init=str(tmp_path / "init"), progress=False)
+    assert gan_logged(tmp_path / "run") == [1, 2, 3]
+    _, state, _ = read_checkpoint(last)
+    assert all(torch.equal(state[k], v) for k, v in start.state_dict().items() if k.startswith("encoder."))
+    assert not all(torch.equal(state[k], v) for k, v in start.state_dict().items() if k.startswith("decoder."))
+    assert np.allclose(load(export(last, tmp_path / "out")).card["step_scales"]["a"], steps["a"])
+
+
 def test_decoder_input_uses_quantization_noise():
     from audiovae.models.vae import Posterior
     from audiovae.train.config import QuantNoiseConfig

@@ -39,9 +39,12 @@ class QuantNoiseConfig:
 class RDConfig:
     """Rate-distortion fine-tuning (train/rd.py): per-channel steps over quant_noise's step range, trained with
     the decoder at lr ``lr`` (with the rate proxy); ``bins`` levels of log step each keep the rate of uniform
-    steps by dual ascent at ``dual_lr``. Needs ``quant_noise.prob`` > 0 and ``freeze_encoder``."""
+    steps by dual ascent at ``dual_lr``. Needs ``quant_noise.prob`` > 0 and ``freeze_encoder``. With ``train:
+    false`` the steps are those of the --init model, kept fixed (no rate term): a later fine-tuning, such as the
+    adversarial stage, trains the decoder on the codec's noise and exports the same steps."""
 
     enabled: bool = False
+    train: bool = True
     bins: int = 8
     lr: float = 3e-3
     dual_lr: float = 0.05

@@ -19,15 +19,17 @@ from audiovae.train.data import AudioDataModule
 from audiovae.train.module import VAEModule
 
 
-def initial_weights(init: str) -> tuple[ModelConfig, dict]:
-    """Model config and VAE weights to start from: a training checkpoint (.ckpt) or a pretrained model."""
+def initial_weights(init: str) -> tuple[ModelConfig, dict, dict | None]:
+    """Model config, VAE weights and per-channel step parameters {a, b} (None without) to start from: a
+    training checkpoint (.ckpt) or a pretrained model."""
     from audiovae.registry import load, read_checkpoint
 
     if init.endswith(".ckpt"):
         config, state, _ = read_checkpoint(init)
-        return from_dict(ModelConfig, config["model"]), state
+        rd = read_checkpoint(init, "rd.")[1]
+        return from_dict(ModelConfig, config["model"]), state, ({"a": rd["a"], "b": rd["b"]} if rd else None)
     model = load(init)
-    return model.config, model.state_dict()
+    return model.config, model.state_dict(), model.card.get("step_scales")
 
 
 def train(
@@ -54,11 +56,17 @@ def train(
         raise AudioVAEError("freeze_encoder trains the decoder alone: give --init, the model whose encoder to keep")
     module = VAEModule(cfg, str(run_dir))
     if init and not resume:
-        model_cfg, state = initial_weights(init)
+        model_cfg, state, scales = initial_weights(init)
         if model_cfg != cfg.model:
             cfg = replace(cfg, model=model_cfg)
             module = VAEModule(cfg, str(run_dir))
         module.vae.load_state_dict(state)
+        if module.rd is not None and scales is not None:
+            with torch.no_grad():
+                module.rd.a.copy_(torch.as_tensor(scales["a"])), module.rd.b.copy_(torch.as_tensor(scales["b"]))
+        elif module.rd is not None and not cfg.rd.train:
+            raise AudioVAEError(f"rd.train: false keeps the per-channel steps of --init, but {init} has none "
+                                "(train them with rd.train: true, or drop rd for uniform steps)")
     if cfg.data.sample_rate != cfg.model.sample_rate:
         raise AudioVAEError(f"data.sample_rate {cfg.data.sample_rate} does not match the model's "
                             f"{cfg.model.sample_rate} (for stage 2, pass --init with the stage-1 model)")
