@@ -287,19 +287,40 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def read_checkpoint(path: str | os.PathLike, prefix: str = "vae.") -> tuple[dict, dict, int]:
-    """(train config dict, state dict of the module under ``prefix`` (the VAE; ``rd.`` the rate-distortion
-    steps), generator updates) from a Lightning checkpoint."""
+def _open_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, int]:
+    """(train config dict, whole state dict, generator updates) of a Lightning checkpoint, read once."""
     p = Path(path)
     if not p.is_file():
         raise ModelLoadError(f"{p}: no such checkpoint")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        config = ckpt["hyper_parameters"]["config"]
-        state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        return ckpt["hyper_parameters"]["config"], dict(ckpt["state_dict"]), int(ckpt.get("global_step", 0))
     except (KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise ModelLoadError(f"{p}: not an audiovae training checkpoint ({str(e).splitlines()[0]})") from None
-    return config, state, int(ckpt.get("global_step", 0))
+
+
+def _under(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def read_checkpoint(path: str | os.PathLike, prefix: str = "vae.") -> tuple[dict, dict, int]:
+    """(train config dict, state dict of the module under ``prefix`` (the VAE; ``rd.`` the rate-distortion
+    steps), generator updates) from a Lightning checkpoint."""
+    config, state, steps = _open_checkpoint(path)
+    return config, _under(state, prefix), steps
+
+
+def read_model_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, dict | None, int]:
+    """(train config dict, VAE state dict, per-channel step parameters {a, b} as a card's ``step_scales``
+    holds them (None unless a rate-distortion run), generator updates) from one read of a checkpoint."""
+    config, state, steps = _open_checkpoint(path)
+    rd = _under(state, "rd.")
+    if not rd:
+        return config, _under(state, "vae."), None, steps
+    from audiovae.train.rd import step_scales
+
+    scales = dict(zip("ab", (x.double().tolist() for x in step_scales(rd["a"], rd["b"])), strict=True))
+    return config, _under(state, "vae."), scales, steps
 
 
 def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike, name: str | None = None,
@@ -307,15 +328,9 @@ def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike, name: str | None
     """Write NAME.safetensors (fp16) and NAME.json into ``out_dir``; returns the JSON path. A rate-distortion
     fine-tuning's per-channel steps (train/rd.py) go into the card as ``step_scales`` {a, b}: ``codec fit``
     gives the entropy model multipliers ``exp(a + b ln step)``."""
-    config, state, steps = read_checkpoint(ckpt)
+    config, state, scales, steps = read_model_checkpoint(ckpt)
     model_cfg = from_dict(ModelConfig, config["model"])
     _load_state(VAE(model_cfg), state, str(ckpt))  # refuse a checkpoint of another architecture
-    scales = None
-    if config.get("rd", {}).get("enabled"):
-        from audiovae.train.rd import step_scales
-
-        rd = read_checkpoint(ckpt, "rd.")[1]
-        scales = dict(zip("ab", (x.double().tolist() for x in step_scales(rd["a"], rd["b"])), strict=True))
     return save(model_cfg, state, out_dir, name or config.get("name", "model"), steps=steps, metrics=metrics,
                 corpus=corpus or config.get("data", {}).get("manifests", None), step_scales=scales)
 

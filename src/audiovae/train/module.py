@@ -66,8 +66,9 @@ class VAEModule(L.LightningModule):
         q = cfg.quant_noise
         self.rd = RateDistortion(cfg.model.latent_dim, cfg.rd.bins, q.min_step, q.max_step, cfg.rd.dual_lr) \
             if cfg.rd.enabled else None
-        if self.rd is not None and not cfg.rd.train:
-            self.rd.requires_grad_(False)
+        self.trains_steps = self.rd is not None and cfg.rd.train  # else the steps stay those of --init
+        if self.rd is not None:
+            self.rd.requires_grad_(self.trains_steps)
         self.bad_steps = 0
         self._val: list[dict] = []
         self.train_seconds, self._tick = 0.0, None  # wall-clock training time, kept across resumes
@@ -96,7 +97,7 @@ class VAEModule(L.LightningModule):
         o = self.cfg.optim
         trained = [p for p in self.vae.parameters() if p.requires_grad]  # a frozen encoder gets no weight decay
         groups = [{"params": trained}] + ([{"params": self.rd.parameters(), "lr": self.cfg.rd.lr, "weight_decay": 0.0}]
-                                          if self.rd is not None and self.cfg.rd.train else [])
+                                          if self.trains_steps else [])
         opt_g = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=o.lr_gamma)
         if self.disc is None:
@@ -128,7 +129,7 @@ class VAEModule(L.LightningModule):
         beta = kl_weight(self.updates, self.cfg.loss)
         loss = rec + beta * kl
         logs = {f"train/{k}": v.detach() for k, v in parts.items()}
-        if self.rd is not None and self.cfg.rd.train:
+        if self.trains_steps:
             rate, rd_logs = self.rd.loss(post.mean, u, step)
             loss = loss + rate
             logs.update({f"train/{k}": v for k, v in rd_logs.items()})

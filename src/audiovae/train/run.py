@@ -22,12 +22,11 @@ from audiovae.train.module import VAEModule
 def initial_weights(init: str) -> tuple[ModelConfig, dict, dict | None]:
     """Model config, VAE weights and per-channel step parameters {a, b} (None without) to start from: a
     training checkpoint (.ckpt) or a pretrained model."""
-    from audiovae.registry import load, read_checkpoint
+    from audiovae.registry import load, read_model_checkpoint
 
     if init.endswith(".ckpt"):
-        config, state, _ = read_checkpoint(init)
-        rd = read_checkpoint(init, "rd.")[1]
-        return from_dict(ModelConfig, config["model"]), state, ({"a": rd["a"], "b": rd["b"]} if rd else None)
+        config, state, scales, _ = read_model_checkpoint(init)
+        return from_dict(ModelConfig, config["model"]), state, scales
     model = load(init)
     return model.config, model.state_dict(), model.card.get("step_scales")
 
