@@ -130,6 +130,17 @@ def test_a_refitted_entropy_model_refuses_older_files(model_dir, tmp_path):
         Codec(str(other)).decompress(data)
 
 
+def test_the_header_names_the_entropy_model_by_a_prefix_and_full_hashes_still_decode(model_dir, monkeypatch):
+    codec = Codec(str(model_dir))
+    short = codec.compress(voice(1.0), SR, quality=5)
+    assert Reader(io.BytesIO(short)).header.codec["entropy_sha256"] == codec.entropy_sha256[:16]
+    monkeypatch.setattr(stream, "ENTROPY_ID_DIGITS", 64)  # as files were written before the prefix
+    full = codec.compress(voice(1.0), SR, quality=5)
+    assert len(full) == len(short) + 48
+    monkeypatch.undo()
+    np.testing.assert_array_equal(codec.decompress(full)[0], codec.decompress(short)[0])
+
+
 @pytest.mark.parametrize("name", ["speech16k", "music24k"])
 def test_shipped_models_reach_the_bench_rates(name):
     """The shipped entropy models load (fitted on these weights) and the --kbps search has fine enough

@@ -26,6 +26,7 @@ from audiovae.inference import EncodeStream, block_frames, encode_means, split, 
 from audiovae.models.vae import VAE
 
 CHUNK_FRAMES = 250
+ENTROPY_ID_DIGITS = 16  # hex digits of the entropy model's sha256 in a header: its bytes count at low rates
 DEFAULT_QUALITY = 7
 
 
@@ -118,7 +119,8 @@ class Codec:
         return Header(model_id=m.name, model_sha256=m.card["sha256"], sample_rate=m.sample_rate,
                       channels=channels, original_length=length or 0, original_sample_rate=sample_rate,
                       quality=quality, entropy_model=f"{self.entropy.kind}-v{ENTROPY_VERSION}",
-                      codec={"chunk_frames": CHUNK_FRAMES, "entropy_sha256": self.entropy_sha256, **codec})
+                      codec={"chunk_frames": CHUNK_FRAMES,
+                             "entropy_sha256": self.entropy_sha256[:ENTROPY_ID_DIGITS], **codec})
 
     def chunk_payload(self, means: np.ndarray, quality: int) -> bytes:
         """(channels, latent_dim, frames) posterior means -> one chunk's payload (see docs/format.md)."""
@@ -152,8 +154,8 @@ class Codec:
         if h.model_sha256 != self.model.card["sha256"]:
             raise CodecError(f"{where}encoded with model '{h.model_id}' (sha256 {h.model_sha256[:12]}...), "
                              f"not with '{self.model.name}' ({self.model.card['sha256'][:12]}...)")
-        stored = h.codec.get("entropy_sha256", self.entropy_sha256)  # files before it was recorded: not checked
-        if stored != self.entropy_sha256:
+        stored = str(h.codec.get("entropy_sha256", self.entropy_sha256))  # files before it was recorded: not checked
+        if len(stored) < ENTROPY_ID_DIGITS or not self.entropy_sha256.startswith(stored):
             raise CodecError(f"{where}coded with another entropy model of '{h.model_id}' "
                              f"(sha256 {str(stored)[:12]}...) than this one ({self.entropy_sha256[:12]}...)")
         if not 1 <= h.quality <= self.entropy.qualities or h.quality != int(h.quality):
