@@ -313,13 +313,12 @@ def read_checkpoint(path: str | os.PathLike, prefix: str = "vae.") -> tuple[dict
 def read_model_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, dict | None, int]:
     """(train config dict, VAE state dict, per-channel step parameters {a, b} as a card's ``step_scales``
     holds them (None unless a rate-distortion run), generator updates) from one read of a checkpoint."""
-    config, state, steps = _open_checkpoint(path)
-    rd = _under(state, "rd.")
-    if not rd:
-        return config, _under(state, "vae."), None, steps
     from audiovae.train.rd import step_scales
 
-    scales = dict(zip("ab", (x.double().tolist() for x in step_scales(rd["a"], rd["b"])), strict=True))
+    config, state, steps = _open_checkpoint(path)
+    rd, scales = _under(state, "rd."), None
+    if rd:
+        scales = dict(zip("ab", (x.double().tolist() for x in step_scales(rd["a"], rd["b"])), strict=True))
     return config, _under(state, "vae."), scales, steps
 
 

@@ -157,7 +157,7 @@ class Codec:
         stored = str(h.codec.get("entropy_sha256", self.entropy_sha256))  # files before it was recorded: not checked
         if len(stored) < ENTROPY_ID_DIGITS or not self.entropy_sha256.startswith(stored):
             raise CodecError(f"{where}coded with another entropy model of '{h.model_id}' "
-                             f"(sha256 {str(stored)[:12]}...) than this one ({self.entropy_sha256[:12]}...)")
+                             f"(sha256 {stored[:12]}...) than this one ({self.entropy_sha256[:12]}...)")
         if not 1 <= h.quality <= self.entropy.qualities or h.quality != int(h.quality):
             raise CodecError(f"{where}quality {h.quality} is not one of this model's 1..{self.entropy.qualities}")
 
