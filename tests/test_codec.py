@@ -3,6 +3,7 @@
 import io
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from audiovae import audio, bench, inference
 from audiovae.codec import stream
-from audiovae.codec.format import FormatError, Reader
+from audiovae.codec.format import FormatError, Reader, Writer
 from audiovae.codec.stream import Codec, CodecError, fit_for_model
 from audiovae.config import ModelConfig
 from audiovae.errors import AudioVAEError
@@ -50,7 +51,7 @@ def test_symbols_survive_the_file_exactly(model_dir, monkeypatch):
     reader = Reader(io.BytesIO(data))
     got = np.concatenate([codec._split(c.payload, c.frames, 1, 6)[0] for c in reader], axis=1)
     assert np.array_equal(got, sent)
-    assert reader.header.codec["frames"] == sent.shape[1] and reader.header.quality == 6
+    assert reader.header.quality == 6
 
 
 def test_roundtrip_restores_rate_channels_and_length(model_dir):
@@ -130,15 +131,23 @@ def test_a_refitted_entropy_model_refuses_older_files(model_dir, tmp_path):
         Codec(str(other)).decompress(data)
 
 
-def test_the_header_names_the_entropy_model_by_a_prefix_and_full_hashes_still_decode(model_dir, monkeypatch):
+def test_headers_name_hashes_by_a_prefix_and_version_1_files_still_decode(model_dir):
     codec = Codec(str(model_dir))
-    short = codec.compress(voice(1.0), SR, quality=5)
-    assert Reader(io.BytesIO(short)).header.codec["entropy_sha256"] == codec.entropy_sha256[:16]
-    monkeypatch.setattr(stream, "ENTROPY_ID_DIGITS", 64)  # as files were written before the prefix
-    full = codec.compress(voice(1.0), SR, quality=5)
-    assert len(full) == len(short) + 48
-    monkeypatch.undo()
-    np.testing.assert_array_equal(codec.decompress(full)[0], codec.decompress(short)[0])
+    new = codec.compress(voice(1.0), SR, quality=5)
+    reader = Reader(io.BytesIO(new))
+    h, chunks = reader.header, [(c.payload, c.frames) for c in reader]
+    assert reader.version == 2 and h.model_sha256 == codec.model.card["sha256"][:16]
+    assert h.codec == {"entropy_sha256": codec.entropy_sha256[:16], "samples": SR}
+    # as written before format version 2: a JSON header with all 64 digits and the informative frame counts
+    old_codec = {"chunk_frames": stream.CHUNK_FRAMES, "entropy_sha256": codec.entropy_sha256,
+                 "frames": sum(n for _, n in chunks), "samples": SR}
+    buf = io.BytesIO()
+    with Writer(buf, replace(h, model_sha256=codec.model.card["sha256"], codec=old_codec), version=1) as w:
+        for payload, frames in chunks:
+            w.write_chunk(payload, frames)
+    old = buf.getvalue()
+    assert len(old) - len(new) > 250
+    np.testing.assert_array_equal(codec.decompress(old)[0], codec.decompress(new)[0])
 
 
 @pytest.mark.parametrize("name", ["speech16k", "music24k"])

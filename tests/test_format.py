@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import zlib
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,15 +21,15 @@ from audiovae.codec import format as fmt
 from audiovae.codec.format import Chunk, FormatError, Header, Reader, Writer, read_file, write_file
 
 FAST = settings(derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-HEADER = Header(model_id="speech16k", model_sha256="0123456789abcdef" * 4, sample_rate=16000, channels=1,
+HEADER = Header(model_id="speech16k", model_sha256="0123456789abcdef", sample_rate=16000, channels=1,
                 original_length=48000, original_sample_rate=44100, quality=2.5, entropy_model="factorized-v1",
                 codec={"hop": 320, "step": 0.5, "dims": [32, 4]})
 CHUNKS = [(b"first", 50), (b"", 0), (bytes(range(256)), 25)]
 
 
-def encode(header: Header = HEADER, chunks=CHUNKS) -> bytes:
+def encode(header: Header = HEADER, chunks=CHUNKS, version: int = fmt.VERSION) -> bytes:
     buf = io.BytesIO()
-    with Writer(buf, header) as w:
+    with Writer(buf, header, version=version) as w:
         for payload, frames in chunks:
             w.write_chunk(payload, frames)
     return buf.getvalue()
@@ -70,21 +71,29 @@ chunk_lists = st.lists(st.tuples(st.binary(max_size=300), st.integers(0, 2**32 -
 
 
 @settings(FAST, max_examples=60)
-@given(headers, chunk_lists)
-def test_round_trip(header, chunks):
-    data = encode(header, chunks)
+@given(headers, chunk_lists, st.sampled_from(fmt.SUPPORTED_VERSIONS))
+def test_round_trip(header, chunks, version):
+    data = encode(header, chunks, version)
     got_header, got_chunks = decode(data)
-    assert got_header == header and got_header.to_json() == header.to_json()
+    # version 2 keeps the first 16 hex digits of the model's sha256 (and stores quality as a float64)
+    assert got_header == (header if version == 1 else replace(header, model_sha256=header.model_sha256[:16]))
+    assert got_header.to_bytes(version) == header.to_bytes(version)
     assert got_chunks == [Chunk(i, frames, payload) for i, (payload, frames) in enumerate(chunks)]
-    assert encode(got_header, chunks) == data  # canonical: the same input gives the same bytes
+    assert encode(got_header, chunks, version) == data  # canonical: the same input gives the same bytes
 
 
 def test_layout_matches_docs():
     data = encode()
     magic, version, hlen, hcrc = struct.unpack_from("<4sHII", data)
-    assert (magic, version) == (b"AVAE", 1)
+    assert (magic, version) == (b"AVAE", 2)
     header = data[14:14 + hlen]
-    assert hcrc == zlib.crc32(header) and json.loads(header)["model_id"] == "speech16k"
+    assert hcrc == zlib.crc32(header)
+    # the binary header, field by field: model_id, 8 bytes of sha256, varints, channels, quality, entropy_model, codec
+    assert header[0] == 9 and header[1:10] == b"speech16k" and header[10:18].hex() == HEADER.model_sha256
+    assert header[18:20] == bytes([0x80, 0x7D]) and header[20] == 1  # 16000 as a LEB128 varint, one channel
+    assert header[21:24] == bytes([0x80, 0xF7, 0x02]) and header[24:27] == bytes([0xC4, 0xD8, 0x02])  # 48000, 44100
+    assert struct.unpack_from("<d", header, 27) == (2.5,) and header[35] == 13 and header[36:49] == b"factorized-v1"
+    assert json.loads(header[49:]) == HEADER.codec
     pos = 14 + hlen
     for i, (payload, frames) in enumerate(CHUNKS):
         index, nframes, length, crc = struct.unpack_from("<IIII", data, pos)
@@ -94,15 +103,19 @@ def test_layout_matches_docs():
     assert struct.unpack_from("<IIQ", data, pos) == (0xFFFFFFFF, 3, 75) and pos + 16 == len(data)
 
 
-def test_example_in_docs():
-    """The worked example of docs/format.md: the format must not change without a new version."""
+def test_examples_in_docs():
+    """The worked examples of docs/format.md: the format must not change without a new version."""
     header = Header(model_id="demo", model_sha256="0" * 64, sample_rate=16000, channels=1, original_length=640,
                     original_sample_rate=16000, quality=1, entropy_model="fp1")
-    body = header.to_json()
+    chunk = bytes.fromhex("00000000 02000000 03000000 b4f9aa14 010203 ffffffff 01000000 0200000000000000")
+    body = header.to_bytes(2)
+    assert body.hex() == "0464656d6f" + "00" * 8 + "807d01" + "8005" + "807d" + "000000000000f03f" + "03667031" + "7b7d"
+    expected = bytes.fromhex("41564145 0200 22000000 6fbd65bd") + body + chunk
+    assert encode(header, [(b"\x01\x02\x03", 2)]) == expected and len(expected) == 83
+    body = header.to_json()  # version 1
     assert len(body) == 230 and body.startswith(b'{"channels":1,"codec":{},"entropy_model":"fp1"')
-    expected = (bytes.fromhex("41564145 0100 e6000000 ea95a444") + body
-                + bytes.fromhex("00000000 02000000 03000000 b4f9aa14 010203 ffffffff 01000000 0200000000000000"))
-    assert encode(header, [(b"\x01\x02\x03", 2)]) == expected and len(expected) == 279
+    expected = bytes.fromhex("41564145 0100 e6000000 ea95a444") + body + chunk
+    assert encode(header, [(b"\x01\x02\x03", 2)], version=1) == expected and len(expected) == 279
 
 
 def test_every_truncation_fails_cleanly():
@@ -140,7 +153,8 @@ def test_bad_magic_version_and_garbage():
     data = encode()
     assert "not an .avae file" in error(b"RIFF" + data[4:])
     assert "not an .avae file" in error(b"hello, this is plain text\n")
-    assert "unsupported format version 7 (this reader supports version 1)" in error(data[:4] + b"\x07\x00" + data[6:])
+    assert "unsupported format version 7 (this reader supports version 1, 2)" in error(
+        data[:4] + b"\x07\x00" + data[6:])
     assert "header length 4294967295 exceeds the limit" in error(data[:6] + b"\xff" * 4 + data[10:])
     assert "unexpected data after the trailer" in error(data + b"\x00")
 
@@ -205,6 +219,41 @@ def test_header_error_in_a_file_names_the_file():
     body = json.dumps({**json.loads(HEADER.to_json()), "channels": 0}).encode()
     data = struct.pack("<4sHII", b"AVAE", 1, len(body), zlib.crc32(body)) + body
     assert error(data) == "x.avae: header key 'channels': expected an integer in [1, 255], got 0"
+    body = bytearray(HEADER.to_bytes(2))
+    body[20] = 0  # channels
+    data = struct.pack("<4sHII", b"AVAE", 2, len(body), zlib.crc32(body)) + body
+    assert error(data) == "x.avae: header key 'channels': expected an integer in [1, 255], got 0"
+
+
+def test_binary_header_errors_name_the_field():
+    body = HEADER.to_bytes(2)
+    for n, key in [(0, "model_id"), (5, "model_id"), (12, "model_sha256"), (19, "sample_rate"), (20, "channels"),
+                   (22, "original_length"), (30, "quality"), (40, "entropy_model")]:
+        with pytest.raises(FormatError, match=re.escape(f"malformed binary header (it ends in '{key}')")):
+            Header.from_bytes(body[:n], 2)
+    for bad, message in [(body[:18] + b"\x80\x00" + body[19:], "'sample_rate' is not a minimal varint"),
+                         (body[:18] + b"\xff" * 10, "'sample_rate' is a varint of more than 9 bytes"),
+                         (body[:1] + b"\xff" + body[2:], "header key 'model_id': not UTF-8"),
+                         (body[:49] + b"[]", "header key 'codec': expected a JSON object, got list"),
+                         (body[:49] + b"{", "malformed codec"),
+                         (body[:27] + struct.pack("<d", float("inf")) + body[35:], "header key 'quality'")]:
+        with pytest.raises(FormatError, match=re.escape(message)):
+            Header.from_bytes(bad, 2)
+    with pytest.raises(FormatError, match="header key 'model_id': expected at most 255 bytes of UTF-8"):
+        replace(HEADER, model_id="é" * 128).to_bytes(2)
+    with pytest.raises(FormatError, match=r"cannot write format version 3 \(this writer supports version 1, 2\)"):
+        HEADER.to_bytes(3)
+
+
+@settings(FAST, max_examples=200)
+@given(st.binary(max_size=80))
+def test_fuzz_binary_header(data):
+    try:
+        header = Header.from_bytes(data, 2)
+    except FormatError as e:
+        assert "\n" not in str(e)
+    else:  # only the codec's JSON may be spelled differently
+        assert Header.from_bytes(header.to_bytes(2), 2) == header
 
 
 def test_writer_refuses_bad_chunks():
@@ -316,7 +365,8 @@ def _reader_raises_only_format_errors(data: bytes) -> None:
 
 
 VALID = encode()
-PREFIXES = [b"", b"AVAE\x01\x00", VALID[:chunk_offset(VALID, 0)]]  # nothing, the magic and version, the header
+V1 = encode(version=1)
+PREFIXES = [b"", b"AVAE\x01\x00", b"AVAE\x02\x00", VALID[:chunk_offset(VALID, 0)], V1[:chunk_offset(V1, 0)]]
 
 
 @settings(FAST, max_examples=100)

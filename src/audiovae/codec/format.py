@@ -1,4 +1,4 @@
-"""The ``.avae`` container: magic, version, a JSON header, CRC-checked chunks and a trailer (docs/format.md).
+"""The ``.avae`` container: magic, version, a header, CRC-checked chunks and a trailer (docs/format.md).
 
 Pure standard library (no torch, no numpy), so that any tool can read and write files. Reading and
 writing need no seeking (pipes work) and hold one chunk in memory at a time. Every defect raises
@@ -25,8 +25,9 @@ from typing import BinaryIO, NamedTuple
 from audiovae.errors import AudioVAEError
 
 MAGIC = b"AVAE"
-VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+VERSION = 2  # 2: a binary header (about 230 bytes less per file than version 1's JSON)
+SUPPORTED_VERSIONS = (1, 2)
+HASH_PREFIX_DIGITS = 16  # version 2 names the model by the first 8 bytes of its sha256
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB
 MAX_CHUNK_BYTES = 1 << 24  # 16 MiB
 END_MARKER = 0xFFFFFFFF  # the index field of the trailer; never a chunk index
@@ -35,6 +36,9 @@ _U32_MAX = 0xFFFFFFFF
 _PREAMBLE = struct.Struct("<4sHII")  # magic, version, header length, CRC32 of the header
 _CHUNK = struct.Struct("<IIII")  # index, frames, payload length, CRC32 of the first 12 bytes + payload
 _TRAILER = struct.Struct("<IIQ")  # END_MARKER, chunk count, total frames
+_F64 = struct.Struct("<d")
+_SHA256 = f"[0-9a-f]{{64}}|[0-9a-f]{{{HASH_PREFIX_DIGITS}}}"
+_SUPPORTED = "version " + ", ".join(map(str, SUPPORTED_VERSIONS))
 _INT_KEYS = {  # header key -> inclusive range
     "sample_rate": (1, 2**31 - 1),
     "channels": (1, 255),
@@ -52,7 +56,7 @@ class Header:
     """What a decoder needs before the first chunk; ``codec`` is free-form JSON filled by the codec."""
 
     model_id: str
-    model_sha256: str  # 64 lowercase hex digits
+    model_sha256: str  # 64 lowercase hex digits, or (version 2) the first 16 of them
     sample_rate: int  # of the model, i.e. of the latents
     channels: int
     original_length: int  # samples per channel of the input, at original_sample_rate
@@ -65,8 +69,9 @@ class Header:
         for key in ("model_id", "entropy_model"):
             if not isinstance(value := getattr(self, key), str) or not value:
                 raise _invalid(key, "a non-empty string", value)
-        if not isinstance(self.model_sha256, str) or not re.fullmatch("[0-9a-f]{64}", self.model_sha256):
-            raise _invalid("model_sha256", "64 lowercase hex digits", self.model_sha256)
+        if not isinstance(self.model_sha256, str) or not re.fullmatch(_SHA256, self.model_sha256):
+            raise _invalid("model_sha256", f"64 lowercase hex digits (or their first {HASH_PREFIX_DIGITS})",
+                           self.model_sha256)
         for key, (lo, hi) in _INT_KEYS.items():
             if type(value := getattr(self, key)) is not int or not lo <= value <= hi:  # bool is not accepted
                 raise _invalid(key, f"an integer in [{lo}, {hi}]", value)
@@ -75,26 +80,48 @@ class Header:
         if not isinstance(self.codec, dict):
             raise _invalid("codec", "a JSON object", self.codec)
 
-    def to_json(self) -> bytes:
-        """Canonical UTF-8 JSON (sorted keys, no spaces): equal headers give equal bytes."""
-        try:
-            text = json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, sort_keys=True,
-                              separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError, RecursionError) as e:
-            raise FormatError(f"header key 'codec': not JSON-serializable ({e})") from None
-        data = text.encode("utf-8")
+    def to_bytes(self, version: int = VERSION) -> bytes:
+        """The header's bytes in a format ``version``; equal headers give equal bytes. Version 2 keeps the
+        first 16 hex digits of ``model_sha256`` and stores ``quality`` as a float64."""
+        if version == 1:
+            data = self.to_json()
+        elif version == 2:
+            sha = bytes.fromhex(self.model_sha256[:HASH_PREFIX_DIGITS])
+            data = b"".join([_short_text("model_id", self.model_id), sha,
+                             _uvarint(self.sample_rate), bytes([self.channels]), _uvarint(self.original_length),
+                             _uvarint(self.original_sample_rate), _F64.pack(self.quality),
+                             _short_text("entropy_model", self.entropy_model), _canonical_json("codec", self.codec)])
+        else:
+            raise FormatError(f"cannot write format version {version} (this writer supports {_SUPPORTED})")
         if len(data) > MAX_HEADER_BYTES:
             raise FormatError(f"header of {len(data)} bytes exceeds the limit of {MAX_HEADER_BYTES} bytes")
         return data
 
     @classmethod
+    def from_bytes(cls, data: bytes, version: int = VERSION) -> Header:
+        """Parse and validate a header of format ``version``; FormatError names what is wrong."""
+        if version == 1:
+            return cls.from_json(data)
+        fields_ = _BinaryFields(data)
+        model_id, sha = fields_.text("model_id"), fields_.take(HASH_PREFIX_DIGITS // 2, "model_sha256").hex()
+        sample_rate, channels = fields_.uvarint("sample_rate"), fields_.take(1, "channels")[0]
+        original_length, original_rate = fields_.uvarint("original_length"), fields_.uvarint("original_sample_rate")
+        (quality,) = _F64.unpack(fields_.take(_F64.size, "quality"))
+        entropy_model = fields_.text("entropy_model")
+        codec = _parse_json(fields_.rest(), "codec")
+        if not isinstance(codec, dict):
+            raise FormatError(f"header key 'codec': expected a JSON object, got {type(codec).__name__}")
+        return cls(model_id, sha, sample_rate, channels, original_length, original_rate, quality, entropy_model, codec)
+
+    def to_json(self) -> bytes:
+        """Version 1's header: canonical UTF-8 JSON (sorted keys, no spaces)."""
+        return _canonical_json("codec", {f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
     def from_json(cls, data: bytes | str) -> Header:
-        """Parse and validate; FormatError names malformed JSON or the missing / unknown / invalid key."""
-        try:
-            text = data.decode("utf-8") if isinstance(data, bytes) else data
-            obj = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise FormatError(f"malformed JSON header ({e})") from None
+        """Parse and validate version 1's JSON header; FormatError names malformed JSON or the missing / unknown
+        / invalid key."""
+        obj = _parse_json(data, "JSON header")
         if not isinstance(obj, dict):
             raise FormatError(f"malformed JSON header (expected an object, got {type(obj).__name__})")
         names = [f.name for f in fields(cls)]
@@ -105,6 +132,39 @@ class Header:
             if key not in names:
                 raise FormatError(f"header: unknown key {key!r} (codec-specific values belong in 'codec')")
         return cls(**obj)
+
+
+class _BinaryFields:
+    """A cursor over a version 2 header's bytes."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = bytes(data), 0
+
+    def take(self, n: int, key: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise FormatError(f"malformed binary header (it ends in '{key}')")
+        self.pos += n
+        return self.data[self.pos - n : self.pos]
+
+    def text(self, key: str) -> str:
+        try:
+            return self.take(self.take(1, key)[0], key).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(f"header key '{key}': not UTF-8") from None
+
+    def uvarint(self, key: str) -> int:
+        value = 0
+        for shift in range(0, 63, 7):
+            (byte,) = self.take(1, key)
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                if byte == 0 and shift:
+                    raise FormatError(f"malformed binary header ('{key}' is not a minimal varint)")
+                return value
+        raise FormatError(f"malformed binary header ('{key}' is a varint of more than 9 bytes)")
+
+    def rest(self) -> bytes:
+        return self.data[self.pos :]
 
 
 class Chunk(NamedTuple):
@@ -121,7 +181,7 @@ class Writer:
     ``close`` writes the trailer and flushes; it does not close ``fileobj``.
     """
 
-    def __init__(self, fileobj: BinaryIO, header: Header, name: str | None = None):
+    def __init__(self, fileobj: BinaryIO, header: Header, name: str | None = None, version: int = VERSION):
         if isinstance(fileobj, io.TextIOBase):
             raise TypeError("Writer needs a binary file object (e.g. sys.stdout.buffer), not a text one")
         self._f = fileobj
@@ -129,10 +189,10 @@ class Writer:
         self._count = self._frames = 0
         self._closed = False
         try:
-            data = header.to_json()
+            data = header.to_bytes(version)
         except FormatError as e:
             raise _error(self.name, str(e)) from None
-        self._write(_PREAMBLE.pack(MAGIC, VERSION, len(data), zlib.crc32(data)) + data)
+        self._write(_PREAMBLE.pack(MAGIC, version, len(data), zlib.crc32(data)) + data)
 
     def write_chunk(self, payload: bytes, frames: int) -> int:
         """Append one chunk covering ``frames`` frames (any integer type); returns its index."""
@@ -199,17 +259,17 @@ class Reader:
             raise self._error(f"truncated file: ends in the preamble (at byte {self._pos})")
         _, version, length, crc = _PREAMBLE.unpack(pre)
         if version not in SUPPORTED_VERSIONS:
-            supported = ", ".join(map(str, SUPPORTED_VERSIONS))
-            raise self._error(f"unsupported format version {version} (this reader supports version {supported})")
+            raise self._error(f"unsupported format version {version} (this reader supports {_SUPPORTED})")
         if length > MAX_HEADER_BYTES:
             raise self._error(f"header length {length} exceeds the limit of {MAX_HEADER_BYTES} bytes (file damaged)")
         data = self._read_exact(length, "the header")
         if zlib.crc32(data) != crc:
             raise self._error("CRC mismatch in the header (file damaged)")
         try:
-            self.header = Header.from_json(data)
+            self.header = Header.from_bytes(data, version)
         except FormatError as e:
             raise self._error(str(e)) from None
+        self.version = version
 
     def __iter__(self) -> Iterator[Chunk]:
         return self
@@ -321,6 +381,38 @@ def _chunk_crc(head: bytes, payload: bytes) -> int:
 def _invalid(key: str, expected: str, value: object) -> FormatError:
     got = repr(value)
     return FormatError(f"header key '{key}': expected {expected}, got {got if len(got) <= 80 else got[:77] + '...'}")
+
+
+def _uvarint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, least significant first, the high bit set on all but the last."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes(out + bytes([value]))
+
+
+def _short_text(key: str, value: str) -> bytes:
+    data = value.encode("utf-8")
+    if len(data) > 255:
+        raise _invalid(key, "at most 255 bytes of UTF-8 in format version 2", value)
+    return bytes([len(data)]) + data
+
+
+def _canonical_json(key: str, obj: object) -> bytes:
+    try:
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise FormatError(f"header key '{key}': not JSON-serializable ({e})") from None
+    return text.encode("utf-8")
+
+
+def _parse_json(data: bytes | str, what: str) -> object:
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise FormatError(f"malformed {what} ({e})") from None
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict:

@@ -20,13 +20,12 @@ import torch
 from audiovae.audio import resampled_length, validate
 from audiovae.codec.entropy import VERSION as ENTROPY_VERSION
 from audiovae.codec.entropy import EntropyModel, fit_entropy_model, step_multipliers
-from audiovae.codec.format import FormatError, Header, Reader, Writer
+from audiovae.codec.format import HASH_PREFIX_DIGITS, FormatError, Header, Reader, Writer
 from audiovae.errors import AudioVAEError
 from audiovae.inference import EncodeStream, block_frames, encode_means, split, to_model_rate, to_rate
 from audiovae.models.vae import VAE
 
 CHUNK_FRAMES = 250
-ENTROPY_ID_DIGITS = 16  # hex digits of the entropy model's sha256 in a header: its bytes count at low rates
 DEFAULT_QUALITY = 7
 
 
@@ -114,13 +113,11 @@ class Codec:
         if length is None:
             codec = {"streamed": True}
         else:
-            samples = resampled_length(length, sample_rate, m.sample_rate)
-            codec = {"frames": -(-(samples + m.latency) // m.hop_length), "samples": samples}
-        return Header(model_id=m.name, model_sha256=m.card["sha256"], sample_rate=m.sample_rate,
+            codec = {"samples": resampled_length(length, sample_rate, m.sample_rate)}
+        return Header(model_id=m.name, model_sha256=m.card["sha256"][:HASH_PREFIX_DIGITS], sample_rate=m.sample_rate,
                       channels=channels, original_length=length or 0, original_sample_rate=sample_rate,
                       quality=quality, entropy_model=f"{self.entropy.kind}-v{ENTROPY_VERSION}",
-                      codec={"chunk_frames": CHUNK_FRAMES,
-                             "entropy_sha256": self.entropy_sha256[:ENTROPY_ID_DIGITS], **codec})
+                      codec={"entropy_sha256": self.entropy_sha256[:HASH_PREFIX_DIGITS], **codec})
 
     def chunk_payload(self, means: np.ndarray, quality: int) -> bytes:
         """(channels, latent_dim, frames) posterior means -> one chunk's payload (see docs/format.md)."""
@@ -151,11 +148,11 @@ class Codec:
 
     def check(self, h: Header, name: str | None = None) -> None:
         where = f"{name}: " if name else ""
-        if h.model_sha256 != self.model.card["sha256"]:
+        if not _names(h.model_sha256, self.model.card["sha256"]):
             raise CodecError(f"{where}encoded with model '{h.model_id}' (sha256 {h.model_sha256[:12]}...), "
                              f"not with '{self.model.name}' ({self.model.card['sha256'][:12]}...)")
         stored = str(h.codec.get("entropy_sha256", self.entropy_sha256))  # files before it was recorded: not checked
-        if len(stored) < ENTROPY_ID_DIGITS or not self.entropy_sha256.startswith(stored):
+        if not _names(stored, self.entropy_sha256):
             raise CodecError(f"{where}coded with another entropy model of '{h.model_id}' "
                              f"(sha256 {stored[:12]}...) than this one ({self.entropy_sha256[:12]}...)")
         if not 1 <= h.quality <= self.entropy.qualities or h.quality != int(h.quality):
@@ -185,6 +182,11 @@ class Codec:
                 raise FormatError(f"undecodable chunk payload ({e})") from None
             pos += 4 + n
         return out
+
+
+def _names(stored: str, sha256: str) -> bool:
+    """Whether a header's hash (all 64 hex digits, or a prefix of at least 16) is that of ``sha256``."""
+    return len(stored) >= HASH_PREFIX_DIGITS and sha256.startswith(stored)
 
 
 class _Chunker:
