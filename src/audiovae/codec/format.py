@@ -102,13 +102,13 @@ class Header:
         """Parse and validate a header of format ``version``; FormatError names what is wrong."""
         if version == 1:
             return cls.from_json(data)
-        fields_ = _BinaryFields(data)
-        model_id, sha = fields_.text("model_id"), fields_.take(HASH_PREFIX_DIGITS // 2, "model_sha256").hex()
-        sample_rate, channels = fields_.uvarint("sample_rate"), fields_.take(1, "channels")[0]
-        original_length, original_rate = fields_.uvarint("original_length"), fields_.uvarint("original_sample_rate")
-        (quality,) = _F64.unpack(fields_.take(_F64.size, "quality"))
-        entropy_model = fields_.text("entropy_model")
-        codec = _parse_json(fields_.rest(), "codec")
+        cursor = _BinaryFields(data)
+        model_id, sha = cursor.text("model_id"), cursor.take(HASH_PREFIX_DIGITS // 2, "model_sha256").hex()
+        sample_rate, channels = cursor.uvarint("sample_rate"), cursor.take(1, "channels")[0]
+        original_length, original_rate = cursor.uvarint("original_length"), cursor.uvarint("original_sample_rate")
+        (quality,) = _F64.unpack(cursor.take(_F64.size, "quality"))
+        entropy_model = cursor.text("entropy_model")
+        codec = _parse_json(cursor.rest(), "codec")
         if not isinstance(codec, dict):
             raise FormatError(f"header key 'codec': expected a JSON object, got {type(codec).__name__}")
         return cls(model_id, sha, sample_rate, channels, original_length, original_rate, quality, entropy_model, codec)
