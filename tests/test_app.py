@@ -77,6 +77,7 @@ def test_codec_round_trip_with_the_shipped_model(client):
     avae = base64.b64decode(res["avae"])
     assert res["bytes"] == len(avae) and res["kbps"] == pytest.approx(len(avae) * 8 / 2.0 / 1000)
     assert res["kbps"] <= 6 and res["size_ratio"] == pytest.approx(x.size * 2 / len(avae))
+    assert isinstance(res["quality"], int) and 1 <= res["quality"]  # an integer, though version 2 stores a float64
     assert all(res["metrics"][k] is not None for k in ("pesq", "stoi", "si_sdr", "mel_distance"))
     decoded, rate = sf.read(io.BytesIO(base64.b64decode(res["decoded_wav"])), always_2d=True)
     assert rate == sr and decoded.shape == (x.shape[1], 1)

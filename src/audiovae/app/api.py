@@ -99,7 +99,7 @@ def compare_codec(wave: np.ndarray, sample_rate: int, model: str, kbps: float) -
     pcm_bytes = wave.size * 2
     top = float(log_spectrogram(ref, sample_rate)[0].max())  # one color scale for the three spectrograms
     result = {
-        "model": model, "target_kbps": kbps, "quality": Reader(io.BytesIO(data)).header.quality,
+        "model": model, "target_kbps": kbps, "quality": int(Reader(io.BytesIO(data)).header.quality),
         "kbps": len(data) * 8 / seconds / 1000, "bytes": len(data), "pcm_bytes": pcm_bytes,
         "size_ratio": pcm_bytes / len(data), "seconds": seconds, "sample_rate": sample_rate,
         "channels": wave.shape[0], "metrics": scores(ref, est, sample_rate),
