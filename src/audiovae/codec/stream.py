@@ -114,7 +114,7 @@ class Codec:
             codec = {"streamed": True}
         else:
             codec = {"samples": resampled_length(length, sample_rate, m.sample_rate)}
-        return Header(model_id=m.name, model_sha256=m.card["sha256"][:HASH_PREFIX_DIGITS], sample_rate=m.sample_rate,
+        return Header(model_id=m.name, model_sha256=m.card["sha256"], sample_rate=m.sample_rate,
                       channels=channels, original_length=length or 0, original_sample_rate=sample_rate,
                       quality=quality, entropy_model=f"{self.entropy.kind}-v{ENTROPY_VERSION}",
                       codec={"entropy_sha256": self.entropy_sha256[:HASH_PREFIX_DIGITS], **codec})
