@@ -209,6 +209,23 @@ def test_second_run_is_a_noop_and_a_lost_flac_is_redone(tree, tmp_path, monkeypa
     assert manifest.read_text() == text
 
 
+def test_unreadable_files_are_retried_once_ffmpeg_is_installed(tree, tmp_path, monkeypatch):
+    real_which = corpus.shutil.which
+    monkeypatch.setattr(corpus.shutil, "which", lambda name: None if name == "ffmpeg" else real_which(name))
+    run(tree, tmp_path)
+    decoded = []
+    process = corpus.process
+    monkeypatch.setattr(corpus, "process", lambda job: decoded.append(job[0].key) or process(job))
+    run(tree, tmp_path)
+    assert decoded == []  # still no ffmpeg: nothing to retry
+    monkeypatch.setattr(corpus.shutil, "which", lambda name: "/usr/bin/ffmpeg" if name == "ffmpeg" else None)
+    run(tree, tmp_path)
+    assert decoded == [f"fillets-ng-data-cs{FILLETS}sound/airplane/cs/let-v-rozbite.ogg"]
+    decoded.clear()
+    run(tree, tmp_path)
+    assert decoded == []  # unreadable with ffmpeg too: not retried again
+
+
 def test_manifest_round_trip(tree, tmp_path):
     from audiovae.data.manifest import write_manifest
 

@@ -4,7 +4,7 @@ Layout under ``ROOT/NAME``: ``audio/<source>/<path inside package>.flac`` (one f
 mono, at the corpus rate), ``cache/<source>.jsonl`` (one record per source file: decoded, too short or
 unreadable, with its labels), ``manifest.jsonl`` (clips of at most ``max_clip_seconds``, as offsets into
 the FLACs), ``card.json`` and ``CARD.md``. Builds resume where they stopped; a repeated build decodes
-nothing.
+nothing, except files that were unreadable before ffmpeg was installed.
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ def process(job: tuple[sources.Item, str, Path, int, float, float]) -> dict:
         dest.parent.mkdir(parents=True, exist_ok=True)
         audio.save(dest, y, sr)
     except audio.AudioError as e:
-        rec.update(status="unreadable", error=str(e)[:300])
+        rec.update(status="unreadable", error=str(e)[:300], ffmpeg=shutil.which("ffmpeg") is not None)
     return rec
 
 
@@ -260,8 +260,11 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _flac_missing(out: Path, records) -> bool:
-    return any(r["status"] == "ok" and not (out / r["flac"]).exists() for r in records)
+def _redo(out: Path, records) -> list[dict]:
+    """Records to decode again: a lost FLAC, or a file that was unreadable before ffmpeg was installed."""
+    ffmpeg = shutil.which("ffmpeg") is not None
+    return [r for r in records if r["status"] == "ok" and not (out / r["flac"]).exists()
+            or r["status"] == "unreadable" and ffmpeg and not r.get("ffmpeg")]
 
 
 def _run(args: list[tuple], jobs: int, console: Console, name: str):
@@ -294,7 +297,7 @@ def build_source(src: SourceConfig, recipe: Recipe, out: Path, jobs: int, consol
         state = {"fingerprint": fp, "complete": False}
     records = _read_jsonl(cache)
     listers = _listers_version()
-    if state["complete"] and state.get("listers") == listers and not _flac_missing(out, records.values()):
+    if state["complete"] and state.get("listers") == listers and not _redo(out, records.values()):
         return sorted(records.values(), key=lambda r: r["key"])
     state.update(complete=False, listers=listers)
     state_path.write_text(json.dumps(state))
@@ -303,7 +306,7 @@ def build_source(src: SourceConfig, recipe: Recipe, out: Path, jobs: int, consol
     items = {i.key: i for i in sources.LISTERS[src.lister](pkg, **src.options)}
     records = {k: {**r, "labels": items[k].labels, "license": items[k].license}
                for k, r in records.items() if k in items}
-    todo = [i for k, i in sorted(items.items()) if k not in records or _flac_missing(out, [records[k]])]
+    todo = [i for k, i in sorted(items.items()) if k not in records or _redo(out, [records[k]])]
     if todo:
         args = [(i, f"audio/{src.name}/{i.rel}.flac", out, recipe.sample_rate, recipe.silence_db,
                  recipe.min_seconds) for i in todo]
