@@ -553,7 +553,8 @@ def bench_classify(
                                 "hand-made ones and, where every task's model has an embedding head, learned)."),
     max_train: int = typer.Option(100, "--max-train", min=20, help="Train clips per class embedded (k=all)."),
     max_eval: int = typer.Option(50, "--max-eval", min=1, help="Valid / test clips per class embedded."),
-    draws: int = typer.Option(5, help="Random draws of the labelled examples per k."),
+    draws: int = typer.Option(20, min=1, help="Random draws of the labelled examples per k (both feature sets "
+                             "see the same draws)."),
     semi_supervised: bool = typer.Option(True, "--semi-supervised/--supervised-only",
                                          help="Also self-training and label spreading over the unlabelled rest."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
