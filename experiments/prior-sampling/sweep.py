@@ -1,0 +1,97 @@
+"""Family (or language) recognition of generated clips under sampling settings of a shipped prior: guidance and a
+style scale (the style's deviation from its label's mean, multiplied by s; s = 1 is what the prior samples).
+
+Same requests, seeds and probes as `audiovae bench generate` (8 clips of 3 s per label, probes fitted on up to
+100 real train clips per label): python experiments/prior-sampling/sweep.py music24k corpora/music24k/manifest.jsonl
+--guidance 3 --guidance 5 --style-scale 1 --style-scale 0.5 --out runs/eval/sweep.csv
+"""
+
+import argparse
+import csv
+import itertools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiovae.bench_generate import _each, _labelled, _load, _probes
+from audiovae.classify import embed
+from audiovae.generate import Generator
+from audiovae.inference import decode_frames, encode_means
+
+
+def best(gen: Generator, ranker, label: str, seeds: list[int], guidance: float | None) -> np.ndarray:
+    """The candidate (one per seed) to which ``ranker`` gives the highest probability of ``label``."""
+    made = [gen.sample(3.0, label, seed=seed, guidance=guidance) for seed in seeds]
+    if ranker is None:
+        return made[0]
+    column = list(ranker.classes_).index(label)
+    probs = ranker.predict_proba(np.stack([embed(gen.model, c, gen.sample_rate) for c in made]))[:, column]
+    return made[int(np.argmax(probs))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("manifest", type=Path)
+    ap.add_argument("--guidance", type=float, action="append")
+    ap.add_argument("--style-scale", type=float, action="append")
+    ap.add_argument("--per-label", type=int, default=8)
+    ap.add_argument("--reconstructions", action="store_true",
+                    help="also score real test clips (20 per label, as the bench) and their reconstructions")
+    ap.add_argument("--rerank", type=int, default=1,
+                    help="keep the best of K candidates per request by a probe on the `all` pooling (not the "
+                    "recognizer's learned head)")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    gen = Generator(args.model)
+    each = _each(None)
+    probes, _ = _probes(gen.model, args.manifest, gen.label_key, gen.labels, each, ("vae", "mfcc"))
+    requests = [(lab, j) for lab in gen.labels for j in range(args.per_label)]
+    asked = np.array([r[0] for r in requests])
+    root = gen.prior.style_scale.clone() if gen.prior.config.style else None
+    ranker = None
+    if args.rerank > 1:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        train = _labelled(args.manifest, "train", gen.label_key, gen.labels, 100)
+        clips = _load(train, args.manifest.parent, gen.sample_rate)
+        x = np.stack([embed(gen.model, c, gen.sample_rate) for c in clips])
+        ranker = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1)).fit(
+            x, [str(e.labels[gen.label_key]) for e in train])
+    rows = []
+    if args.reconstructions:
+        test = _labelled(args.manifest, "test", gen.label_key, gen.labels, 20)
+        real = _load(test, args.manifest.parent, gen.sample_rate)
+        truth = np.array([str(e.labels[gen.label_key]) for e in test])
+        recon = [decode_frames(gen.model, encode_means(gen.model, torch.from_numpy(x)), x.shape[-1]).numpy()
+                 for x in real]
+        for name, clips in (("real test", real), ("reconstructions", recon)):
+            row = {"guidance": name, "style_scale": ""}
+            for kind, (clf, featurize) in probes.items():
+                row[f"recognized_{kind}"] = float(np.mean(np.asarray(clf.predict(featurize("", clips))) == truth))
+            print(row, flush=True)
+            rows.append(row)
+    for g, s in itertools.product(args.guidance or [None], args.style_scale or [1.0]):
+        if root is not None:
+            gen.prior.style_scale.copy_(root * s)
+        made = [best(gen, ranker, lab, [1000 + i + 100_000 * j for j in range(args.rerank)], g)
+                for i, (lab, _) in enumerate(requests)]
+        row = {"guidance": g if g is not None else gen.prior.config.guidance, "style_scale": s,
+               "rerank": args.rerank}
+        for kind, (clf, featurize) in probes.items():
+            row[f"recognized_{kind}"] = float(np.mean(np.asarray(clf.predict(featurize("", made))) == asked))
+        print(row, flush=True)
+        rows.append(row)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
