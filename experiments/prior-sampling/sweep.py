@@ -20,6 +20,18 @@ from audiovae.generate import Generator
 from audiovae.inference import decode_frames, encode_means
 
 
+def guided_within(prior, forward, lo: float, hi: float):
+    """``forward`` of a prior whose guided calls (labels, then as many null labels) answer the conditional
+    velocity for both halves outside flow times [lo, hi): guidance 1 there."""
+    def guided(x, t, labels, mask=None, style=None):
+        v = forward(x, t, labels, mask, style)
+        b = labels.shape[0] // 2
+        if b and bool((labels[b:] == prior.null_label).all()) and not lo <= float(t[0]) < hi:
+            v = torch.cat([v[:b], v[:b]])
+        return v
+    return guided
+
+
 def best(gen: Generator, ranker, label: str, seeds: list[int], guidance: float | None) -> np.ndarray:
     """The candidate (one per seed) to which ``ranker`` gives the highest probability of ``label``."""
     made = [gen.sample(3.0, label, seed=seed, guidance=guidance) for seed in seeds]
@@ -42,6 +54,8 @@ def main() -> None:
     ap.add_argument("--rerank", type=int, default=1,
                     help="keep the best of K candidates per request by a probe on the `all` pooling (not the "
                     "recognizer's learned head)")
+    ap.add_argument("--interval", type=float, nargs=2, action="append", metavar=("LO", "HI"),
+                    help="apply the guidance only at flow times LO <= t < HI (plain conditional elsewhere)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -75,13 +89,15 @@ def main() -> None:
                 row[f"recognized_{kind}"] = float(np.mean(np.asarray(clf.predict(featurize("", clips))) == truth))
             print(row, flush=True)
             rows.append(row)
-    for g, s in itertools.product(args.guidance or [None], args.style_scale or [1.0]):
+    forward = gen.prior.forward
+    for g, s, span in itertools.product(args.guidance or [None], args.style_scale or [1.0], args.interval or [None]):
         if root is not None:
             gen.prior.style_scale.copy_(root * s)
+        gen.prior.forward = forward if span is None else guided_within(gen.prior, forward, *span)
         made = [best(gen, ranker, lab, [1000 + i + 100_000 * j for j in range(args.rerank)], g)
                 for i, (lab, _) in enumerate(requests)]
         row = {"guidance": g if g is not None else gen.prior.config.guidance, "style_scale": s,
-               "rerank": args.rerank}
+               "rerank": args.rerank, "interval": "" if span is None else f"{span[0]:g}-{span[1]:g}"}
         for kind, (clf, featurize) in probes.items():
             row[f"recognized_{kind}"] = float(np.mean(np.asarray(clf.predict(featurize("", made))) == asked))
         print(row, flush=True)
