@@ -1,5 +1,6 @@
-"""Family (or language) recognition of generated clips under sampling settings of a shipped prior: guidance and a
-style scale (the style's deviation from its label's mean, multiplied by s; s = 1 is what the prior samples).
+"""Family (or language) recognition of generated clips under sampling settings of a shipped prior: guidance (also
+within a range of flow times only), a style scale (the style's deviation from its label's mean, multiplied by s;
+s = 1 is what the prior samples) and the best of K candidates by a second probe.
 
 Same requests, seeds and probes as `audiovae bench generate` (8 clips of 3 s per label, probes fitted on up to
 100 real train clips per label): python experiments/prior-sampling/sweep.py music24k corpora/music24k/manifest.jsonl
