@@ -18,7 +18,7 @@ import torch
 from audiovae.bench_generate import _each, _labelled, _load, _probes
 from audiovae.classify import embed
 from audiovae.generate import Generator
-from audiovae.inference import decode_frames, encode_means
+from audiovae.inference import reconstruct
 
 
 def guided_within(prior, forward, lo: float, hi: float):
@@ -82,8 +82,7 @@ def main() -> None:
         test = _labelled(args.manifest, "test", gen.label_key, gen.labels, 20)
         real = _load(test, args.manifest.parent, gen.sample_rate)
         truth = np.array([str(e.labels[gen.label_key]) for e in test])
-        recon = [decode_frames(gen.model, encode_means(gen.model, torch.from_numpy(x)), x.shape[-1]).numpy()
-                 for x in real]
+        recon = [reconstruct(gen.model, x, gen.sample_rate) for x in real]
         for name, clips in (("real test", real), ("reconstructions", recon)):
             row = {"guidance": name, "style_scale": ""}
             for kind, (clf, featurize) in probes.items():
@@ -105,7 +104,7 @@ def main() -> None:
         rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         w.writeheader()
         w.writerows(rows)
 

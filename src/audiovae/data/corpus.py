@@ -260,11 +260,12 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _redo(out: Path, records) -> list[dict]:
-    """Records to decode again: a lost FLAC, or a file that was unreadable before ffmpeg was installed."""
+def _redo(out: Path, records) -> set[str]:
+    """Keys of the records to decode again: a lost FLAC, or a file that was unreadable before ffmpeg was
+    installed."""
     ffmpeg = shutil.which("ffmpeg") is not None
-    return [r for r in records if r["status"] == "ok" and not (out / r["flac"]).exists()
-            or r["status"] == "unreadable" and ffmpeg and not r.get("ffmpeg")]
+    return {r["key"] for r in records if r["status"] == "ok" and not (out / r["flac"]).exists()
+            or r["status"] == "unreadable" and ffmpeg and not r.get("ffmpeg")}
 
 
 def _run(args: list[tuple], jobs: int, console: Console, name: str):
@@ -297,7 +298,8 @@ def build_source(src: SourceConfig, recipe: Recipe, out: Path, jobs: int, consol
         state = {"fingerprint": fp, "complete": False}
     records = _read_jsonl(cache)
     listers = _listers_version()
-    if state["complete"] and state.get("listers") == listers and not _redo(out, records.values()):
+    redo = _redo(out, records.values())
+    if state["complete"] and state.get("listers") == listers and not redo:
         return sorted(records.values(), key=lambda r: r["key"])
     state.update(complete=False, listers=listers)
     state_path.write_text(json.dumps(state))
@@ -306,7 +308,7 @@ def build_source(src: SourceConfig, recipe: Recipe, out: Path, jobs: int, consol
     items = {i.key: i for i in sources.LISTERS[src.lister](pkg, **src.options)}
     records = {k: {**r, "labels": items[k].labels, "license": items[k].license}
                for k, r in records.items() if k in items}
-    todo = [i for k, i in sorted(items.items()) if k not in records or _redo(out, [records[k]])]
+    todo = [i for k, i in sorted(items.items()) if k not in records or k in redo]
     if todo:
         args = [(i, f"audio/{src.name}/{i.rel}.flac", out, recipe.sample_rate, recipe.silence_db,
                  recipe.min_seconds) for i in todo]
