@@ -14,7 +14,7 @@ from audiovae.train.config import load_train_config
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*/*.yaml"))
 # these take their model from --init
-FROM_INIT = ("gan.yaml", "gan-gpu.yaml", "finetune-codec.yaml", "finetune-rd.yaml")
+FROM_INIT = ("gan.yaml", "gan-gpu.yaml", "finetune-codec.yaml", "finetune-rd.yaml", "finetune-deeper.yaml")
 TRAIN_CONFIGS = [p for p in RECIPES if p.name in ("train.yaml", "train-gpu.yaml", *FROM_INIT)]
 
 
@@ -28,7 +28,7 @@ def test_config_runs_one_tiny_step(path):
     if path.name in FROM_INIT:
         cfg = replace(cfg, model=load_train_config(path.with_name("train.yaml")).model)
     assert cfg.data.sample_rate == cfg.model.sample_rate
-    model_cfg = replace(cfg.model, enc_channels=8, enc_blocks=1, dec_channels=8, dec_blocks=1)
+    model_cfg = replace(cfg.model, enc_channels=8, enc_blocks=1, dec_channels=8, dec_blocks=1 + cfg.grow_decoder)
     torch.manual_seed(0)
     vae = VAE(model_cfg)
     n = int(cfg.data.crop_seconds * model_cfg.sample_rate) // model_cfg.hop_length * model_cfg.hop_length

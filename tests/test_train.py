@@ -213,6 +213,41 @@ def test_adversarial_stage_keeps_the_per_channel_steps_of_its_init(tmp_path):
     assert np.allclose(load(export(last, tmp_path / "out")).card["step_scales"]["a"], steps["a"])
 
 
+def test_grown_decoder_starts_as_its_init_model_and_resumes(tmp_path):
+    from audiovae.registry import read_checkpoint, save
+    from audiovae.train.module import VAEModule
+    from audiovae.train.run import load_grown
+
+    manifest = make_corpus(tmp_path)
+    cfg = load_train_config(write_config(tmp_path, manifest, max_steps=3, val_every=100, freeze_encoder=True,
+                                         grow_decoder=2, quant_noise={"prob": 1.0, "min_step": 0.5, "max_step": 2.0},
+                                         rd={"enabled": True, "train": False}))
+    with pytest.raises(Exception, match="grow_decoder adds blocks to a trained decoder: give --init"):
+        train(load_train_config(write_config(tmp_path, manifest, grow_decoder=2)), tmp_path / "no-init",
+              progress=False)
+    with pytest.raises(ConfigError, match="grow_decoder must be >= 0"):
+        load_train_config(write_config(tmp_path, manifest, grow_decoder=-1))
+    torch.manual_seed(0)
+    flat = {"a": [0.0] * 4, "b": [0.0] * 4}
+    save(cfg.model, VAE(cfg.model).state_dict(), tmp_path / "init", "tiny", step_scales=flat)
+    start = load(tmp_path / "init")
+    grown = VAEModule(replace(cfg, model=replace(cfg.model, dec_blocks=3))).vae
+    load_grown(grown, start.state_dict(), 1)
+    z = torch.randn(1, 4, 20)
+    with torch.no_grad():
+        assert torch.equal(grown.decode(z), start.decode(z))
+    with pytest.raises(Exception, match="--init: the weights do not fit the model"):
+        load_grown(grown, {k: v for k, v in start.state_dict().items() if k != "encoder.out.bias"}, 1)
+    train(cfg, tmp_path / "run", init=str(tmp_path / "init"), progress=False)
+    last = train(replace(cfg, max_steps=5), tmp_path / "run", init=str(tmp_path / "init"), resume=True,
+                 progress=False)
+    _, state, steps = read_checkpoint(last)
+    assert steps == 5 and all(torch.equal(state[k], v) for k, v in start.state_dict().items()
+                              if k.startswith("encoder."))
+    assert state["decoder.stack.blocks.2.scale"].abs().sum() > 0  # the new blocks train
+    assert load(export(last, tmp_path / "out")).config.dec_blocks == 3
+
+
 def test_decoder_input_uses_quantization_noise():
     from audiovae.models.vae import Posterior
     from audiovae.train.config import QuantNoiseConfig

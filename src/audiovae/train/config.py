@@ -61,6 +61,7 @@ class TrainConfig:
     adversarial_after: int = -1  # generator update at which stage 2 (GAN) starts; -1 = never
     freeze_encoder_in_gan: bool = True
     freeze_encoder: bool = False  # train the decoder alone (needs --init): latents stay bit-identical
+    grow_decoder: int = 0  # with --init: decoder blocks appended to the init model's, starting as the identity
     quant_noise: QuantNoiseConfig = field(default_factory=QuantNoiseConfig)
     rd: RDConfig = field(default_factory=RDConfig)
     disc_n_ffts: list[int] = field(default_factory=lambda: [1024, 512, 256])
@@ -75,6 +76,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.rd.enabled and not (self.quant_noise.prob > 0 and self.freeze_encoder and self.rd.bins >= 1):
             raise ConfigError("rd: needs quant_noise.prob > 0, freeze_encoder and bins >= 1")
+        if self.grow_decoder < 0:
+            raise ConfigError(f"grow_decoder must be >= 0, got {self.grow_decoder}")
 
 
 def load_train_config(path) -> TrainConfig:

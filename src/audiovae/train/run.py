@@ -31,6 +31,19 @@ def initial_weights(init: str) -> tuple[ModelConfig, dict, dict | None]:
     return model.config, model.state_dict(), model.card.get("step_scales")
 
 
+def load_grown(vae, state: dict, blocks: int) -> None:
+    """Load ``state`` into ``vae``, whose decoder may have more blocks than the ``blocks`` of ``state``: those
+    start with a zero layer scale, so the model computes what ``state``'s did."""
+    missing, unexpected = vae.load_state_dict(state, strict=False)
+    grown = [f"decoder.stack.blocks.{i}." for i in range(blocks, len(vae.decoder.stack.blocks))]
+    wrong = unexpected + [k for k in missing if not k.startswith(tuple(grown))]
+    if wrong:
+        raise AudioVAEError(f"--init: the weights do not fit the model ({', '.join(wrong[:3])})")
+    with torch.no_grad():
+        for block in vae.decoder.stack.blocks[blocks:]:
+            block.scale.zero_()
+
+
 def train(
     cfg: TrainConfig,
     run_dir: Path,
@@ -53,13 +66,14 @@ def train(
     ckpt_dir = last.parent
     if cfg.freeze_encoder and not (init or resume):
         raise AudioVAEError("freeze_encoder trains the decoder alone: give --init, the model whose encoder to keep")
+    if cfg.grow_decoder and not init:
+        raise AudioVAEError("grow_decoder adds blocks to a trained decoder: give --init, the model to grow")
+    if init:
+        model_cfg, state, scales = initial_weights(init)
+        cfg = replace(cfg, model=replace(model_cfg, dec_blocks=model_cfg.dec_blocks + cfg.grow_decoder))
     module = VAEModule(cfg, str(run_dir))
     if init and not resume:
-        model_cfg, state, scales = initial_weights(init)
-        if model_cfg != cfg.model:
-            cfg = replace(cfg, model=model_cfg)
-            module = VAEModule(cfg, str(run_dir))
-        module.vae.load_state_dict(state)
+        load_grown(module.vae, state, model_cfg.dec_blocks)
         if module.rd is not None and scales is not None:
             with torch.no_grad():
                 module.rd.a.copy_(torch.as_tensor(scales["a"])), module.rd.b.copy_(torch.as_tensor(scales["b"]))

@@ -1,0 +1,82 @@
+"""Carry a prior run's latent caches to a machine without the corpus (a lent GPU, whose upload is 64 MiB).
+
+    pack RUN_DIR OUT.npz [--step S]
+                                  RUN_DIR/latents/{train,valid}.safetensors -> int8 frames (rounding error
+                                  <= S / 2; default 0.1) + lengths + labels, deflated, no pickle
+    unpack OUT.npz RUN_DIR --config RECIPE.yaml
+                                  writes the caches back with this machine's cache key, so that
+                                  `audiovae train-prior --config RECIPE.yaml --run-dir RUN_DIR` reuses them
+
+Run from the repository root: `PYTHONPATH=src .venv/bin/python experiments/gpu-latents/latents.py pack ...`.
+A packed file can be split into parts below the upload limit with `split -b 20M` and joined with `cat`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import safe_open, save_file
+
+SPLITS = ("train", "valid")
+
+
+def pack(run_dir: Path, out: Path, step: float) -> None:
+    arrays = {"step": np.float32(step)}
+    for split in SPLITS:
+        path = run_dir / "latents" / f"{split}.safetensors"
+        with safe_open(str(path), "np") as f:
+            frames, meta = f.get_tensor("frames"), f.metadata()
+            arrays[f"{split}_lengths"], arrays[f"{split}_labels"] = f.get_tensor("lengths"), f.get_tensor("labels")
+        q = np.round(frames / step)
+        if np.abs(q).max() > 127:
+            raise SystemExit(f"{path}: latents reach {np.abs(frames).max():.2f}, beyond int8 at step {step}")
+        arrays[f"{split}_frames"] = q.astype(np.int8)
+        arrays[f"{split}_values"] = np.array(json.loads(meta["values"]), dtype=str)
+    np.savez_compressed(out, **arrays)
+    counts = ", ".join(f"{len(arrays[s + '_lengths'])} {s} clips" for s in SPLITS)
+    print(f"{out}: {out.stat().st_size / 2**20:.1f} MiB for {counts}")
+
+
+def unpack(packed: Path, run_dir: Path, config: Path) -> None:
+    from audiovae.registry import load
+    from audiovae.train.latents import _meta
+    from audiovae.train.prior import load_prior_config
+
+    cfg = load_prior_config(config)
+    model = load(cfg.model)
+    with np.load(packed, allow_pickle=False) as z:
+        for split in SPLITS:
+            meta = _meta(model, Path(cfg.manifest), split, cfg.label, cfg.max_clips)
+            path = run_dir / "latents" / f"{split}.safetensors"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            frames = torch.from_numpy(z[f"{split}_frames"].astype(np.float32) * z["step"])
+            save_file({"frames": frames, "lengths": torch.from_numpy(z[f"{split}_lengths"]),
+                       "labels": torch.from_numpy(z[f"{split}_labels"])}, str(path),
+                      metadata=meta | {"values": json.dumps(z[f"{split}_values"].tolist())})
+            print(f"{path}: {len(z[f'{split}_lengths'])} clips, {len(frames)} frames")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("pack")
+    a.add_argument("run_dir", type=Path)
+    a.add_argument("out", type=Path)
+    a.add_argument("--step", type=float, default=0.1)
+    b = sub.add_parser("unpack")
+    b.add_argument("packed", type=Path)
+    b.add_argument("run_dir", type=Path)
+    b.add_argument("--config", type=Path, required=True)
+    args = p.parse_args()
+    if args.cmd == "pack":
+        pack(args.run_dir, args.out, args.step)
+    else:
+        unpack(args.packed, args.run_dir, args.config)
+
+
+if __name__ == "__main__":
+    main()
