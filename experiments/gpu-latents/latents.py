@@ -43,14 +43,14 @@ def pack(run_dir: Path, out: Path, step: float) -> None:
 
 def unpack(packed: Path, run_dir: Path, config: Path) -> None:
     from audiovae.registry import load
-    from audiovae.train.latents import _meta
+    from audiovae.train.latents import cache_meta
     from audiovae.train.prior import load_prior_config
 
     cfg = load_prior_config(config)
     model = load(cfg.model)
     with np.load(packed, allow_pickle=False) as z:
         for split in SPLITS:
-            meta = _meta(model, Path(cfg.manifest), split, cfg.label, cfg.max_clips)
+            meta = cache_meta(model, Path(cfg.manifest), split, cfg.label, cfg.max_clips)
             path = run_dir / "latents" / f"{split}.safetensors"
             path.parent.mkdir(parents=True, exist_ok=True)
             frames = torch.from_numpy(z[f"{split}_frames"].astype(np.float32) * z["step"])

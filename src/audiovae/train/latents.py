@@ -53,7 +53,8 @@ def cache_key(model, manifest: str | os.PathLike, split: str) -> dict[str, str]:
             "manifest": str(Path(manifest).resolve()), "split": split}
 
 
-def _meta(model, manifest: Path, split: str, label: str | None, max_clips: int) -> dict[str, str]:
+def cache_meta(model, manifest: Path, split: str, label: str | None, max_clips: int) -> dict[str, str]:
+    """The metadata of a cache of ``model``'s latents of a manifest split with this label key and clip limit."""
     return cache_key(model, manifest, split) | {"label": label or "", "max_clips": str(max_clips)}
 
 
@@ -80,7 +81,7 @@ def encode_split(model, manifest: str | os.PathLike, split: str, label: str | No
     """Posterior means of a manifest split (at most ``max_clips`` spread over it; 0: all), cached at ``path``
     and reused while the model, manifest, split, label and limit are the same."""
     manifest, path = Path(manifest), Path(path)
-    meta = _meta(model, manifest, split, label, max_clips)
+    meta = cache_meta(model, manifest, split, label, max_clips)
     cached = read_cache(path, model, meta)
     if cached is not None:
         return cached
