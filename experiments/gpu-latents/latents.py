@@ -8,7 +8,9 @@
                                   `audiovae train-prior --config RECIPE.yaml --run-dir RUN_DIR` reuses them
 
 Run from the repository root: `PYTHONPATH=src .venv/bin/python experiments/gpu-latents/latents.py pack ...`.
-A packed file can be split into parts below the upload limit with `split -b 20M` and joined with `cat`.
+A packed file larger than one upload travels in parts (`split -b 26000000`), one per call, each moved by that call
+into the machine's /tmp: a call's carried folders do not outlast it, /tmp does while the machine stays warm. The
+last call joins them with `cat` and trains (docs/generation.md, "a larger prior on the whole train split").
 """
 
 from __future__ import annotations
