@@ -21,23 +21,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import safe_open, save_file
 
 SPLITS = ("train", "valid")
 
 
 def pack(run_dir: Path, out: Path, step: float) -> None:
+    from audiovae.train.latents import load_cache
+
     arrays = {"step": np.float32(step)}
     for split in SPLITS:
         path = run_dir / "latents" / f"{split}.safetensors"
-        with safe_open(str(path), "np") as f:
-            frames, meta = f.get_tensor("frames"), f.metadata()
-            arrays[f"{split}_lengths"], arrays[f"{split}_labels"] = f.get_tensor("lengths"), f.get_tensor("labels")
-        q = np.round(frames / step)
+        cache = load_cache(path)
+        q = np.round(cache.frames.numpy() / step)
         if np.abs(q).max() > 127:
-            raise SystemExit(f"{path}: latents reach {np.abs(frames).max():.2f}, beyond int8 at step {step}")
-        arrays[f"{split}_frames"] = q.astype(np.int8)
-        arrays[f"{split}_values"] = np.array(json.loads(meta["values"]), dtype=str)
+            raise SystemExit(f"{path}: latents reach {cache.frames.abs().max():.2f}, beyond int8 at step {step}")
+        arrays[f"{split}_frames"], arrays[f"{split}_lengths"] = q.astype(np.int8), cache.lengths.numpy()
+        arrays[f"{split}_labels"] = np.array(json.dumps(cache.labels))
     np.savez_compressed(out, **arrays)
     counts = ", ".join(f"{len(arrays[s + '_lengths'])} {s} clips" for s in SPLITS)
     print(f"{out}: {out.stat().st_size / 2**20:.1f} MiB for {counts}")
@@ -45,21 +44,18 @@ def pack(run_dir: Path, out: Path, step: float) -> None:
 
 def unpack(packed: Path, run_dir: Path, config: Path) -> None:
     from audiovae.registry import load
-    from audiovae.train.latents import cache_meta
+    from audiovae.train.latents import LatentCache, cache_meta, write_cache
     from audiovae.train.prior import load_prior_config
 
     cfg = load_prior_config(config)
     model = load(cfg.model)
     with np.load(packed, allow_pickle=False) as z:
         for split in SPLITS:
-            meta = cache_meta(model, Path(cfg.manifest), split, cfg.label, cfg.max_clips)
             path = run_dir / "latents" / f"{split}.safetensors"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            frames = torch.from_numpy(z[f"{split}_frames"].astype(np.float32) * z["step"])
-            save_file({"frames": frames, "lengths": torch.from_numpy(z[f"{split}_lengths"]),
-                       "labels": torch.from_numpy(z[f"{split}_labels"])}, str(path),
-                      metadata=meta | {"values": json.dumps(z[f"{split}_values"].tolist())})
-            print(f"{path}: {len(z[f'{split}_lengths'])} clips, {len(frames)} frames")
+            cache = LatentCache(torch.from_numpy(z[f"{split}_frames"].astype(np.float32) * z["step"]),
+                                torch.from_numpy(z[f"{split}_lengths"]), json.loads(str(z[f"{split}_labels"])))
+            write_cache(path, cache, cache_meta(model, Path(cfg.manifest), split, cfg.label, cfg.max_clips))
+            print(f"{path}: {len(cache.lengths)} clips, {len(cache.frames)} frames")
 
 
 def main() -> None:

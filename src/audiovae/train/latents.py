@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import safe_open, save_file
 from torch.utils.data import Sampler
 from tqdm import tqdm
 
@@ -71,9 +71,28 @@ def read_cache(path: str | os.PathLike, model, expect: dict[str, str]) -> Latent
     if any(stored.get(k) != v for k, v in expect.items() if not k.endswith("sha256")) or \
             latents_mismatch(model, stored, legacy_key="model_sha256") is not None:
         return None
-    t = load_file(str(path))
-    values = json.loads(stored["values"])
-    return LatentCache(t["frames"], t["lengths"], [values[i] if i >= 0 else None for i in t["labels"].tolist()])
+    return load_cache(path)
+
+
+def load_cache(path: str | os.PathLike) -> LatentCache:
+    """The cache stored at ``path``, whatever its metadata."""
+    with safe_open(str(path), "pt") as f:
+        values = json.loads((f.metadata() or {})["values"])
+        frames, lengths, index = (f.get_tensor(k) for k in ("frames", "lengths", "labels"))
+    return LatentCache(frames, lengths, [values[i] if i >= 0 else None for i in index.tolist()])
+
+
+def write_cache(path: str | os.PathLike, cache: LatentCache, meta: dict[str, str]) -> None:
+    """Store ``cache`` at ``path`` (replaced at once, never half written) with the metadata ``meta``."""
+    path = Path(path)
+    values = sorted({v for v in cache.labels if v is not None})
+    index = torch.tensor([values.index(v) if v is not None else -1 for v in cache.labels])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    save_file({"frames": cache.frames.contiguous(), "lengths": cache.lengths, "labels": index}, tmp,
+              metadata=meta | {"values": json.dumps(values)})
+    os.replace(tmp, path)
 
 
 def encode_split(model, manifest: str | os.PathLike, split: str, label: str | None, path: str | os.PathLike,
@@ -98,15 +117,8 @@ def encode_split(model, manifest: str | os.PathLike, split: str, label: str | No
             continue
         clips.append(encode_means(model, torch.from_numpy(x))[0].T.float())
         labels.append(None if label is None or e.labels.get(label) is None else str(e.labels[label]))
-    values = sorted({v for v in labels if v is not None})
     cache = LatentCache(torch.cat(clips), torch.tensor([len(c) for c in clips]), labels)
-    index = torch.tensor([values.index(v) if v is not None else -1 for v in labels])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    save_file({"frames": cache.frames.contiguous(), "lengths": cache.lengths, "labels": index}, tmp,
-              metadata=meta | {"values": json.dumps(values)})
-    os.replace(tmp, path)
+    write_cache(path, cache, meta)
     return cache
 
 
