@@ -260,12 +260,18 @@ def test_flow_prior_trains_exports_and_generates(tmp_path):
     np.testing.assert_array_equal(y, g.continue_audio(tone(8000, 0.4), 8000, seconds=0.2, seed=3))
 
 
-def test_flow_prior_fine_tunes_from_a_stored_prior(tmp_path):
+def stored_flow_prior(tmp_path: Path) -> tuple[Path, FlowPrior]:
+    """A tiny VAE folder with a random flow prior of labels high / low stored beside it, and that prior."""
     folder = tiny_vae(tmp_path / "model")
     torch.manual_seed(2)
     start = FlowPrior(PriorConfig(latent_dim=4, num_labels=2, **TINY_FLOW))
     start.set_stats(torch.randn(50, 4))
     save_prior(load(folder), start, {"labels": ["high", "low"], "label_key": "pitch"})
+    return folder, start
+
+
+def test_flow_prior_fine_tunes_from_a_stored_prior(tmp_path):
+    folder, start = stored_flow_prior(tmp_path)
     cfg = PriorTrainConfig(model=str(folder), manifest=str(make_corpus(tmp_path)), label="pitch", min_label_clips=1,
                            init=str(folder), prior=PriorConfig(**TINY_FLOW), batch_frames=64, max_steps=1,
                            val_every=1, warmup_steps=1, log_every=1, lr=1e-9)
@@ -280,6 +286,39 @@ def test_flow_prior_fine_tunes_from_a_stored_prior(tmp_path):
     r = invoke("train-prior", "--model", plain, "--init", plain, "--manifest", cfg.manifest, "--label", "pitch",
                "--run-dir", tmp_path / "run4")
     assert r.exit_code == 1 and "has no prior model" in str(r.exception)
+
+
+def test_a_guide_trains_beside_a_stored_prior_and_steers_labelled_sampling(tmp_path):
+    folder, start = stored_flow_prior(tmp_path)
+    guided = PriorConfig(**TINY_FLOW, guide_layers=2, guide_width=8)
+    cfg = PriorTrainConfig(model=str(folder), manifest=str(make_corpus(tmp_path)), label="pitch", min_label_clips=1,
+                           init=str(folder), prior=guided, train_flow=False, batch_frames=64, max_steps=3,
+                           val_every=3, warmup_steps=1, log_every=1)
+    last = train_prior(cfg, tmp_path / "run", progress=False)
+    header = next((tmp_path / "run" / "logs").rglob("metrics.csv")).read_text().splitlines()[0]
+    assert "val/guide_acc" in header and "val/fm" not in header
+    ck = torch.load(last, weights_only=True)
+    for k, v in start.state_dict().items():  # the flow stays the stored one (fp16 weights)
+        torch.testing.assert_close(ck["state_dict"][f"prior.{k}"], v, atol=2e-3, rtol=1e-3)
+    optimized = ck["optimizer_states"][0]["param_groups"][0]["params"]
+    assert len(optimized) == len(list(FlowPrior(replace(guided, latent_dim=4, num_labels=2)).guide.parameters()))
+    export_prior(last, folder, classifier_guidance=5.0)
+    g = Generator(folder)
+    assert g.prior.config.classifier_guidance == 5.0
+    a = g.sample(0.3, "low", seed=1)
+    assert np.isfinite(a).all()
+    np.testing.assert_array_equal(a, g.sample(0.3, "low", seed=1, classifier_guidance=5.0))
+    assert not np.array_equal(a, g.sample(0.3, "low", seed=1, classifier_guidance=0.0))
+    np.testing.assert_array_equal(g.sample(0.3, None, seed=1), g.sample(0.3, None, seed=1, classifier_guidance=0.0))
+    y = g.continue_audio(tone(8000, 0.4), 8000, seconds=0.2, label="high", seed=3)
+    assert y.shape == (1, (20 + 10) * 320) and np.isfinite(y).all()
+    with pytest.raises(GenerateError, match="must be >= 0"):
+        g.sample(0.3, "low", classifier_guidance=-1.0)
+    for bad in (replace(cfg, prior=PriorConfig(**TINY_FLOW)), replace(cfg, init=None)):
+        with pytest.raises(AudioVAEError, match="train_flow: false"):
+            train_prior(bad, tmp_path / "run2", progress=False)
+    with pytest.raises(Exception, match="needs a guide"):
+        PriorConfig(**TINY_FLOW, classifier_guidance=1.0).validate()
 
 
 def test_slerp_ends_and_norm():
@@ -339,6 +378,11 @@ def test_model_without_prior_is_a_clear_error(tmp_path):
 
 
 # The Generator
+
+
+def test_classifier_guidance_needs_a_guide(gen):
+    with pytest.raises(GenerateError, match="has none"):
+        gen.sample(0.3, "low", classifier_guidance=2.0)
 
 
 def test_sample_is_deterministic_for_a_seed(gen):

@@ -58,13 +58,17 @@ def test_prior_recipe_trains_and_samples_at_tiny_width(path):
     cfg = load_prior_config(path)
     heads = cfg.prior.heads
     prior = make_prior(replace(cfg.prior, latent_dim=4, num_labels=3, d_model=4 * heads, context=16,
-                               style_dim=6 if cfg.prior.style else 0))
+                               style_dim=6 if cfg.prior.style else 0, guide_width=8))
     x, labels = torch.randn(2, 12, 4), torch.tensor([0, 2])
     loss = prior.loss(x, labels, **({"style": torch.randn(2, 6)} if cfg.prior.style else {}))
+    guided = {}
+    if cfg.prior.guide_layers:
+        loss = loss + prior.guide_loss(x, labels)[0]
+        guided = {"classifier_guidance": 5.0}
     loss.backward()
     assert torch.isfinite(loss)
     with torch.no_grad():
-        y = prior.sample(5, labels[:1], None, 1.0, cfg.prior.guidance, torch.Generator().manual_seed(0))
+        y = prior.sample(5, labels[:1], None, 1.0, cfg.prior.guidance, torch.Generator().manual_seed(0), **guided)
     assert y.shape == (1, 5, 4) and torch.isfinite(y).all()
 
 

@@ -1,6 +1,7 @@
 """Family (or language) recognition of generated clips under sampling settings of a shipped prior: guidance (also
-within a range of flow times only), a style scale (the style's deviation from its label's mean, multiplied by s;
-s = 1 is what the prior samples) and the best of K candidates by a second probe.
+within a range of flow times only), the weight of its label guide (classifier guidance), a style scale (the
+style's deviation from its label's mean, multiplied by s; s = 1 is what the prior samples) and the best of K
+candidates by a second probe.
 
 Same requests, seeds and probes as `audiovae bench generate` (8 clips of 3 s per label, probes fitted on up to
 100 real train clips per label): python experiments/prior-sampling/sweep.py music24k corpora/music24k/manifest.jsonl
@@ -33,9 +34,11 @@ def guided_within(prior, forward, lo: float, hi: float):
     return guided
 
 
-def best(gen: Generator, ranker, label: str, seeds: list[int], guidance: float | None) -> np.ndarray:
+def best(gen: Generator, ranker, label: str, seeds: list[int], guidance: float | None,
+         classifier_guidance: float | None) -> np.ndarray:
     """The candidate (one per seed) to which ``ranker`` gives the highest probability of ``label``."""
-    made = [gen.sample(3.0, label, seed=seed, guidance=guidance) for seed in seeds]
+    made = [gen.sample(3.0, label, seed=seed, guidance=guidance, classifier_guidance=classifier_guidance)
+            for seed in seeds]
     if ranker is None:
         return made[0]
     column = list(ranker.classes_).index(label)
@@ -49,6 +52,8 @@ def main() -> None:
     ap.add_argument("manifest", type=Path)
     ap.add_argument("--guidance", type=float, action="append")
     ap.add_argument("--style-scale", type=float, action="append")
+    ap.add_argument("--classifier-guidance", type=float, action="append",
+                    help="weight of the prior's label guide (default: the prior's)")
     ap.add_argument("--per-label", type=int, default=8)
     ap.add_argument("--reconstructions", action="store_true",
                     help="also score real test clips (20 per label, as the bench) and their reconstructions")
@@ -90,13 +95,15 @@ def main() -> None:
             print(row, flush=True)
             rows.append(row)
     forward = gen.prior.forward
-    for g, s, span in itertools.product(args.guidance or [None], args.style_scale or [1.0], args.interval or [None]):
+    for g, s, span, w in itertools.product(args.guidance or [None], args.style_scale or [1.0], args.interval or [None],
+                                           args.classifier_guidance or [None]):
         if root is not None:
             gen.prior.style_scale.copy_(root * s)
         gen.prior.forward = forward if span is None else guided_within(gen.prior, forward, *span)
-        made = [best(gen, ranker, lab, [1000 + i + 100_000 * j for j in range(args.rerank)], g)
+        made = [best(gen, ranker, lab, [1000 + i + 100_000 * j for j in range(args.rerank)], g, w)
                 for i, (lab, _) in enumerate(requests)]
         row = {"guidance": g if g is not None else gen.prior.config.guidance, "style_scale": s,
+               "classifier_guidance": w if w is not None else gen.prior.config.classifier_guidance,
                "rerank": args.rerank, "interval": "" if span is None else f"{span[0]:g}-{span[1]:g}"}
         for kind, (clf, featurize) in probes.items():
             row[f"recognized_{kind}"] = float(np.mean(np.asarray(clf.predict(featurize("", made))) == asked))

@@ -74,11 +74,12 @@ def _seconds(e: Entry) -> float:
 
 def evaluate(gen: Generator, manifest: str | Path, clips: int = 100, per_label: int = 10,
              guidance: float | None = None, temperature: float = 1.0,
-             progress: Callable[[str, int, int], None] | None = None) -> dict:
+             progress: Callable[[str, int, int], None] | None = None,
+             classifier_guidance: float | None = None) -> dict:
     """FD rows, per-label accuracy rows and the audio behind them (for the listening page)."""
     manifest = Path(manifest)
     sr, model, key = gen.sample_rate, gen.model, gen.label_key
-    kw = {"temperature": temperature, "guidance": guidance}
+    kw = {"temperature": temperature, "guidance": guidance, "classifier_guidance": classifier_guidance}
     tests, trains = (spread([e for e in read_manifest(manifest, split=s)[0] if e.duration >= MIN_SECONDS], clips)
                      for s in ("test", "train"))
     if len(tests) < 2 or len(trains) < 2:
@@ -111,13 +112,14 @@ def evaluate(gen: Generator, manifest: str | Path, clips: int = 100, per_label: 
 
 
 def speed(gen: Generator, seconds: float = 10.0) -> dict:
-    """Wall-clock seconds to sample and decode ``seconds`` of audio on one thread (best of two)."""
+    """Wall-clock seconds to sample (with the first label, when the prior has labels) and decode ``seconds`` of
+    audio on one thread (best of two)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     best = math.inf
     for seed in range(2):
         t0 = time.perf_counter()
-        gen.sample(seconds, seed=seed)
+        gen.sample(seconds, gen.labels[0] if gen.labels else None, seed=seed)
         best = min(best, time.perf_counter() - t0)
     torch.set_num_threads(threads)
     return {"audio_seconds": seconds, "wall_seconds": best, "x_realtime": seconds / best}

@@ -769,12 +769,15 @@ def export_prior_cmd(
     model: str = typer.Option(..., "--model", help="The VAE it was trained for: name or folder."),
     guidance: float | None = typer.Option(None, "--guidance", help="Default classifier-free guidance of sampling "
                                           "(default: the config's `guidance`)."),
+    classifier_guidance: float | None = typer.Option(
+        None, "--classifier-guidance", help="Default weight of the prior's label guide in sampling (default: the "
+        "config's `classifier_guidance`)."),
 ) -> None:
     """Store a trained prior with its VAE (NAME.prior.safetensors, recorded in NAME.json with its sha256 and the
     VAE's sha256 and encoder_sha256); any model with the encoder it was trained on will do."""
     from audiovae.train.prior import export_prior
 
-    console.print(f"wrote {export_prior(checkpoint, model, guidance)}")
+    console.print(f"wrote {export_prior(checkpoint, model, guidance, classifier_guidance)}")
 
 
 @app.command("train-embedder")
@@ -840,6 +843,8 @@ def generate(
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (> 0)."),
     guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance scale "
                                           "(1: plain conditional; default: the prior's, 3 unless set at export)."),
+    classifier_guidance: float | None = typer.Option(
+        None, "--classifier-guidance", help="Weight of the prior's label guide (0: off; default: the prior's)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the first clip (clip k uses seed + k)."),
     n: int = typer.Option(1, "-n", min=1, help="Number of clips."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
@@ -850,7 +855,7 @@ def generate(
     gen = Generator(model)
     gen.frames(seconds), gen.label_index(label)  # bad arguments fail before any output is written
     paths = _outputs(out, n, f"{gen.model.name}-{label or 'any'}-seed{seed}")
-    clips = (gen.sample(seconds, label, temperature, guidance, seed=seed + k) for k in range(n))
+    clips = (gen.sample(seconds, label, temperature, guidance, seed + k, classifier_guidance) for k in range(n))
     _write_all(paths, clips, gen.sample_rate, force)
 
 
@@ -939,6 +944,8 @@ def bench_generate(
     clips: int = typer.Option(100, help="Test clips (and as many generated, N(0, I) and train clips)."),
     per_label: int = typer.Option(10, "--per-label", help="Generated clips per label for the accuracy."),
     guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance (default: the prior's)."),
+    classifier_guidance: float | None = typer.Option(
+        None, "--classifier-guidance", help="Weight of the prior's label guide (default: the prior's)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
     html: Path | None = typer.Option(None, "--html", help="Write a self-contained listening page here."),
@@ -966,7 +973,8 @@ def bench_generate(
         def report(what: str, done: int, total: int) -> None:
             bar.update(task, description=what, completed=done, total=total)
 
-        result = bg.evaluate(gen, manifest, clips, per_label, guidance, temperature, progress=report)
+        result = bg.evaluate(gen, manifest, clips, per_label, guidance, temperature, progress=report,
+                             classifier_guidance=classifier_guidance)
         moved = [] if arithmetic is None else bg.arithmetic(gen, manifest, arithmetic, progress=report)
     name = gen.model.name
     _, md = bench.write_table(result["fd"], out, f"generate_{name}_fd",

@@ -76,25 +76,37 @@ class Generator:
         return decode_frames(self.model, z, z.shape[-1] * self.model.hop_length).numpy().astype(np.float32)
 
     def _sample(self, frames: int, label: str | None, prompt: torch.Tensor | None, temperature: float,
-                guidance: float | None, seed: int) -> torch.Tensor:
-        """``guidance`` None: the prior's own (``PriorConfig.guidance``)."""
+                guidance: float | None, seed: int, classifier_guidance: float | None = None) -> torch.Tensor:
+        """``guidance`` and ``classifier_guidance`` None: the prior's own (its config's)."""
         if temperature <= 0:
             raise GenerateError(f"temperature must be > 0, got {temperature:g}")
+        cfg = self.prior.config
+        weight = cfg.classifier_guidance if classifier_guidance is None else classifier_guidance
+        if weight < 0:
+            raise GenerateError(f"classifier guidance must be >= 0, got {weight:g}")
+        if weight and not cfg.guide_layers:
+            raise GenerateError(f"classifier guidance needs a prior with a guide; model '{self.model.name}' has none "
+                                "(train one: prior.guide_layers in a train-prior config)")
         labels = torch.tensor([self.label_index(label)])
         gen = torch.Generator().manual_seed(seed)
-        guidance = self.prior.config.guidance if guidance is None else guidance
-        return self.prior.sample(frames, labels, prompt, temperature, guidance, gen)
+        guidance = cfg.guidance if guidance is None else guidance
+        extra = {"classifier_guidance": weight} if weight else {}
+        return self.prior.sample(frames, labels, prompt, temperature, guidance, gen, **extra)
 
     def sample(self, seconds: float = 4.0, label: str | None = None, temperature: float = 1.0,
-               guidance: float | None = None, seed: int = 0) -> np.ndarray:
-        """A new clip (1, samples); the same arguments give the same audio. ``guidance`` None: the prior's."""
-        return self.decode(self._sample(self.frames(seconds), label, None, temperature, guidance, seed))
+               guidance: float | None = None, seed: int = 0, classifier_guidance: float | None = None
+               ) -> np.ndarray:
+        """A new clip (1, samples); the same arguments give the same audio. ``guidance`` and
+        ``classifier_guidance`` None: the prior's."""
+        return self.decode(self._sample(self.frames(seconds), label, None, temperature, guidance, seed,
+                                        classifier_guidance))
 
     def continue_audio(self, wave: np.ndarray, sample_rate: int, seconds: float, label: str | None = None,
-                       temperature: float = 1.0, guidance: float | None = None, seed: int = 0) -> np.ndarray:
+                       temperature: float = 1.0, guidance: float | None = None, seed: int = 0,
+                       classifier_guidance: float | None = None) -> np.ndarray:
         """The prompt's reconstruction followed by ``seconds`` of continuation (1, samples) at the model's rate."""
         prompt = self.encode(wave, sample_rate)
-        new = self._sample(self.frames(seconds), label, prompt, temperature, guidance, seed)
+        new = self._sample(self.frames(seconds), label, prompt, temperature, guidance, seed, classifier_guidance)
         return self.decode(torch.cat([prompt, new], 1))
 
     def interpolate(self, wave_a: np.ndarray, sr_a: int, wave_b: np.ndarray, sr_b: int, steps: int = 8

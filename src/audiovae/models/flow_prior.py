@@ -15,6 +15,11 @@ its frames, computed by the trainer): a vector for the whole clip, which fixes w
 instrument's timbre, a recording). Sampling draws it from a Gaussian fitted to the embeddings of the label's
 training clips (``set_styles``), so that a label picks one style per clip instead of leaving every frame to
 settle it; the null label has no style.
+
+With ``guide_layers``, a small noise-aware classifier (``LabelGuide``) learns the label of frames x_t on the path
+at any time t. Sampling with ``classifier_guidance`` w adds w (1 - t) n grad log p(label | x_t) to the velocity of
+n frames (classifier guidance: the classifier's score, per frame, fading out towards the end of the path, where
+what the clip is has been decided), on top of classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -94,6 +99,31 @@ class AttentionBlock(nn.Module):
         return h + g2 * self.mlp(self.mod.norm(h, s2, b2))
 
 
+class LabelGuide(nn.Module):
+    """A classifier of the label from standardized frames x_t (batch, frames, dim) at flow times t (batch,):
+    time-modulated dilated convolution blocks, then the mean and standard deviation over (``mask``ed) frames."""
+
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        d = cfg.guide_width
+        self.inp = nn.Linear(cfg.latent_dim, d)
+        self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList(ConvBlock(d, 2 ** (i % cfg.dilation_cycle)) for i in range(cfg.guide_layers))
+        self.out = nn.Linear(2 * d, cfg.num_labels)
+
+    def forward(self, x: Tensor, t: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Label logits (batch, num_labels)."""
+        cond = F.silu(self.time(time_features(t, self.inp.out_features)))
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, cond, mask)
+        w = torch.ones_like(h[..., :1]) if mask is None else mask[..., None].to(h.dtype)
+        n = w.sum(1).clamp_min(1)
+        mean = (h * w).sum(1) / n
+        std = (((h - mean[:, None]) ** 2 * w).sum(1) / n + 1e-5).sqrt()
+        return self.out(torch.cat([mean, std], -1))
+
+
 class FlowPrior(Prior):
     def __init__(self, cfg: PriorConfig):
         super().__init__(cfg)
@@ -117,6 +147,7 @@ class FlowPrior(Prior):
             nn.init.zeros_(self.style.bias)
             self.register_buffer("style_mean", torch.zeros(cfg.num_labels, cfg.style_dim))
             self.register_buffer("style_scale", torch.zeros(cfg.num_labels, cfg.style_dim, cfg.style_dim))
+        self.guide = LabelGuide(cfg) if cfg.guide_layers else None
 
     def set_styles(self, styles: Tensor, labels: list[int]) -> None:
         """Fit each label's style Gaussian (shrunk covariance, Ledoit-Wolf) to the styles (clips, style_dim) of
@@ -165,26 +196,56 @@ class FlowPrior(Prior):
         err = ((self(x0 + t[:, None, None] * (x - x0), t, labels, mask, style) - (x - x0)) ** 2).mean(-1)
         return err.mean() if mask is None else (err * mask).sum() / mask.sum().clamp_min(1)
 
+    def guide_loss(self, x: Tensor, labels: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
+        """(cross-entropy, accuracy) of the guide on the labelled items of standardized frames ``x`` moved to
+        uniform random times on the path; None when no item has a label."""
+        keep = labels != self.null_label
+        if not bool(keep.any()):
+            return None
+        x, labels = x[keep], labels[keep]
+        mask = None if mask is None else mask[keep]
+        t = torch.rand(x.shape[0], device=x.device)
+        x0 = torch.randn_like(x)
+        logits = self.guide(x0 + t[:, None, None] * (x - x0), t, mask)
+        return F.cross_entropy(logits, labels), (logits.argmax(-1) == labels).float().mean()
+
+    def _guide_velocity(self, x: Tensor, t: float, labels: Tensor, weight: float) -> Tensor:
+        """weight (1 - t) frames grad_x log p(labels | x_t), zero for the null label. The guide pools over frames,
+        so its gradient per frame shrinks as 1 / frames; the factor frames keeps the push per frame independent
+        of the length."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            logp = torch.log_softmax(self.guide(x, torch.full((x.shape[0],), t)), -1)
+            picked = logp.gather(1, labels.clamp_max(self.config.num_labels - 1)[:, None])[:, 0]
+            (grad,) = torch.autograd.grad((picked * (labels != self.null_label)).sum(), x)
+        return weight * (1 - t) * x.shape[1] * grad
+
     @torch.no_grad()
     def sample(self, frames: int, labels: Tensor, prompt: Tensor | None = None, temperature: float = 1.0,
-               guidance: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+               guidance: float = 1.0, generator: torch.Generator | None = None,
+               classifier_guidance: float = 0.0) -> Tensor:
         """``frames`` (>= 1) new standardized frames (batch, frames, dim) following ``prompt`` (batch, n, dim), of
         which the last ``context`` frames condition them. ``guidance`` g mixes the velocities as
         ``uncond + g * (cond - uncond)``; ``temperature`` scales the initial noise. Up to 4 x ``context`` frames
         (prompt included) are sampled at once; longer clips window by window, each continuing the last
         ``context`` frames before it, so that the cost stays linear in the length. With ``style``, one style is
-        drawn per clip (before the noise) and holds for all its windows."""
+        drawn per clip (before the noise) and holds for all its windows. ``classifier_guidance``: the weight of
+        the guide's gradient (see the module's docstring; a prior without a guide refuses a weight above 0)."""
+        if classifier_guidance and self.guide is None:
+            raise ValueError("classifier_guidance needs a prior with a guide (guide_layers > 0)")
         style = self.draw_style(labels, generator)
         window, context, out = 4 * self.config.context, self.config.context, []
         prompt = None if prompt is None or not prompt.shape[1] else prompt[:, -context:]
         while frames > 0:
             new = min(frames, window - (0 if prompt is None else prompt.shape[1]))
-            out.append(self._sample_window(new, labels, prompt, temperature, guidance, generator, style))
+            out.append(self._sample_window(new, labels, prompt, temperature, guidance, generator, style,
+                                           classifier_guidance))
             prompt, frames = torch.cat([p for p in (prompt, out[-1]) if p is not None], 1)[:, -context:], frames - new
         return torch.cat(out, 1)
 
     def _sample_window(self, frames: int, labels: Tensor, prompt: Tensor | None, temperature: float,
-                       guidance: float, generator: torch.Generator | None, style: Tensor | None) -> Tensor:
+                       guidance: float, generator: torch.Generator | None, style: Tensor | None,
+                       classifier_guidance: float) -> Tensor:
         b, d = labels.shape[0], self.config.latent_dim
         n = 0 if prompt is None else prompt.shape[1]
         noise = temperature * torch.randn(b, n + frames, d, generator=generator)
@@ -199,5 +260,7 @@ class FlowPrior(Prior):
                 cond, uncond = self(torch.cat([x, x]), torch.full((2 * b,), t), both,
                                     style=None if style is None else torch.cat([style, style])).chunk(2)
                 v = uncond + guidance * (cond - uncond)
+            if classifier_guidance:
+                v = v + self._guide_velocity(x, t, labels, classifier_guidance)
             x = x + (t_next - t) * v
         return x[:, n:]

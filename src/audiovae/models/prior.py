@@ -47,6 +47,9 @@ class PriorConfig:
     guidance: float = 3.0  # the classifier-free guidance that sampling uses unless told (set at export)
     style: str = ""  # flow: "embed": labelled clips also condition on their learned embedding (flow_prior.py)
     style_dim: int = 0  # set from the embedding head
+    guide_layers: int = 0  # flow: convolution blocks of a label classifier on noisy frames (0: none; flow_prior.py)
+    guide_width: int = 128
+    classifier_guidance: float = 0.0  # the weight of that classifier's gradient in sampling unless told (set at export)
 
     def validate(self) -> None:
         if self.kind not in ("ar", "flow"):
@@ -59,6 +62,12 @@ class PriorConfig:
             raise ConfigError(f"prior: style must be 'embed' or empty, got '{self.style}'")
         if self.style and self.kind != "flow":
             raise ConfigError("prior: style works with kind 'flow' only")
+        if self.guide_layers < 0 or self.guide_width < 1 or self.classifier_guidance < 0:
+            raise ConfigError("prior: guide_layers >= 0, guide_width >= 1 and classifier_guidance >= 0 are needed")
+        if (self.guide_layers or self.classifier_guidance) and self.kind != "flow":
+            raise ConfigError("prior: a guide (guide_layers, classifier_guidance) works with kind 'flow' only")
+        if self.classifier_guidance and not self.guide_layers:
+            raise ConfigError("prior: classifier_guidance needs a guide (guide_layers > 0)")
 
 
 class Prior(nn.Module):

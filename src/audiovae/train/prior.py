@@ -34,6 +34,7 @@ class PriorTrainConfig(LatentTrainConfig):
     init: str | None = None  # start from the prior stored with this model (name or folder), e.g. to fine-tune it
     prior: PriorConfig = field(default_factory=PriorConfig)
     batch_frames: int = 2048  # frames per batch (batches group clips of similar length)
+    train_flow: bool = True  # false: only the guide trains (prior.guide_layers), e.g. added to a shipped prior
 
 
 def load_prior_config(path) -> PriorTrainConfig:
@@ -43,6 +44,11 @@ def load_prior_config(path) -> PriorTrainConfig:
 def metric(cfg: PriorTrainConfig) -> str:
     """What the prior's loss is: "nll" (nats per dimension) for "ar", "fm" (flow-matching error) for "flow"."""
     return "nll" if cfg.prior.kind == "ar" else "fm"
+
+
+def monitor(cfg: PriorTrainConfig) -> str:
+    """The validation value that picks the best checkpoint: the prior's loss, or the guide's when only it trains."""
+    return f"val/{metric(cfg) if cfg.train_flow else 'guide'}"
 
 
 class ClipStyle(nn.Module):
@@ -78,23 +84,40 @@ class PriorModule(L.LightningModule):
         styled = {} if self.style is None else {"style": self.style(x, mask)}
         return self.prior.loss(x, labels, mask, **styled)
 
+    def _guide(self, batch, split: str) -> Tensor | None:
+        """The guide's loss (logged with its accuracy); None without a guide or a labelled clip in the batch."""
+        out = self.prior.guide_loss(batch["x"], batch["label"], batch["mask"]) if self.prior.config.guide_layers \
+            else None
+        if out is not None:
+            n = int((batch["label"] != self.prior.null_label).sum())
+            self.log(f"{split}/guide", out[0], prog_bar=split == "train", batch_size=n)
+            self.log(f"{split}/guide_acc", out[1], batch_size=n)
+        return None if out is None else out[0]
+
     def training_step(self, batch, batch_idx):
-        labels = batch["label"]
-        drop = torch.rand(labels.shape, device=labels.device) < self.cfg.prior.label_dropout
-        loss = self._loss(batch, torch.where(drop, self.prior.null_label, labels))
-        self.log(f"train/{metric(self.cfg)}", loss, prog_bar=True, batch_size=len(labels))
-        return loss
+        """The flow's loss plus the guide's; None (the batch is skipped) when only the guide trains and no clip
+        of the batch has a label."""
+        losses = [self._guide(batch, "train")]
+        if self.cfg.train_flow:
+            labels = batch["label"]
+            drop = torch.rand(labels.shape, device=labels.device) < self.cfg.prior.label_dropout
+            losses.append(self._loss(batch, torch.where(drop, self.prior.null_label, labels)))
+            self.log(f"train/{metric(self.cfg)}", losses[-1], prog_bar=True, batch_size=len(labels))
+        losses = [v for v in losses if v is not None]
+        return sum(losses) if losses else None
 
     def validation_step(self, batch, batch_idx):
         n = batch["mask"].sum()
         with torch.random.fork_rng(devices=[]):  # the same noise and times at every validation
             torch.manual_seed(batch_idx)
-            loss = self._loss(batch, batch["label"])
-        self.log(f"val/{metric(self.cfg)}", loss, batch_size=int(n))
+            self._guide(batch, "val")
+            if self.cfg.train_flow:
+                self.log(f"val/{metric(self.cfg)}", self._loss(batch, batch["label"]), batch_size=int(n))
 
     def configure_optimizers(self):
         c = self.cfg
-        opt = torch.optim.AdamW(self.prior.parameters(), lr=c.lr, betas=(0.9, 0.98), weight_decay=c.weight_decay)
+        params = self.prior.parameters() if c.train_flow else self.prior.guide.parameters()
+        opt = torch.optim.AdamW(params, lr=c.lr, betas=(0.9, 0.98), weight_decay=c.weight_decay)
         return [opt], [warmup_cosine(opt, c)]
 
 
@@ -103,6 +126,10 @@ def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
     data."""
     from audiovae.registry import load, load_embedder
 
+    if not cfg.train_flow and not (cfg.prior.guide_layers and cfg.init):
+        raise AudioVAEError("train_flow: false trains only a guide (prior.guide_layers) added to the prior of `init`")
+    if cfg.prior.guide_layers and not cfg.label:
+        raise AudioVAEError("prior.guide_layers: a guide learns labels; set `label` (the manifest key)")
     model = load(cfg.model)
     caches = {s: encode_split(model, cfg.manifest, s, cfg.label, run_dir / "latents" / f"{s}.safetensors",
                               cfg.max_clips, progress) for s in ("train", "valid")}
@@ -120,13 +147,17 @@ def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
         _start_from(prior, cfg.init, vocab)
     clips = {s: [prior.normalize(c) for c in cache.clips()] for s, cache in caches.items()}
     labels = {s: [vocab.index(v) if v in vocab else len(vocab) for v in cache.labels] for s, cache in caches.items()}
-    style = None if embedder is None else ClipStyle(prior, embedder)
-    if style is not None:
+    style = None if embedder is None or not cfg.train_flow else ClipStyle(prior, embedder)
+    if style is not None:  # a guide-only run keeps the style Gaussians of `init`
         prior.set_styles(torch.cat([style(c[None]) for c in clips["train"]]), labels["train"])
+    if not cfg.train_flow:  # the guide learns from labelled clips only
+        for s in clips:
+            keep = [i for i, v in enumerate(labels[s]) if v < len(vocab)]
+            clips[s], labels[s] = [clips[s][i] for i in keep], [labels[s][i] for i in keep]
     loaders = []
-    for split, cache in caches.items():
+    for split in caches:
         train = split == "train"
-        sampler = LengthBatchSampler(cache.lengths.tolist(), cfg.prior.context, cfg.batch_frames,
+        sampler = LengthBatchSampler([len(c) for c in clips[split]], cfg.prior.context, cfg.batch_frames,
                                      batches=cfg.val_every if train else 0, seed=cfg.seed, shuffle=train)
         loaders.append(DataLoader(CropDataset(clips[split], labels[split], cfg.prior.context, train, cfg.seed),
                                   batch_sampler=sampler, collate_fn=collate))
@@ -137,15 +168,15 @@ def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
 
 def _start_from(prior, name: str, vocab: list[str]) -> None:
     """Load the weights and latent statistics of the prior stored with model ``name`` into ``prior``: the same
-    architecture and label vocabulary (``prior`` may add a style, which starts at zero), else an error naming
-    what differs."""
+    architecture and label vocabulary (``prior`` may add a style, which starts at zero, or a guide), else an error
+    naming what differs."""
     from audiovae.registry import load, load_prior
 
     start, meta = load_prior(load(name))
     if list(meta.get("labels") or []) != vocab:
         raise AudioVAEError(f"init: the prior of '{name}' has labels {meta.get('labels')}, this run {vocab}")
     mine, theirs = prior.state_dict(), start.state_dict()
-    added = {k for k in set(mine) - set(theirs) if k.startswith("style")}
+    added = {k for k in set(mine) - set(theirs) if k.startswith(("style", "guide."))}
     wrong = sorted((set(mine) ^ set(theirs)) - added)
     wrong += [k for k, v in theirs.items() if k in mine and v.shape != mine[k].shape]
     if wrong:
@@ -156,16 +187,18 @@ def _start_from(prior, name: str, vocab: list[str]) -> None:
 def train_prior(cfg: PriorTrainConfig, run_dir: Path, **run) -> Path:
     """Train (or resume) a latent prior into ``run_dir``; returns the path of the last checkpoint. ``run``: the
     options of ``common.train`` (resume, max_minutes, accelerator, devices, threads, progress)."""
-    return train(cfg, run_dir, _prepare, f"val/{metric(cfg)}", **run)
+    return train(cfg, run_dir, _prepare, monitor(cfg), **run)
 
 
-def export_prior(ckpt: str | os.PathLike, model_name: str | os.PathLike, guidance: float | None = None) -> Path:
-    """Store a prior checkpoint's weights with the VAE it was trained for, with ``guidance`` (when given) as its
-    default classifier-free guidance; returns the weights path."""
+def export_prior(ckpt: str | os.PathLike, model_name: str | os.PathLike, guidance: float | None = None,
+                 classifier_guidance: float | None = None) -> Path:
+    """Store a prior checkpoint's weights with the VAE it was trained for, with ``guidance`` and
+    ``classifier_guidance`` (when given) as its defaults for sampling; returns the weights path."""
     from audiovae.registry import save_prior
 
     cfg, hp, state, steps, model = read_run_checkpoint(ckpt, "prior", PriorTrainConfig, model_name)
-    prior = make_prior(cfg.prior if guidance is None else replace(cfg.prior, guidance=guidance))
+    given = {"guidance": guidance, "classifier_guidance": classifier_guidance}
+    prior = make_prior(replace(cfg.prior, **{k: v for k, v in given.items() if v is not None}))
     prior.load_state_dict(state)
     return save_prior(model, prior, {"labels": hp["labels"], "label_key": cfg.label, "steps": steps,
                                      "corpus": cfg.manifest})
