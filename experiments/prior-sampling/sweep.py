@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--classifier-guidance", type=float, action="append",
                     help="weight of the prior's label guide (default: the prior's)")
     ap.add_argument("--per-label", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=1000, help="seed of the first request (the bench's: 1000); another "
+                    "draws new samples for the same requests, a check that a setting's lead is not the seeds'")
     ap.add_argument("--reconstructions", action="store_true",
                     help="also score real test clips (20 per label, as the bench) and their reconstructions")
     ap.add_argument("--rerank", type=int, default=1,
@@ -100,7 +102,7 @@ def main() -> None:
         if root is not None:
             gen.prior.style_scale.copy_(root * s)
         gen.prior.forward = forward if span is None else guided_within(gen.prior, forward, *span)
-        made = [best(gen, ranker, lab, [1000 + i + 100_000 * j for j in range(args.rerank)], g, w)
+        made = [best(gen, ranker, lab, [args.seed + i + 100_000 * j for j in range(args.rerank)], g, w)
                 for i, (lab, _) in enumerate(requests)]
         row = {"guidance": g if g is not None else gen.prior.config.guidance, "style_scale": s,
                "classifier_guidance": w if w is not None else gen.prior.config.classifier_guidance,
