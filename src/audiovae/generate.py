@@ -84,14 +84,13 @@ class Generator:
         weight = cfg.classifier_guidance if classifier_guidance is None else classifier_guidance
         if weight < 0:
             raise GenerateError(f"classifier guidance must be >= 0, got {weight:g}")
-        if weight and not cfg.guide_layers:
+        if weight and self.prior.guide is None:
             raise GenerateError(f"classifier guidance needs a prior with a guide; model '{self.model.name}' has none "
                                 "(train one: prior.guide_layers in a train-prior config)")
         labels = torch.tensor([self.label_index(label)])
         gen = torch.Generator().manual_seed(seed)
         guidance = cfg.guidance if guidance is None else guidance
-        extra = {"classifier_guidance": weight} if weight else {}
-        return self.prior.sample(frames, labels, prompt, temperature, guidance, gen, **extra)
+        return self.prior.sample(frames, labels, prompt, temperature, guidance, gen, weight)
 
     def sample(self, seconds: float = 4.0, label: str | None = None, temperature: float = 1.0,
                guidance: float | None = None, seed: int = 0, classifier_guidance: float | None = None

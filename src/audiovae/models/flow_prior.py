@@ -231,8 +231,7 @@ class FlowPrior(Prior):
         ``context`` frames before it, so that the cost stays linear in the length. With ``style``, one style is
         drawn per clip (before the noise) and holds for all its windows. ``classifier_guidance``: the weight of
         the guide's gradient (see the module's docstring; a prior without a guide refuses a weight above 0)."""
-        if classifier_guidance and self.guide is None:
-            raise ValueError("classifier_guidance needs a prior with a guide (guide_layers > 0)")
+        self.check_classifier_guidance(classifier_guidance)
         style = self.draw_style(labels, generator)
         window, context, out = 4 * self.config.context, self.config.context, []
         prompt = None if prompt is None or not prompt.shape[1] else prompt[:, -context:]

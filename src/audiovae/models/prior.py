@@ -83,6 +83,7 @@ class Prior(nn.Module):
         self.register_buffer("latent_mean", torch.zeros(d))
         self.register_buffer("latent_std", torch.ones(d))
         self.register_buffer("latent_cov", torch.eye(d))
+        self.guide: nn.Module | None = None  # a flow prior's label guide (flow_prior.py)
 
     @property
     def null_label(self) -> int:
@@ -101,6 +102,11 @@ class Prior(nn.Module):
 
     def denormalize(self, x: Tensor) -> Tensor:
         return x * self.latent_std + self.latent_mean
+
+    def check_classifier_guidance(self, weight: float) -> None:
+        """Refuse a classifier-guidance weight above 0 for a prior without a guide."""
+        if weight and self.guide is None:
+            raise ValueError("classifier_guidance needs a prior with a guide (guide_layers > 0)")
 
     def guided_labels(self, labels: Tensor, guidance: float) -> Tensor | None:
         """``labels`` followed by as many null labels when ``guidance`` applies (not 1, some label set), else
@@ -204,12 +210,14 @@ class LatentPrior(Prior):
 
     @torch.no_grad()
     def sample(self, frames: int, labels: Tensor, prompt: Tensor | None = None, temperature: float = 1.0,
-               guidance: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+               guidance: float = 1.0, generator: torch.Generator | None = None,
+               classifier_guidance: float = 0.0) -> Tensor:
         """``frames`` (>= 1) new standardized frames (batch, frames, dim) following ``prompt`` (batch, n, dim).
 
         ``guidance`` g mixes the conditional and unconditional mixture parameters as
         ``uncond + g * (cond - uncond)`` (1: conditional only). ``temperature`` T divides the mixture
-        logits and multiplies the scales by sqrt(T)."""
+        logits and multiplies the scales by sqrt(T). This kind has no guide: ``classifier_guidance`` must be 0."""
+        self.check_classifier_guidance(classifier_guidance)
         b, ctx = labels.shape[0], self.config.context
         both = self.guided_labels(labels, guidance)
         guided = both is not None

@@ -38,6 +38,12 @@ class LatentCache:
     def clips(self) -> list[torch.Tensor]:
         return list(self.frames.split(self.lengths.tolist()))
 
+    def subset(self, keep: list[int]) -> LatentCache:
+        """The clips at indices ``keep``, in that order."""
+        clips = self.clips()
+        return LatentCache(torch.cat([clips[i] for i in keep]) if keep else self.frames[:0],
+                           self.lengths[keep], [self.labels[i] for i in keep])
+
     @staticmethod
     def concat(caches: list[LatentCache]) -> LatentCache:
         if len(caches) == 1:

@@ -86,13 +86,15 @@ class PriorModule(L.LightningModule):
 
     def _guide(self, batch, split: str) -> Tensor | None:
         """The guide's loss (logged with its accuracy); None without a guide or a labelled clip in the batch."""
-        out = self.prior.guide_loss(batch["x"], batch["label"], batch["mask"]) if self.prior.config.guide_layers \
-            else None
-        if out is not None:
-            n = int((batch["label"] != self.prior.null_label).sum())
-            self.log(f"{split}/guide", out[0], prog_bar=split == "train", batch_size=n)
-            self.log(f"{split}/guide_acc", out[1], batch_size=n)
-        return None if out is None else out[0]
+        if self.prior.guide is None:
+            return None
+        out = self.prior.guide_loss(batch["x"], batch["label"], batch["mask"])
+        if out is None:
+            return None
+        n = int((batch["label"] != self.prior.null_label).sum())
+        self.log(f"{split}/guide", out[0], prog_bar=split == "train", batch_size=n)
+        self.log(f"{split}/guide_acc", out[1], batch_size=n)
+        return out[0]
 
     def training_step(self, batch, batch_idx):
         """The flow's loss plus the guide's; None (the batch is skipped) when only the guide trains and no clip
@@ -145,19 +147,19 @@ def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
     prior.set_stats(caches["train"].frames)
     if cfg.init:
         _start_from(prior, cfg.init, vocab)
-    clips = {s: [prior.normalize(c) for c in cache.clips()] for s, cache in caches.items()}
     labels = {s: [vocab.index(v) if v in vocab else len(vocab) for v in cache.labels] for s, cache in caches.items()}
+    if not cfg.train_flow:  # the guide learns from labelled clips only
+        caches = {s: cache.subset([i for i, v in enumerate(labels[s]) if v < len(vocab)])
+                  for s, cache in caches.items()}
+        labels = {s: [v for v in labels[s] if v < len(vocab)] for s in caches}
+    clips = {s: [prior.normalize(c) for c in cache.clips()] for s, cache in caches.items()}
     style = None if embedder is None or not cfg.train_flow else ClipStyle(prior, embedder)
     if style is not None:  # a guide-only run keeps the style Gaussians of `init`
         prior.set_styles(torch.cat([style(c[None]) for c in clips["train"]]), labels["train"])
-    if not cfg.train_flow:  # the guide learns from labelled clips only
-        for s in clips:
-            keep = [i for i, v in enumerate(labels[s]) if v < len(vocab)]
-            clips[s], labels[s] = [clips[s][i] for i in keep], [labels[s][i] for i in keep]
     loaders = []
-    for split in caches:
+    for split, cache in caches.items():
         train = split == "train"
-        sampler = LengthBatchSampler([len(c) for c in clips[split]], cfg.prior.context, cfg.batch_frames,
+        sampler = LengthBatchSampler(cache.lengths.tolist(), cfg.prior.context, cfg.batch_frames,
                                      batches=cfg.val_every if train else 0, seed=cfg.seed, shuffle=train)
         loaders.append(DataLoader(CropDataset(clips[split], labels[split], cfg.prior.context, train, cfg.seed),
                                   batch_sampler=sampler, collate_fn=collate))
