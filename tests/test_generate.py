@@ -292,8 +292,8 @@ def test_a_guide_trains_beside_a_stored_prior_and_steers_labelled_sampling(tmp_p
     folder, start = stored_flow_prior(tmp_path)
     guided = PriorConfig(**TINY_FLOW, guide_layers=2, guide_width=8)
     cfg = PriorTrainConfig(model=str(folder), manifest=str(make_corpus(tmp_path)), label="pitch", min_label_clips=1,
-                           init=str(folder), prior=guided, train_flow=False, batch_frames=64, max_steps=3,
-                           val_every=3, warmup_steps=1, log_every=1)
+                           init=str(folder), prior=guided, train_flow=False, guide_attack=0.05, batch_frames=64,
+                           max_steps=3, val_every=3, warmup_steps=1, log_every=1)
     last = train_prior(cfg, tmp_path / "run", progress=False)
     header = next((tmp_path / "run" / "logs").rglob("metrics.csv")).read_text().splitlines()[0]
     assert "val/guide_acc" in header and "val/fm" not in header
@@ -317,8 +317,27 @@ def test_a_guide_trains_beside_a_stored_prior_and_steers_labelled_sampling(tmp_p
     for bad in (replace(cfg, prior=PriorConfig(**TINY_FLOW)), replace(cfg, init=None)):
         with pytest.raises(AudioVAEError, match="train_flow: false"):
             train_prior(bad, tmp_path / "run2", progress=False)
+    for bad in (replace(cfg, guide_attack=-0.1), replace(cfg, train_flow=True, prior=PriorConfig(**TINY_FLOW))):
+        with pytest.raises(AudioVAEError, match="guide_attack"):
+            train_prior(bad, tmp_path / "run2", progress=False)
     with pytest.raises(Exception, match="needs a guide"):
         PriorConfig(**TINY_FLOW, classifier_guidance=1.0).validate()
+
+
+def test_the_guides_adversarial_step_has_its_radius_on_real_frames_and_raises_its_loss():
+    torch.manual_seed(0)
+    prior = FlowPrior(replace(PriorConfig(**TINY_FLOW, guide_layers=2, guide_width=8), latent_dim=4, num_labels=3))
+    x, t, labels = torch.randn(2, 10, 4), torch.tensor([0.3, 0.9]), torch.tensor([0, 2])
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 6:] = False
+    step = prior._attack(x, t, labels, mask, torch.tensor([0.01, 0.02]))
+    assert step[1, 6:].abs().max() == 0
+    rms = torch.stack([step[0].pow(2).mean().sqrt(), step[1, :6].pow(2).mean().sqrt()])
+    torch.testing.assert_close(rms, torch.tensor([0.01, 0.02]))
+
+    def loss(y):
+        return torch.nn.functional.cross_entropy(prior.guide(y, t, mask), labels, reduction="none")
+    assert (loss(x + step) > loss(x)).all()
 
 
 def test_slerp_ends_and_norm():

@@ -63,7 +63,7 @@ def test_prior_recipe_trains_and_samples_at_tiny_width(path):
     loss = prior.loss(x, labels, **({"style": torch.randn(2, 6)} if cfg.prior.style else {}))
     guided = {}
     if cfg.prior.guide_layers:
-        loss = loss + prior.guide_loss(x, labels)[0]
+        loss = loss + prior.guide_loss(x, labels, attack=cfg.guide_attack)[0]
         guided = {"classifier_guidance": 5.0}
     loss.backward()
     assert torch.isfinite(loss)

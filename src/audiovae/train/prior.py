@@ -35,6 +35,7 @@ class PriorTrainConfig(LatentTrainConfig):
     prior: PriorConfig = field(default_factory=PriorConfig)
     batch_frames: int = 2048  # frames per batch (batches group clips of similar length)
     train_flow: bool = True  # false: only the guide trains (prior.guide_layers), e.g. added to a shipped prior
+    guide_attack: float = 0.0  # > 0: the guide trains on inputs moved this RMS distance against it (adversarial)
 
 
 def load_prior_config(path) -> PriorTrainConfig:
@@ -88,7 +89,8 @@ class PriorModule(L.LightningModule):
         """The guide's loss (logged with its accuracy); None without a guide or a labelled clip in the batch."""
         if self.prior.guide is None:
             return None
-        out = self.prior.guide_loss(batch["x"], batch["label"], batch["mask"])
+        attack = self.cfg.guide_attack if split == "train" else 0.0
+        out = self.prior.guide_loss(batch["x"], batch["label"], batch["mask"], attack)
         if out is None:
             return None
         n = int((batch["label"] != self.prior.null_label).sum())
@@ -130,6 +132,8 @@ def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
 
     if not cfg.train_flow and not (cfg.prior.guide_layers and cfg.init):
         raise AudioVAEError("train_flow: false trains only a guide (prior.guide_layers) added to the prior of `init`")
+    if cfg.guide_attack < 0 or (cfg.guide_attack and not cfg.prior.guide_layers):
+        raise AudioVAEError(f"guide_attack: a radius >= 0 for a guide (prior.guide_layers), got {cfg.guide_attack:g}")
     if cfg.prior.guide_layers and not cfg.label:
         raise AudioVAEError("prior.guide_layers: a guide learns labels; set `label` (the manifest key)")
     model = load(cfg.model)
