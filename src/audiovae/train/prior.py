@@ -35,7 +35,7 @@ class PriorTrainConfig(LatentTrainConfig):
     prior: PriorConfig = field(default_factory=PriorConfig)
     batch_frames: int = 2048  # frames per batch (batches group clips of similar length)
     train_flow: bool = True  # false: only the guide trains (prior.guide_layers), e.g. added to a shipped prior
-    guide_attack: float = 0.0  # > 0: the guide trains on inputs moved this RMS distance against it (adversarial)
+    guide_attack: float = 0.0  # > 0: the guide trains on inputs moved against it by RMS distance guide_attack * t
 
 
 def load_prior_config(path) -> PriorTrainConfig:
