@@ -67,7 +67,8 @@ def best(gen: Generator, ranker, label: str, seeds: list[int], guidance: float |
         return made[0], frames[0]
     column = list(ranker.classes_).index(label)
     probs = ranker.predict_proba(np.stack([embed(gen.model, c, gen.sample_rate) for c in made]))[:, column]
-    return made[int(np.argmax(probs))], frames[int(np.argmax(probs))]
+    k = int(np.argmax(probs))
+    return made[k], frames[k]
 
 
 def main() -> None:

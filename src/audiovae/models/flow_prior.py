@@ -99,6 +99,11 @@ class AttentionBlock(nn.Module):
         return h + g2 * self.mlp(self.mod.norm(h, s2, b2))
 
 
+def frame_weights(h: Tensor, mask: Tensor | None) -> Tensor:
+    """(batch, frames, 1) weights of ``h``'s frames: 1 on real frames (``mask`` true, or all without one), else 0."""
+    return torch.ones_like(h[..., :1]) if mask is None else mask[..., None].to(h.dtype)
+
+
 class LabelGuide(nn.Module):
     """A classifier of the label from standardized frames x_t (batch, frames, dim) at flow times t (batch,):
     time-modulated dilated convolution blocks, then the mean and standard deviation over (``mask``ed) frames."""
@@ -117,7 +122,7 @@ class LabelGuide(nn.Module):
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, cond, mask)
-        w = torch.ones_like(h[..., :1]) if mask is None else mask[..., None].to(h.dtype)
+        w = frame_weights(h, mask)
         n = w.sum(1).clamp_min(1)
         mean = (h * w).sum(1) / n
         std = (((h - mean[:, None]) ** 2 * w).sum(1) / n + 1e-5).sqrt()
@@ -219,10 +224,8 @@ class FlowPrior(Prior):
         """The step of RMS ``radius`` (batch,) per item (over its real frames) along the gradient of the guide's loss.
         Classifiers trained on such steps have gradients that follow the data more than brittle features, which
         is what guidance needs (Kawar et al. 2022, robust classifier guidance)."""
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(F.cross_entropy(self.guide(x, t, mask), labels, reduction="sum"), x)
-        w = torch.ones_like(x[..., :1]) if mask is None else mask[..., None].to(x.dtype)
+        grad = -self._guide_grad(x, t, labels, mask)
+        w = frame_weights(x, mask)
         rms = ((grad * w) ** 2).sum((1, 2), keepdim=True) / (w.sum((1, 2), keepdim=True) * x.shape[-1])
         return radius[:, None, None] * grad * w / rms.sqrt().clamp_min(1e-12)
 
@@ -230,12 +233,16 @@ class FlowPrior(Prior):
         """weight (1 - t) frames grad_x log p(labels | x_t), zero for the null label. The guide pools over frames,
         so its gradient per frame shrinks as 1 / frames; the factor frames keeps the push per frame independent
         of the length."""
+        return weight * (1 - t) * x.shape[1] * self._guide_grad(x, torch.full((x.shape[0],), t), labels)
+
+    def _guide_grad(self, x: Tensor, t: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:
+        """grad_x of the sum over items of log p(label | x_t) under the guide, zero for the null label."""
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            logp = torch.log_softmax(self.guide(x, torch.full((x.shape[0],), t)), -1)
+            logp = torch.log_softmax(self.guide(x, t, mask), -1)
             picked = logp.gather(1, labels.clamp_max(self.config.num_labels - 1)[:, None])[:, 0]
             (grad,) = torch.autograd.grad((picked * (labels != self.null_label)).sum(), x)
-        return weight * (1 - t) * x.shape[1] * grad
+        return grad
 
     @torch.no_grad()
     def sample(self, frames: int, labels: Tensor, prompt: Tensor | None = None, temperature: float = 1.0,
