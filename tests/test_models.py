@@ -79,6 +79,21 @@ def test_losses_are_zero_for_identity_and_positive_otherwise():
     assert float(same) < 1e-5 and float(other) > 0.1 and set(parts) == {"mel", "wave", "complex"}
 
 
+def test_the_log_magnitude_term_sees_a_frame_rate_comb_that_log_mel_averages_away():
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 16000, generator=g) * 0.1
+    comb = noise[:, :320].repeat(1, 50)  # periodic at 50 Hz: a line spectrum with the same envelope
+    other = torch.randn(1, 16000, generator=g) * 0.1  # another noise: the same smooth spectrum
+    loss = ReconstructionLoss(LossConfig(logmag_n_ffts=[2048]), 16000)
+    _, to_comb = loss(comb, noise)
+    _, to_noise = loss(other, noise)
+    assert set(to_comb) == {"mel", "wave", "complex", "logmag"}
+    gap = {k: float(to_comb[k] / to_noise[k]) for k in ("mel", "logmag")}
+    assert gap["logmag"] > 1.5 and gap["logmag"] > 2 * (gap["mel"] - 1) + 1, gap
+    with pytest.raises(ConfigError, match="logmag_n_ffts"):
+        LossConfig(logmag_n_ffts=[0])
+
+
 def test_kl_free_bits_and_warmup():
     m = tiny_vae()
     post = m.encode(torch.randn(1, 3200) * 0.1)

@@ -14,7 +14,8 @@ from audiovae.train.config import load_train_config
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*/*.yaml"))
 # these take their model from --init
-FROM_INIT = ("gan.yaml", "gan-gpu.yaml", "finetune-codec.yaml", "finetune-rd.yaml", "finetune-deeper.yaml")
+FROM_INIT = ("gan.yaml", "gan-gpu.yaml", "finetune-codec.yaml", "finetune-rd.yaml", "finetune-deeper.yaml",
+             "finetune-logmag.yaml", "finetune-hq.yaml")
 TRAIN_CONFIGS = [p for p in RECIPES if p.name in ("train.yaml", "train-gpu.yaml", *FROM_INIT)]
 
 

@@ -55,12 +55,18 @@ class LossConfig:
     complex_n_fft: int = 640
     complex_weight: float = 1.0
     wave_weight: float = 5.0
+    logmag_n_ffts: list[int] = field(default_factory=list)  # linear-frequency log-magnitude L1 at these sizes
+    logmag_weight: float = 1.0
     kl_weight: float = 2e-4  # on KL summed over latent channels, averaged over frames
     kl_start_weight: float = 1e-6
     kl_warmup_steps: int = 5000  # log-linear ramp from kl_start_weight to kl_weight
     free_bits: float = 0.0  # nats per latent channel and frame not penalized
     adv_weight: float = 1.0
     fm_weight: float = 5.0
+
+    def __post_init__(self):
+        if any(n < 16 for n in self.logmag_n_ffts):
+            raise ConfigError(f"loss.logmag_n_ffts: need sizes >= 16, got {self.logmag_n_ffts}")
 
 
 def _coerce(tp, value, key: str):

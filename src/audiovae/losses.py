@@ -1,5 +1,5 @@
-"""Training losses: multi-resolution log-mel L1, compressed complex STFT L1, waveform L1, KL with
-free bits, and the adversarial terms (hinge + feature matching)."""
+"""Training losses: multi-resolution log-mel L1, linear-frequency log-magnitude L1, compressed complex STFT L1,
+waveform L1, KL with free bits, and the adversarial terms (hinge + feature matching)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from audiovae.config import LossConfig
-from audiovae.models.blocks import compressed, hann, mel_filterbank
+from audiovae.models.blocks import compressed, hann, log_magnitude, mel_filterbank
 from audiovae.models.vae import Posterior
 
 
@@ -50,7 +50,13 @@ class ReconstructionLoss(nn.Module):
         if c.complex_weight:
             n = c.complex_n_fft
             parts["complex"] = (compressed(stft(y, n)) - compressed(stft(x, n))).abs().mean()
+        if c.logmag_n_ffts:
+            # resolves the fine harmonic structure that mel bands average away (e.g. a comb at the frame rate)
+            parts["logmag"] = sum((log_magnitude(stft(y, n)) - log_magnitude(stft(x, n))).abs().mean()
+                                  for n in c.logmag_n_ffts) / len(c.logmag_n_ffts)
         total = c.mel_weight * parts["mel"] + c.wave_weight * parts["wave"]
+        if c.logmag_n_ffts:
+            total = total + c.logmag_weight * parts["logmag"]
         if c.complex_weight:
             total = total + c.complex_weight * parts["complex"]
         return total, parts
