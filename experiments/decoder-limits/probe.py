@@ -86,12 +86,15 @@ def main():
     ap.add_argument("--edit", action="append", default=[], choices=sorted(EDITS))
     ap.add_argument("--latents", action="append", default=[], choices=["sample"])
     ap.add_argument("--latent-noise", action="append", default=[], type=float)
+    ap.add_argument("--plot", type=Path, help="PNG: spectrograms and zoomed spectra of the clip with the largest "
+                    "comb in the first model's reconstructions")
     args = ap.parse_args()
     torch.set_num_threads(1)
     entries = [e for e in read_manifest(args.manifest, split="test")[0] if e.duration >= 2.0]
     chosen = spread(entries, args.clips)
     root = Path(args.manifest).parent
     clips = [audio.load(e.audio_path(root), mono=True, offset=e.offset, duration=e.duration) for e in chosen]
+    decoded = {}
     for spec in ["original", *args.models]:
         model = None if spec == "original" else get_model(spec)
         spacing = 50.0 if model is None else model.sample_rate / model.hop_length
@@ -105,6 +108,7 @@ def main():
                 post = model.encode(torch.from_numpy(x))
             kbps = float(post.kl().sum(1).mean()) / np.log(2) * spacing / 1000
             y = reconstruct(model, x, sr)[0][: x.shape[1]]
+            decoded.setdefault(spec, []).append(y)
             row = {"source": e.source, "kbps": kbps, "comb_db": comb_db(y, sr, spacing),
                    "pesq": metrics.pesq_wb(x[0], y, sr), "visqol": metrics.visqol(x[0], y, sr, "speech")}
             for what in [*args.latents, *args.latent_noise]:
@@ -121,6 +125,37 @@ def main():
         for source in dict.fromkeys(r["source"] for r in rows):
             rs = [r for r in rows if r["source"] == source]
             print(f"  {source} ({len(rs)}): " + ", ".join(f"{k} {np.mean([r[k] for r in rs]):.2f}" for k in keys))
+        if spec == args.models[0]:
+            worst = int(np.argmax([r["comb_db"] for r in rows]))
+    if args.plot:
+        x, sr = clips[worst]
+        plot(args.plot, chosen[worst].id, sr, {"original": x[0]} | {s: d[worst] for s, d in decoded.items()})
+
+
+def plot(path: Path, title: str, sr: int, waves: dict[str, np.ndarray]) -> None:
+    from matplotlib.figure import Figure
+
+    from audiovae.plots import log_spectrogram
+
+    fig = Figure(figsize=(12, 2.6 * len(waves)))
+    axes = fig.subplots(len(waves), 2, gridspec_kw={"width_ratios": [3, 2]}, squeeze=False)
+    for (name, w), (left, right) in zip(waves.items(), axes, strict=True):
+        db, hop_s = log_spectrogram(w, sr)
+        left.imshow(db, origin="lower", aspect="auto", extent=(0, db.shape[1] * hop_s, 0, sr / 2000), cmap="magma",
+                    vmin=db.max() - 90, vmax=db.max())
+        left.set_title(f"{Path(name).parent.parent.name or name}: {name.split('/')[-1]}", fontsize=9)
+        left.set_ylabel("kHz")
+        f, p = welch(w, sr, nperseg=sr // 2)
+        band = (f >= 3000) & (f <= 3500)
+        right.plot(f[band], 10 * np.log10(p[band] + 1e-20), lw=0.8)
+        right.set_title(f"spectrum 3-3.5 kHz, comb {comb_db(w, sr, 50.0):.1f} dB", fontsize=9)
+        right.set_ylabel("dB")
+    axes[-1, 0].set_xlabel("seconds")
+    axes[-1, 1].set_xlabel("Hz")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
