@@ -89,7 +89,7 @@ def test_the_log_magnitude_term_sees_a_frame_rate_comb_that_log_mel_averages_awa
     _, to_noise = loss(other, noise)
     assert set(to_comb) == {"mel", "wave", "complex", "logmag"}
     gap = {k: float(to_comb[k] / to_noise[k]) for k in ("mel", "logmag")}
-    assert gap["logmag"] > 1.5 and gap["logmag"] > 2 * (gap["mel"] - 1) + 1, gap
+    assert gap["logmag"] > 2 and gap["mel"] < 1.2, gap  # measured: 2.8 and 1.09
     with pytest.raises(ConfigError, match="logmag_n_ffts"):
         LossConfig(logmag_n_ffts=[0])
 

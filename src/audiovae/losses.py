@@ -47,18 +47,16 @@ class ReconstructionLoss(nn.Module):
     def forward(self, y: Tensor, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         c = self.cfg
         parts = {"mel": self.mel(y, x), "wave": (y - x).abs().mean()}
+        total = c.mel_weight * parts["mel"] + c.wave_weight * parts["wave"]
         if c.complex_weight:
             n = c.complex_n_fft
             parts["complex"] = (compressed(stft(y, n)) - compressed(stft(x, n))).abs().mean()
+            total = total + c.complex_weight * parts["complex"]
         if c.logmag_n_ffts:
             # resolves the fine harmonic structure that mel bands average away (e.g. a comb at the frame rate)
             parts["logmag"] = sum((log_magnitude(stft(y, n)) - log_magnitude(stft(x, n))).abs().mean()
                                   for n in c.logmag_n_ffts) / len(c.logmag_n_ffts)
-        total = c.mel_weight * parts["mel"] + c.wave_weight * parts["wave"]
-        if c.logmag_n_ffts:
             total = total + c.logmag_weight * parts["logmag"]
-        if c.complex_weight:
-            total = total + c.complex_weight * parts["complex"]
         return total, parts
 
 
