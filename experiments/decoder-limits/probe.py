@@ -8,7 +8,7 @@ and the frame-rate comb (power at multiples of the latent frame rate over power 
     PYTHONPATH=src .venv/bin/python experiments/decoder-limits/probe.py speech16k runs/X/checkpoints/last.ckpt \
         --manifest corpora/speech16k/manifest.jsonl --edit band-eq --edit random-phase
 
-A model is a shipped name, an exported folder or a training checkpoint (its weights over speech16k's config).
+A model is a shipped name, an exported folder or a training checkpoint.
 """
 
 import argparse
@@ -20,18 +20,20 @@ import torch
 from scipy.signal import istft, stft, welch
 
 from audiovae import audio, metrics
+from audiovae.config import ModelConfig, from_dict
 from audiovae.data.manifest import read_manifest, spread
 from audiovae.inference import reconstruct
-from audiovae.registry import load
+from audiovae.models.vae import VAE
+from audiovae.registry import load, read_checkpoint
 
 BAND_EDGES = (0, 250, 500, 750, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8001)
 
 
-def get_model(spec: str, base: str = "speech16k"):
+def get_model(spec: str) -> VAE:
     if spec.endswith(".ckpt"):
-        model = load(base)
-        state = torch.load(spec, map_location="cpu", weights_only=True)["state_dict"]
-        model.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("vae.")})
+        config, state, _ = read_checkpoint(spec)
+        model = VAE(from_dict(ModelConfig, config["model"]))
+        model.load_state_dict(state)
         return model.eval()
     return load(spec).eval()
 
@@ -58,16 +60,20 @@ def random_phase(ref: np.ndarray, y: np.ndarray, sr: int, rng, above: float = 25
 EDITS = {"band-eq": band_eq, "random-phase": random_phase}
 
 
-def decode_changed(model, x: np.ndarray, what) -> np.ndarray:
-    """The reconstruction from a posterior sample ("sample") or from the mean plus N(0, what^2) noise, seeded
-    per clip."""
+@torch.no_grad()
+def posterior(model: VAE, x: np.ndarray):
+    """The posterior of (1, samples), padded so that decoding its frames completes every sample."""
     n = x.shape[1]
-    total = -(-(n + model.latency) // model.hop_length) * model.hop_length
+    return model.encode(torch.nn.functional.pad(torch.from_numpy(x), (0, model.padded_length(n) - n)))
+
+
+@torch.no_grad()
+def decode_changed(model: VAE, post, n: int, what) -> np.ndarray:
+    """``n`` samples decoded from a posterior sample ("sample") or from the mean plus N(0, what^2) noise, seeded
+    per clip."""
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        post = model.encode(torch.nn.functional.pad(torch.from_numpy(x), (0, total - n)))
-        z = post.sample(g) if what == "sample" else post.mean + what * torch.randn(post.mean.shape, generator=g)
-        return model.decode(z)[0, :n].numpy()
+    z = post.sample(g) if what == "sample" else post.mean + what * torch.randn(post.mean.shape, generator=g)
+    return model.decode(z)[0, :n].numpy()
 
 
 def comb_db(x: np.ndarray, sr: int, spacing: float) -> float:
@@ -104,15 +110,14 @@ def main():
             if model is None:
                 rows.append({"source": e.source, "comb_db": comb_db(x[0], sr, spacing)})
                 continue
-            with torch.no_grad():
-                post = model.encode(torch.from_numpy(x))
-            kbps = float(post.kl().sum(1).mean()) / np.log(2) * spacing / 1000
+            post = posterior(model, x)  # the encoder is causal: its first samples // hop frames are the signal's
+            kbps = float(post.kl()[..., : x.shape[1] // model.hop_length].sum(1).mean()) / np.log(2) * spacing / 1000
             y = reconstruct(model, x, sr)[0][: x.shape[1]]
             decoded.setdefault(spec, []).append(y)
             row = {"source": e.source, "kbps": kbps, "comb_db": comb_db(y, sr, spacing),
                    "pesq": metrics.pesq_wb(x[0], y, sr), "visqol": metrics.visqol(x[0], y, sr, "speech")}
             for what in [*args.latents, *args.latent_noise]:
-                z = decode_changed(model, x, what)
+                z = decode_changed(model, post, x.shape[1], what)
                 row[f"pesq z {what}"] = metrics.pesq_wb(x[0], z, sr)
                 row[f"visqol z {what}"] = metrics.visqol(x[0], z, sr, "speech")
             for edit in args.edit:
@@ -126,13 +131,14 @@ def main():
             rs = [r for r in rows if r["source"] == source]
             print(f"  {source} ({len(rs)}): " + ", ".join(f"{k} {np.mean([r[k] for r in rs]):.2f}" for k in keys))
         if spec == args.models[0]:
-            worst = int(np.argmax([r["comb_db"] for r in rows]))
+            worst, first_spacing = int(np.argmax([r["comb_db"] for r in rows])), spacing
     if args.plot:
         x, sr = clips[worst]
-        plot(args.plot, chosen[worst].id, sr, {"original": x[0]} | {s: d[worst] for s, d in decoded.items()})
+        plot(args.plot, chosen[worst].id, sr, first_spacing,
+             {"original": x[0]} | {s: d[worst] for s, d in decoded.items()})
 
 
-def plot(path: Path, title: str, sr: int, waves: dict[str, np.ndarray]) -> None:
+def plot(path: Path, title: str, sr: int, spacing: float, waves: dict[str, np.ndarray]) -> None:
     from matplotlib.figure import Figure
 
     from audiovae.plots import log_spectrogram
@@ -148,7 +154,7 @@ def plot(path: Path, title: str, sr: int, waves: dict[str, np.ndarray]) -> None:
         f, p = welch(w, sr, nperseg=sr // 2)
         band = (f >= 3000) & (f <= 3500)
         right.plot(f[band], 10 * np.log10(p[band] + 1e-20), lw=0.8)
-        right.set_title(f"spectrum 3-3.5 kHz, comb {comb_db(w, sr, 50.0):.1f} dB", fontsize=9)
+        right.set_title(f"spectrum 3-3.5 kHz, comb {comb_db(w, sr, spacing):.1f} dB", fontsize=9)
         right.set_ylabel("dB")
     axes[-1, 0].set_xlabel("seconds")
     axes[-1, 1].set_xlabel("Hz")

@@ -64,7 +64,7 @@ def posterior_frames(model, x) -> tuple[np.ndarray, np.ndarray]:
     from audiovae.inference import BLOCK_SECONDS
 
     n = x.shape[-1]
-    total = -(-(n + model.latency) // model.hop_length) * model.hop_length
+    total = model.padded_length(n)
     x = F.pad(x, (0, total - n))
     enc, block = model.stream_encoder(), int(BLOCK_SECONDS * model.sample_rate)
     posts = [enc.posterior(x[:, i : i + block]) for i in range(0, total, block)]

@@ -162,6 +162,6 @@ def transfer(wave: np.ndarray, sample_rate: int, source: str | os.PathLike | Gen
     n = round(x.shape[-1] * dst.sample_rate / src.sample_rate)
     rate_ratio = (dst.sample_rate / dst.model.hop_length) / (src.sample_rate / src.model.hop_length)
     if rate_ratio != 1:  # other latent frame rates: resample the sequence in time
-        frames = max(-(-(n + dst.model.latency) // dst.model.hop_length), round(z_t.shape[-1] * rate_ratio))
+        frames = max(dst.model.padded_length(n) // dst.model.hop_length, round(z_t.shape[-1] * rate_ratio))
         z_t = torch.nn.functional.interpolate(z_t, size=frames, mode="linear", align_corners=False)
     return decode_frames(dst.model, z_t, n).numpy().astype(np.float32)

@@ -36,7 +36,7 @@ def encode_means(model: VAE, x: torch.Tensor) -> torch.Tensor:
     """Posterior means (channels, latent_dim, frames) of (channels, samples), streamed in blocks;
     the input is padded so that decoding these frames completes every sample."""
     n = x.shape[-1]
-    total = -(-(n + model.latency) // model.hop_length) * model.hop_length
+    total = model.padded_length(n)
     x = F.pad(x, (0, total - n))
     enc = model.stream_encoder()
     block = block_frames(model.sample_rate)
@@ -76,9 +76,7 @@ class EncodeStream:
         if self.resampler is not None:
             tail = self.resampler.resample_chunk(tail.T, last=True).T
         self.samples += tail.shape[1]
-        m = self.model
-        total = -(-(self.samples + m.latency) // m.hop_length) * m.hop_length
-        tail = np.pad(tail, ((0, 0), (0, total - self.samples)))
+        tail = np.pad(tail, ((0, 0), (0, self.model.padded_length(self.samples) - self.samples)))
         return self.encoder(torch.from_numpy(np.ascontiguousarray(tail, dtype=np.float32)))
 
 

@@ -114,6 +114,10 @@ class VAE(nn.Module):
         """Samples by which the decoder output lags (overlap-add tail)."""
         return self.decoder.istft.n_fft - self.decoder.istft.hop
 
+    def padded_length(self, samples: int) -> int:
+        """Samples to encode (the signal, then zeros) so that decoding the frames completes all ``samples``."""
+        return -(-(samples + self.latency) // self.hop_length) * self.hop_length
+
     def encode(self, wave: Tensor) -> Posterior:
         """(batch, samples) -> posterior over (batch, latent_dim, samples // hop_length) frames."""
         mean, std, _ = self.encoder(wave)
@@ -128,8 +132,7 @@ class VAE(nn.Module):
     def reconstruct(self, wave: Tensor) -> Tensor:
         """Posterior-mean reconstruction of (batch, samples), padded so every sample is complete."""
         n = wave.shape[-1]
-        total = -(-(n + self.latency) // self.hop_length) * self.hop_length
-        z = self.encode(F.pad(wave, (0, total - n))).mean
+        z = self.encode(F.pad(wave, (0, self.padded_length(n) - n))).mean
         return self.decode(z)[:, :n]
 
     def stream_encoder(self) -> StreamingEncoder:
