@@ -49,7 +49,7 @@ def test_symbols_survive_the_file_exactly(model_dir, monkeypatch):
     means = stream.encode_means(codec.model, stream.to_model_rate(codec.model, x[None], SR)).numpy()[0]
     sent = codec.entropy.quantize(means, 6)
     reader = Reader(io.BytesIO(data))
-    got = np.concatenate([codec._split(c.payload, c.frames, 1, 6)[0] for c in reader], axis=1)
+    got = np.concatenate([codec._split(c.payload, c.frames, 1, 6)[0][0] for c in reader], axis=1)
     assert np.array_equal(got, sent)
     assert reader.header.quality == 6
 
@@ -70,12 +70,51 @@ def test_kbps_picks_a_quality_and_is_met(model_dir):
     sizes = [len(codec.compress(x, SR, quality=q)) for q in (1, 5, 10)]
     assert sizes[0] < sizes[1] < sizes[2]
     target = (sizes[1] * 8 / 4.0 / 1000) * 1.02
-    data = codec.compress(x, SR, kbps=target)
+    data = codec.compress(x, SR, kbps=target, refine=False)
     assert len(data) * 8 / 4.0 / 1000 <= target and Reader(io.BytesIO(data)).header.quality == 5
     with pytest.raises(CodecError, match="--kbps must be positive"):
         codec.compress(x, SR, kbps=0)
     with pytest.raises(CodecError, match="--quality must be 1..16"):
         codec.compress(x, SR, quality=17)
+
+
+def test_kbps_adds_the_refinement_where_the_rate_allows(model_dir):
+    """With --kbps the refinement layer comes in from quality REFINE_FROM on and the target is still met;
+    below it, or when asked not to, the file has latents only; a forced layer gives way only at quality 1."""
+    codec = Codec(str(model_dir))
+    x = voice(4.0, 3)
+    plain = len(codec.compress(x, SR, quality=stream.REFINE_FROM))
+    refined = len(codec.compress(x, SR, quality=stream.REFINE_FROM, refine=True))
+    assert refined > plain
+    for kbps, refine, expect in [(refined * 8 / 4000 * 1.01, None, True), (refined * 8 / 4000 * 1.01, False, False),
+                                 (plain * 8 / 4000 * 0.99, None, False), (plain * 8 / 4000 * 0.99, True, True)]:
+        data = codec.compress(x, SR, kbps=kbps, refine=refine)
+        h = Reader(io.BytesIO(data)).header
+        assert ("refine" in h.codec) == expect, (kbps, refine)
+        assert len(data) * 8 / 4000 <= kbps or h.quality == 1
+        if expect and refine is None:
+            assert h.quality >= stream.REFINE_FROM
+    y, _ = codec.decompress(codec.compress(x, SR, kbps=refined * 8 / 4000 * 1.01))
+    assert y.shape == (1, x.size)
+
+
+def test_the_codec_is_at_the_package_top_level(model_dir):
+    import audiovae
+
+    codec = audiovae.Codec(str(model_dir))
+    assert isinstance(codec, Codec) and codec.decompress(codec.compress(voice(0.5), SR, kbps=6))[1] == SR
+
+
+def test_unknown_refinement_version_is_refused(model_dir):
+    codec = Codec(str(model_dir))
+    data = codec.compress(voice(1.0), SR, quality=5, refine=True)
+    h = Reader(io.BytesIO(data)).header
+    buf = io.BytesIO()
+    with Writer(buf, replace(h, codec={**h.codec, "refine": 99})) as w:
+        for c in Reader(io.BytesIO(data)):
+            w.write_chunk(c.payload, c.frames)
+    with pytest.raises(CodecError, match="envelope refinement version 99 is not supported"):
+        codec.decompress(buf.getvalue())
 
 
 def test_other_model_and_damage_are_named(model_dir, tmp_path):
@@ -192,15 +231,17 @@ def test_cli_files_pipes_and_refusals(model_dir, tmp_path):
     assert cut.stderr.decode().strip().count("\n") == 0
 
 
-def test_streaming_encoder_and_decoder_equal_whole_file(model_dir, monkeypatch):
+@pytest.mark.parametrize("refine", [False, True])
+def test_streaming_encoder_and_decoder_equal_whole_file(model_dir, monkeypatch, refine):
     monkeypatch.setattr(stream, "CHUNK_FRAMES", 30)
     codec = Codec(str(model_dir))
     rng = np.random.default_rng(5)
     x = np.stack([voice(2.3, 5), voice(2.3, 6)])
     x44 = np.stack([np.interp(np.arange(int(2.3 * 44100)) / 44100, np.arange(x.shape[1]) / SR, c) for c in x])
     x44 = x44.astype(np.float32)
-    whole = codec.compress(x44, 44100, quality=6)
-    enc = codec.stream_encoder(44100, 2, quality=6)
+    whole = codec.compress(x44, 44100, quality=6, refine=refine)
+    assert ("refine" in Reader(io.BytesIO(whole)).header.codec) == refine
+    enc = codec.stream_encoder(44100, 2, quality=6, refine=refine)
     parts, pos = [], 0
     while pos < x44.shape[1]:
         n = int(rng.integers(1, 9000))
@@ -248,7 +289,8 @@ def test_file_coded_in_blocks_equals_whole_signal(model_dir, tmp_path, monkeypat
     q = codec.write_blocks(blocked, audio.blocks(path, inference.block_frames(sr)), sr, channels, x.shape[1],
                            kbps=kbps, quality=quality)
     assert blocked.getvalue() == codec.compress(x, sr, kbps=kbps, quality=quality)  # bit-identical
-    enc = codec.stream_encoder(sr, channels, q, length=x.shape[1])  # the push encoder, length known
+    refined = "refine" in Reader(io.BytesIO(blocked.getvalue())).header.codec
+    enc = codec.stream_encoder(sr, channels, q, length=x.shape[1], refine=refined)  # the push encoder
     pushed = b"".join(enc(b) for b in audio.blocks(path, inference.block_frames(sr))) + enc.finish()
     assert pushed == blocked.getvalue()
     reader = Reader(io.BytesIO(pushed))
@@ -299,5 +341,6 @@ def test_peak_memory_does_not_grow_with_length(model_dir, tmp_path):
 
 def test_codec_speed_is_end_to_end(model_dir):
     row = bench.codec_speed(Codec(str(model_dir)), seconds=2.0, repeats=1)
-    assert row["codec_q7_x_rt"] < min(row["compress_q7_x_rt"], row["decompress_x_rt"])
+    for name in ("q7", "6kbps"):
+        assert row[f"codec_{name}_x_rt"] < min(row[f"compress_{name}_x_rt"], row[f"decompress_{name}_x_rt"])
     assert row["kbps_6kbps"] <= 6.0

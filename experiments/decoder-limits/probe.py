@@ -12,6 +12,7 @@ A model is a shipped name, an exported folder or a training checkpoint.
 """
 
 import argparse
+import functools
 import itertools
 from pathlib import Path
 
@@ -38,15 +39,18 @@ def get_model(spec: str) -> VAE:
     return load(spec).eval()
 
 
-def band_eq(ref: np.ndarray, y: np.ndarray, sr: int, rng) -> np.ndarray:
-    """The reconstruction with each band's energy set to the original's (an oracle equalizer)."""
-    f, _, r = stft(ref, sr, nperseg=512)
-    _, _, s = stft(y, sr, nperseg=512)
-    gain = np.ones(len(f))
+def band_eq(ref: np.ndarray, y: np.ndarray, sr: int, rng, per_frame: bool = False) -> np.ndarray:
+    """The reconstruction with each band's energy set to the original's (an oracle equalizer): over the whole
+    clip, or ``per_frame`` in each 10 ms STFT frame (an oracle of the spectral envelope)."""
+    nperseg = sr // 50 if per_frame else 512
+    f, _, r = stft(ref, sr, nperseg=nperseg)
+    _, _, s = stft(y, sr, nperseg=nperseg)
+    axis = 0 if per_frame else None
+    gain = np.ones(s.shape)
     for a, b in itertools.pairwise(BAND_EDGES):
         m = (f >= a) & (f < b)
-        gain[m] = np.sqrt((np.abs(r[m]) ** 2).mean() / ((np.abs(s[m]) ** 2).mean() + 1e-12))
-    return istft(s * gain[:, None], sr, nperseg=512)[1][: len(y)].astype(np.float32)
+        gain[m] = np.sqrt((np.abs(r[m]) ** 2).mean(axis) / ((np.abs(s[m]) ** 2).mean(axis) + 1e-12))
+    return istft(s * gain, sr, nperseg=nperseg)[1][: len(y)].astype(np.float32)
 
 
 def random_phase(ref: np.ndarray, y: np.ndarray, sr: int, rng, above: float = 2500.0) -> np.ndarray:
@@ -57,7 +61,7 @@ def random_phase(ref: np.ndarray, y: np.ndarray, sr: int, rng, above: float = 25
     return istft(s, sr, nperseg=640, noverlap=480)[1][: len(y)].astype(np.float32)
 
 
-EDITS = {"band-eq": band_eq, "random-phase": random_phase}
+EDITS = {"band-eq": band_eq, "band-eq-frames": functools.partial(band_eq, per_frame=True), "random-phase": random_phase}
 
 
 @torch.no_grad()
@@ -89,6 +93,7 @@ def main():
     ap.add_argument("models", nargs="+")
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--clips", type=int, default=16)
+    ap.add_argument("--split", default="test", help="manifest split (choose fine-tunings on valid)")
     ap.add_argument("--edit", action="append", default=[], choices=sorted(EDITS))
     ap.add_argument("--latents", action="append", default=[], choices=["sample"])
     ap.add_argument("--latent-noise", action="append", default=[], type=float)
@@ -96,7 +101,7 @@ def main():
                     "comb in the first model's reconstructions")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    entries = [e for e in read_manifest(args.manifest, split="test")[0] if e.duration >= 2.0]
+    entries = [e for e in read_manifest(args.manifest, split=args.split)[0] if e.duration >= 2.0]
     chosen = spread(entries, args.clips)
     root = Path(args.manifest).parent
     clips = [audio.load(e.audio_path(root), mono=True, offset=e.offset, duration=e.duration) for e in chosen]

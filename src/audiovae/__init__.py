@@ -3,7 +3,7 @@
 from audiovae.errors import AudioVAEError
 
 __version__ = "0.1.0"
-__all__ = ["AudioVAEError", "__version__", "list_models", "load"]
+__all__ = ["AudioVAEError", "Codec", "__version__", "list_models", "load"]
 
 
 def __getattr__(name: str):
@@ -12,4 +12,8 @@ def __getattr__(name: str):
         from audiovae import registry
 
         return getattr(registry, name)
+    if name == "Codec":
+        from audiovae.codec.stream import Codec
+
+        return Codec
     raise AttributeError(f"module 'audiovae' has no attribute {name!r}")

@@ -635,6 +635,8 @@ def compress(
     model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
     kbps: float | None = typer.Option(None, "--kbps", help="Target average bitrate (picks the quality)."),
     quality: int | None = typer.Option(None, "--quality", help="Quality level 1 (smallest) .. 16 (best)."),
+    refine: bool | None = typer.Option(None, "--refine/--no-refine", help="Add the envelope refinement layer "
+                                       "(default: with --kbps from quality 4 on, without with --quality)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Compress audio with the neural codec, block by block (memory does not grow with the length)."""
@@ -658,7 +660,8 @@ def compress(
         codec = Codec(model)
         blocks = audio.blocks(src, block_frames(meta.sample_rate))
         with _output(output) as f:
-            q = codec.write_blocks(f, blocks, meta.sample_rate, meta.channels, meta.frames, kbps=kbps, quality=quality)
+            q = codec.write_blocks(f, blocks, meta.sample_rate, meta.channels, meta.frames, kbps=kbps, quality=quality,
+                                   refine=refine)
             size = f.tell()
     rate = size * 8 / meta.duration / 1000
     err_console.print(f"{input} -> {output}: {size} bytes, {rate:.2f} kbps, quality {q}")

@@ -58,8 +58,8 @@ class EncodeStream:
     the frames completed so far, ``finish`` the rest, padded (as ``encode_means``) so that decoding the
     frames completes every sample. ``samples`` counts the signal at the model's rate."""
 
-    def __init__(self, model: VAE, sample_rate: int, channels: int):
-        self.model, self.channels = model, channels
+    def __init__(self, model: VAE, sample_rate: int, channels: int, on_samples=None):
+        self.model, self.channels, self.on_samples = model, channels, on_samples  # on_samples(x at the model's rate)
         self.resampler = None if sample_rate == model.sample_rate else soxr.ResampleStream(
             sample_rate, model.sample_rate, channels, dtype="float32", quality="HQ")
         self.encoder = model.stream_encoder()
@@ -68,8 +68,7 @@ class EncodeStream:
     def push(self, block: np.ndarray) -> torch.Tensor:
         self.received += block.shape[1]
         x = self.resampler.resample_chunk(np.ascontiguousarray(block.T)).T if self.resampler else block
-        self.samples += x.shape[1]
-        return self.encoder(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        return self._encode(x)
 
     def finish(self) -> torch.Tensor:
         tail = np.zeros((self.channels, 0), np.float32)
@@ -77,7 +76,14 @@ class EncodeStream:
             tail = self.resampler.resample_chunk(tail.T, last=True).T
         self.samples += tail.shape[1]
         tail = np.pad(tail, ((0, 0), (0, self.model.padded_length(self.samples) - self.samples)))
-        return self.encoder(torch.from_numpy(np.ascontiguousarray(tail, dtype=np.float32)))
+        return self._encode(tail, count=False)
+
+    def _encode(self, x: np.ndarray, count: bool = True) -> torch.Tensor:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.samples += x.shape[1] if count else 0
+        if self.on_samples is not None:
+            self.on_samples(x)
+        return self.encoder(torch.from_numpy(x))
 
 
 def to_rate(blocks: Iterable[np.ndarray], sr_in: int, sr_out: int, channels: int, limit: int | None = None,

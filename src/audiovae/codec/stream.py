@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from audiovae.audio import resampled_length, validate
+from audiovae.codec import refine as refine_layer
 from audiovae.codec.entropy import VERSION as ENTROPY_VERSION
 from audiovae.codec.entropy import EntropyModel, fit_entropy_model, step_multipliers
 from audiovae.codec.format import HASH_PREFIX_DIGITS, FormatError, Header, Reader, Writer
@@ -27,6 +28,7 @@ from audiovae.models.vae import VAE
 
 CHUNK_FRAMES = 250
 DEFAULT_QUALITY = 7
+REFINE_FROM = 4  # --kbps adds the envelope refinement from this quality on
 
 
 class CodecError(AudioVAEError):
@@ -44,69 +46,104 @@ class Codec:
         self.entropy_sha256 = self.model.card["entropy"]["sha256"]
 
     def compress(self, wave: np.ndarray, sample_rate: int, kbps: float | None = None,
-                 quality: int | None = None) -> bytes:
+                 quality: int | None = None, refine: bool | None = None) -> bytes:
         out = io.BytesIO()
-        self.write(out, wave, sample_rate, kbps=kbps, quality=quality)
+        self.write(out, wave, sample_rate, kbps=kbps, quality=quality, refine=refine)
         return out.getvalue()
 
     def write(self, fileobj, wave: np.ndarray, sample_rate: int, kbps: float | None = None,
-              quality: int | None = None) -> int:
+              quality: int | None = None, refine: bool | None = None) -> int:
         """Encode ``wave`` (channels, samples) into ``fileobj``; returns the quality used (see ``write_blocks``)."""
         wave = wave[None] if wave.ndim == 1 else wave
         validate(wave)
         blocks = split(wave, block_frames(sample_rate))
-        return self.write_blocks(fileobj, blocks, sample_rate, wave.shape[0], wave.shape[1], kbps, quality)
+        return self.write_blocks(fileobj, blocks, sample_rate, wave.shape[0], wave.shape[1], kbps, quality, refine)
 
     def write_blocks(self, fileobj, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, length: int,
-                     kbps: float | None = None, quality: int | None = None) -> int:
+                     kbps: float | None = None, quality: int | None = None, refine: bool | None = None) -> int:
         """Encode a ``length``-sample signal arriving as (channels, n) blocks into ``fileobj``, chunk by
         chunk; returns the quality used. Blocks of ``block_frames(sample_rate)`` give the bytes of ``write``.
 
         With ``kbps``, the highest quality whose whole file (container included) fits the target, quality
-        1 when none does: a first pass keeps the latents in a temporary file and sums each quality's ideal
-        code length, then the file is coded (again at lower qualities while it is too large)."""
+        1 when none does: a first pass keeps the latents (and the signal, for refinement) in a temporary file
+        and sums each quality's ideal code length, then the file is coded (again at lower qualities while it
+        is too large). ``refine`` (the envelope refinement layer): None adds it with ``kbps`` from quality
+        ``REFINE_FROM`` on, where it is worth more than finer latents, and leaves it out with a quality; its
+        size is estimated from the first chunk's (exact for files of one chunk)."""
         if kbps is not None and kbps <= 0:
             raise CodecError(f"--kbps must be positive, got {kbps:g}")
         if kbps is None:
             enc = self.stream_encoder(sample_rate, channels, DEFAULT_QUALITY if quality is None else quality,
-                                      length=length)
+                                      length=length, refine=bool(refine))
             for block in blocks:
                 fileobj.write(enc(block))
             fileobj.write(enc.finish())
             return enc.quality
         if quality is not None:
             raise CodecError("give --kbps or --quality, not both")
-        chunker = _Chunker(self.model, sample_rate, channels, length)
+        chunker = _Chunker(self.model, sample_rate, channels, length, keep_samples=refine is not False)
         budget = kbps * 1000 * length / sample_rate / 8  # bytes
         sizes, bits = [], np.zeros(self.entropy.qualities)
+        shape = (channels, self.model.latent_dim)
         with tempfile.TemporaryFile() as spool:
-            for means in chunker.run(blocks):
+            for means, x in chunker.run(blocks):
                 spool.write(means.astype("<f4").tobytes())
+                if x is not None:
+                    spool.write(x.astype("<f4").tobytes())
                 sizes.append(means.shape[-1])
                 bits += sum(self.entropy.bits_per_quality(m) for m in means)
-            fits = np.flatnonzero(bits / 8 <= budget)
-            quality = int(fits[-1]) + 1 if fits.size else 1
-            shape = (channels, self.model.latent_dim)
-            while True:
+
+            def chunks():
                 spool.seek(0)
-                chunks = (np.frombuffer(spool.read(4 * n * shape[0] * shape[1]), "<f4").reshape(*shape, n)
-                          for n in sizes)
+                for i, n in enumerate(sizes):
+                    means = np.frombuffer(spool.read(4 * n * shape[0] * shape[1]), "<f4").reshape(*shape, n)
+                    x = None if chunker.samples is None else \
+                        np.frombuffer(spool.read(4 * n * self.model.hop_length * channels), "<f4").reshape(channels, -1)
+                    yield means, x, i == len(sizes) - 1
+
+            def best(extra: float = 0.0) -> int:
+                fits = np.flatnonzero(bits / 8 + extra <= budget)
+                return int(fits[-1]) + 1 if fits.size else 1
+
+            quality = best()
+            refined = bool(refine) or (refine is None and quality >= REFINE_FROM)
+            if refined:  # the layer's bytes, extrapolated from the first chunk's, so that the first try fits
+                means, x, last = next(chunks())
+                first = self.chunk_payload(means, quality, x, _RefineEncoder(self.model, channels), last)
+                container = len(self.header(channels, sample_rate, quality, length, True).to_bytes()) + 30 \
+                    + 16 * len(sizes)  # preamble, header, trailer, chunk records
+                layer = len(first) - sum(self.entropy.bits(self.entropy.quantize(m, quality), quality)
+                                         for m in means) / 8
+                extra = layer * (1 + (sum(sizes) / sizes[0] - 1) * 1.02) + container
+                if refine is None and best(extra) < REFINE_FROM:
+                    refined = False
+                else:
+                    quality = min(quality, best(extra))
+            while True:
                 with tempfile.TemporaryFile() as out:
-                    writer = Writer(out, self.header(channels, sample_rate, quality, length))
-                    for means in chunks:
-                        writer.write_chunk(self.chunk_payload(means, quality), means.shape[-1])
+                    writer = Writer(out, self.header(channels, sample_rate, quality, length, refined))
+                    refiner = _RefineEncoder(self.model, channels) if refined else None
+                    for means, x, last in chunks():
+                        writer.write_chunk(self.chunk_payload(means, quality, x, refiner, last), means.shape[-1])
                     writer.close()
-                    if out.tell() <= budget or quality == 1:
+                    if out.tell() <= budget or (quality == 1 and (refine or not refined)):
                         out.seek(0)
                         shutil.copyfileobj(out, fileobj)
                         return quality
-                quality -= 1
+                    extra = out.tell() - bits[quality - 1] / 8  # the container's and the refinement's bytes
+                if refined and refine is None and best(extra) < REFINE_FROM:
+                    refined, quality = False, best()  # the layer costs more than the latents can give up
+                elif refined:
+                    quality = min(quality - 1, best(extra))
+                else:
+                    quality -= 1
 
     def check_quality(self, quality: int) -> None:
         if not 1 <= quality <= self.entropy.qualities:
             raise CodecError(f"--quality must be 1..{self.entropy.qualities}, got {quality}")
 
-    def header(self, channels: int, sample_rate: int, quality: int, length: int | None = None) -> Header:
+    def header(self, channels: int, sample_rate: int, quality: int, length: int | None = None,
+               refine: bool = False) -> Header:
         """The file header of a ``length``-sample signal; None (``original_length`` 0, ``codec['streamed']``)
         when the length is not known up front."""
         m = self.model
@@ -114,19 +151,28 @@ class Codec:
             codec = {"streamed": True}
         else:
             codec = {"samples": resampled_length(length, sample_rate, m.sample_rate)}
+        if refine:
+            codec["refine"] = refine_layer.VERSION
         return Header(model_id=m.name, model_sha256=m.card["sha256"], sample_rate=m.sample_rate,
                       channels=channels, original_length=length or 0, original_sample_rate=sample_rate,
                       quality=quality, entropy_model=f"{self.entropy.kind}-v{ENTROPY_VERSION}",
                       codec={"entropy_sha256": self.entropy_sha256[:HASH_PREFIX_DIGITS], **codec})
 
-    def chunk_payload(self, means: np.ndarray, quality: int) -> bytes:
-        """(channels, latent_dim, frames) posterior means -> one chunk's payload (see docs/format.md)."""
-        return b"".join(struct.pack("<I", len(p)) + p
-                        for p in (self.entropy.encode(self.entropy.quantize(c, quality), quality) for c in means))
+    def chunk_payload(self, means: np.ndarray, quality: int, x: np.ndarray | None = None,
+                      refiner: _RefineEncoder | None = None, last: bool = False) -> bytes:
+        """(channels, latent_dim, frames) posterior means -> one chunk's payload (see docs/format.md); with a
+        ``refiner``, each channel's refinement gains follow its latents (``x``: the chunk's samples)."""
+        symbols = [self.entropy.quantize(c, quality) for c in means]
+        parts = [[self.entropy.encode(q, quality)] for q in symbols]
+        if refiner is not None:
+            z = np.stack([self.entropy.dequantize(q, quality) for q in symbols])
+            for part, gains in zip(parts, refiner(x, z, last), strict=True):
+                part.append(gains)
+        return b"".join(struct.pack("<I", len(p)) + p for part in parts for p in part)
 
     def stream_encoder(self, sample_rate: int, channels: int, quality: int = DEFAULT_QUALITY,
-                       length: int | None = None) -> StreamEncoder:
-        return StreamEncoder(self, sample_rate, channels, quality, length)
+                       length: int | None = None, refine: bool = False) -> StreamEncoder:
+        return StreamEncoder(self, sample_rate, channels, quality, length, refine)
 
     def decompress(self, data: bytes) -> tuple[np.ndarray, int]:
         return self.read(io.BytesIO(data))
@@ -142,7 +188,7 @@ class Codec:
         A file of known length is trimmed (or zero-padded) to it; a streamed one gives every sample."""
         h = reader.header
         known = not h.codec.get("streamed", False)
-        blocks = (block.numpy() for block in self._decode_chunks(reader, h))
+        blocks = self._decode_chunks(reader, h)
         return to_rate(blocks, h.sample_rate, h.original_sample_rate, h.channels,
                        h.codec.get("samples", 0) if known else None, h.original_length if known else None)
 
@@ -157,31 +203,43 @@ class Codec:
                              f"(sha256 {stored[:12]}...) than this one ({self.entropy_sha256[:12]}...)")
         if not 1 <= h.quality <= self.entropy.qualities or h.quality != int(h.quality):
             raise CodecError(f"{where}quality {h.quality} is not one of this model's 1..{self.entropy.qualities}")
+        if h.codec.get("refine", refine_layer.VERSION) != refine_layer.VERSION:
+            raise CodecError(f"{where}envelope refinement version {h.codec['refine']!r} is not supported "
+                             f"(this codec reads version {refine_layer.VERSION})")
 
-    def _decode_chunks(self, reader: Reader, h: Header) -> Iterator[torch.Tensor]:
-        dec = self.model.stream_decoder()
-        q = int(h.quality)
+    def _decode_chunks(self, reader: Reader, h: Header) -> Iterator[np.ndarray]:
+        m, q = self.model, int(h.quality)
+        dec = m.stream_decoder()
+        refiner = refine_layer.Refiner(h.channels, m.sample_rate, m.hop_length) if "refine" in h.codec else None
+        bands = len(refine_layer.band_starts(m.sample_rate, m.hop_length))
         for chunk in reader:
-            z = torch.from_numpy(np.stack([self.entropy.dequantize(s, q) for s in
-                                           self._split(chunk.payload, chunk.frames, h.channels, q)])).float()
-            yield dec(z)
-        yield dec.flush()
+            symbols, gains = self._split(chunk.payload, chunk.frames, h.channels, q, bands if refiner else None)
+            y = dec(torch.from_numpy(np.stack([self.entropy.dequantize(s, q) for s in symbols])).float()).numpy()
+            yield y if refiner is None else refiner.push(y, gains)
+        y = dec.flush().numpy()
+        yield y if refiner is None else refiner.flush(y if y.ndim == 2 else None)
 
-    def _split(self, payload: bytes, frames: int, channels: int, quality: int) -> list[np.ndarray]:
-        out, pos = [], 0
+    def _split(self, payload: bytes, frames: int, channels: int, quality: int,
+               bands: int | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """A payload's symbols per channel, and with ``bands`` its refinement gains (channels, bands, n)."""
+        symbols, gains, pos = [], [], 0
         for _ in range(channels):
-            if pos + 4 > len(payload):
-                raise FormatError("chunk payload is shorter than its channel lengths say")
-            (n,) = struct.unpack_from("<I", payload, pos)
-            data = payload[pos + 4 : pos + 4 + n]
-            if len(data) != n:
-                raise FormatError("chunk payload is shorter than its channel lengths say")
-            try:
-                out.append(self.entropy.decode(data, quality, frames))
-            except (ValueError, AssertionError, RuntimeError) as e:
-                raise FormatError(f"undecodable chunk payload ({e})") from None
-            pos += 4 + n
-        return out
+            for decode, out in [(lambda d: self.entropy.decode(d, quality, frames), symbols),
+                                *([(lambda d: refine_layer.decode(d, bands), gains)] if bands else [])]:
+                if pos + 4 > len(payload):
+                    raise FormatError("chunk payload is shorter than its channel lengths say")
+                (n,) = struct.unpack_from("<I", payload, pos)
+                data = payload[pos + 4 : pos + 4 + n]
+                if len(data) != n:
+                    raise FormatError("chunk payload is shorter than its channel lengths say")
+                try:
+                    out.append(decode(data))
+                except (ValueError, AssertionError, RuntimeError) as e:
+                    raise FormatError(f"undecodable chunk payload ({e})") from None
+                pos += 4 + n
+        if bands and len({g.shape[-1] for g in gains}) > 1:
+            raise FormatError("chunk payload's channels hold different numbers of refinement frames")
+        return symbols, np.stack(gains) if bands else None
 
 
 def _names(stored: str, sha256: str) -> bool:
@@ -190,17 +248,20 @@ def _names(stored: str, sha256: str) -> bool:
 
 
 class _Chunker:
-    """(channels, n) audio blocks -> posterior means in chunks of ``CHUNK_FRAMES`` frames (channels, dim, n);
-    with ``length``, the signal must have exactly that many samples."""
+    """(channels, n) audio blocks -> posterior means in chunks of ``CHUNK_FRAMES`` frames (channels, dim, n),
+    each with its ``n * hop`` samples at the model's rate when ``keep_samples`` (else None); with ``length``,
+    the signal must have exactly that many samples."""
 
-    def __init__(self, model: VAE, sample_rate: int, channels: int, length: int | None = None):
+    def __init__(self, model: VAE, sample_rate: int, channels: int, length: int | None = None,
+                 keep_samples: bool = False):
         if length is not None and length < 1:
             raise CodecError("no audio samples (length 0)")
-        self.stream = EncodeStream(model, sample_rate, channels)
-        self.channels, self.length = channels, length
+        self.stream = EncodeStream(model, sample_rate, channels, self._keep if keep_samples else None)
+        self.channels, self.length, self.hop = channels, length, model.hop_length
         self.pending = np.zeros((channels, model.latent_dim, 0), np.float32)
+        self.samples = np.zeros((channels, 0), np.float32) if keep_samples else None
 
-    def push(self, block: np.ndarray) -> list[np.ndarray]:
+    def push(self, block: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
         block = block[None] if block.ndim == 1 else block
         if block.shape[0] != self.channels:
             raise CodecError(f"stream of {self.channels} channel(s) got a block of {block.shape[0]}")
@@ -210,51 +271,82 @@ class _Chunker:
             raise CodecError(f"the signal is longer than the {self.length} samples announced")
         return self._split(self.stream.push(block).numpy())
 
-    def run(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    def run(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         for block in blocks:
             yield from self.push(block)
         yield from self.finish()
 
-    def finish(self) -> list[np.ndarray]:
+    def finish(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
         if self.length is not None and self.stream.received != self.length:
             raise CodecError(f"the signal has {self.stream.received} samples, not the {self.length} announced")
         chunks = self._split(self.stream.finish().numpy())
-        return chunks + [self.pending] if self.pending.shape[-1] else chunks
+        return chunks + [self._take(self.pending.shape[-1])] if self.pending.shape[-1] else chunks
 
-    def _split(self, means: np.ndarray) -> list[np.ndarray]:
+    def _keep(self, x: np.ndarray) -> None:
+        self.samples = np.concatenate([self.samples, x], axis=1)
+
+    def _take(self, frames: int) -> tuple[np.ndarray, np.ndarray | None]:
+        means, self.pending = self.pending[..., :frames], self.pending[..., frames:]
+        if self.samples is None:
+            return means, None
+        x, self.samples = self.samples[:, : frames * self.hop], self.samples[:, frames * self.hop :]
+        return means, x
+
+    def _split(self, means: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
         self.pending = np.concatenate([self.pending, means], axis=-1)
         chunks = []
         while self.pending.shape[-1] >= CHUNK_FRAMES:
-            chunks.append(self.pending[..., :CHUNK_FRAMES])
-            self.pending = self.pending[..., CHUNK_FRAMES:]
+            chunks.append(self._take(CHUNK_FRAMES))
         return chunks
+
+
+class _RefineEncoder:
+    """Decodes the coded latents as a decoder will, and measures each chunk's refinement gains (refine.py)."""
+
+    def __init__(self, model: VAE, channels: int):
+        self.dec, self.samples = model.stream_decoder(), 0
+        self.analyzer = refine_layer.Analyzer(channels, model.sample_rate, model.hop_length)
+
+    def __call__(self, x: np.ndarray, z: np.ndarray, last: bool) -> list[bytes]:
+        """Per channel, the coded gains of the frames that chunk (samples ``x``, latents ``z``) completes;
+        the ``last`` chunk's include every frame left."""
+        self.samples += x.shape[1]
+        gains = [self.analyzer.push(x, self.dec(torch.from_numpy(z)).numpy())]
+        if last:
+            gains += [self.analyzer.push(y=self.dec.flush().numpy()), self.analyzer.finish(self.samples)]
+        return [refine_layer.encode(g) for g in np.concatenate(gains, axis=-1)]
 
 
 class StreamEncoder:
     """Push-based encoder: feed (channels, n) blocks at ``sample_rate``; each call returns the .avae bytes
     completed so far (the header, then whole chunks), ``finish`` the rest. With ``length`` (samples, known
     up front) the bytes equal ``Codec.compress``'s; without, the header records no length (``streamed``)
-    and a decoder returns every decoded sample, the padding tail included."""
+    and a decoder returns every decoded sample, the padding tail included. ``refine`` adds the envelope
+    refinement layer (refine.py)."""
 
     def __init__(self, codec: Codec, sample_rate: int, channels: int, quality: int = DEFAULT_QUALITY,
-                 length: int | None = None):
+                 length: int | None = None, refine: bool = False):
         codec.check_quality(quality)
         self.codec, self.quality = codec, quality
-        self.chunker = _Chunker(codec.model, sample_rate, channels, length)
+        self.chunker = _Chunker(codec.model, sample_rate, channels, length, keep_samples=refine)
+        self.refiner = _RefineEncoder(codec.model, channels) if refine else None
         self.out = io.BytesIO()
-        self.writer = Writer(self.out, codec.header(channels, sample_rate, quality, length))
+        self.writer = Writer(self.out, codec.header(channels, sample_rate, quality, length, refine))
 
     def __call__(self, block: np.ndarray) -> bytes:
-        for means in self.chunker.push(block):
-            self.writer.write_chunk(self.codec.chunk_payload(means, self.quality), means.shape[-1])
+        self._write(self.chunker.push(block))
         return self._take()
 
     def finish(self) -> bytes:
         """Flush the resampler, pad so that every sample decodes completely, write the last chunk."""
-        for means in self.chunker.finish():
-            self.writer.write_chunk(self.codec.chunk_payload(means, self.quality), means.shape[-1])
+        self._write(self.chunker.finish(), last=True)
         self.writer.close()
         return self._take()
+
+    def _write(self, chunks: list, last: bool = False) -> None:
+        for i, (means, x) in enumerate(chunks):
+            payload = self.codec.chunk_payload(means, self.quality, x, self.refiner, last and i == len(chunks) - 1)
+            self.writer.write_chunk(payload, means.shape[-1])
 
     def _take(self) -> bytes:
         data = self.out.getvalue()

@@ -1,0 +1,187 @@
+"""Envelope refinement: an optional layer of the codec that corrects the decoder's spectral envelope.
+
+The VAE decoder renders band energies several dB off at fine time resolution (too little energy in loud
+frames above 1 kHz; docs/training.md, "What caps the 12 kbps point"), more than finer latents can mend. With
+refinement the encoder decodes its own latents, measures per frame and band the energy of the original over
+that of the decoded audio, quantizes it to ``STEP_DB`` decibels and codes it after the latents; the decoder
+scales each band of its output by that gain.
+
+Frames are sqrt-Hann windows of ``2 * hop`` samples every ``hop`` (the model's ``hop_length``): frame ``j``
+covers samples ``[(j - 1) hop, (j + 1) hop)`` of the decoded signal, zeros outside it, so a signal of ``n``
+samples has ``(n - 1) // hop + 2`` frames. Analysis and synthesis use the same window, so unit gains give
+the decoded audio back. A frame without a coded gain keeps unit gains.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from audiovae.codec.entropy import _CATEGORICAL, RADIUS, _queue, logistic_tables
+
+VERSION = 1
+STEP_DB = 3.0
+LIMIT = 8  # gains are clipped to +-LIMIT steps (+-24 dB)
+EDGES_HZ = (150, 300, 450, 600, 800, 1000, 1250, 1500, 1800, 2100, 2500, 3000, 3500, 4200, 5000, 6000, 7000,
+            8000, 10000, 12500, 16000, 20000)  # band edges; the last band ends at the Nyquist frequency
+_TABLES = logistic_tables()
+_PMF = (_TABLES - 1).astype(np.float64)  # exact fixed-point rows (see EntropyModel.__post_init__)
+_COST = np.log2(float(_TABLES[0, 0].sum()) / _TABLES)
+_BAND = struct.Struct("<hB")  # a band's mean (1/16 step units) and table index
+
+
+def band_starts(sample_rate: int, hop: int) -> np.ndarray:
+    """First rfft bin of each band of a ``2 * hop`` frame (bands without a bin are dropped)."""
+    bins = np.ceil(np.array(EDGES_HZ) * 2 * hop / sample_rate).astype(int)
+    return np.unique(np.concatenate([[0], bins[bins < hop]]))
+
+
+def frame_count(samples: int, hop: int) -> int:
+    return (samples - 1) // hop + 2 if samples > 0 else 0
+
+
+class _Frames:
+    """A signal pushed in (channels, n) blocks, cut into the module's frames as soon as they are complete."""
+
+    def __init__(self, channels: int, hop: int):
+        self.hop, self.window = hop, np.sqrt(0.5 - 0.5 * np.cos(np.pi * np.arange(2 * hop) / hop))
+        self.buf = np.zeros((channels, hop), np.float64)  # starts at sample (next - 1) * hop
+        self.next = 0
+
+    def push(self, block: np.ndarray) -> None:
+        self.buf = np.concatenate([self.buf, block], axis=1)
+
+    def pad_to(self, frames: int) -> None:
+        """Zeros after the signal, so that ``frames`` frames are complete."""
+        need = (frames - self.next + 1) * self.hop
+        self.buf = np.pad(self.buf, ((0, 0), (0, max(0, need - self.buf.shape[1]))))
+
+    def ready(self) -> int:
+        return max(0, self.buf.shape[1] // self.hop - 1)
+
+    def take(self, n: int) -> np.ndarray:
+        """rfft spectra (channels, n, hop + 1) of the next ``n`` frames."""
+        idx = np.arange(n)[:, None] * self.hop + np.arange(2 * self.hop)
+        spectra = np.fft.rfft(self.buf[:, idx] * self.window, axis=-1)
+        self.buf, self.next = self.buf[:, n * self.hop :], self.next + n
+        return spectra
+
+
+def _band_energy(spectra: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """(channels, bands, n) energies from spectra (channels, n, bins)."""
+    return np.add.reduceat(np.abs(spectra) ** 2, starts, axis=-1).transpose(0, 2, 1)
+
+
+class Analyzer:
+    """Encoder side: original and decoded audio (channels, n) at the model's rate, pushed separately as they
+    come, -> int gain symbols (channels, bands, frames) of every frame complete in both."""
+
+    def __init__(self, channels: int, sample_rate: int, hop: int):
+        self.starts = band_starts(sample_rate, hop)
+        self.x, self.y = _Frames(channels, hop), _Frames(channels, hop)
+
+    def push(self, x: np.ndarray | None = None, y: np.ndarray | None = None) -> np.ndarray:
+        if x is not None:
+            self.x.push(x)
+        if y is not None:
+            self.y.push(y)
+        return self._gains(min(self.x.ready(), self.y.ready()))
+
+    def finish(self, samples: int) -> np.ndarray:
+        """The remaining frames of a ``samples``-long signal (zeros after it)."""
+        frames = frame_count(samples, self.x.hop)
+        self.x.pad_to(frames)
+        self.y.pad_to(frames)
+        return self._gains(max(0, frames - self.x.next))
+
+    def _gains(self, n: int) -> np.ndarray:
+        ex, ey = _band_energy(self.x.take(n), self.starts), _band_energy(self.y.take(n), self.starts)
+        db = 10 * np.log10((ex + 1e-10) / (ey + 1e-10))
+        return np.clip(np.rint(db / STEP_DB), -LIMIT, LIMIT).astype(np.int32)
+
+
+class Refiner:
+    """Decoder side: decoded audio (channels, n) and gain symbols (channels, bands, frames) pushed as they
+    come -> refined audio, ``hop`` samples behind; ``flush`` returns the rest of the signal."""
+
+    def __init__(self, channels: int, sample_rate: int, hop: int):
+        self.starts, self.hop = band_starts(sample_rate, hop), hop
+        self.bands = np.repeat(np.arange(len(self.starts)), np.diff(np.append(self.starts, hop + 1)))
+        self.y = _Frames(channels, hop)
+        self.gains = np.zeros((channels, len(self.starts), 0), np.int32)
+        self.tail = np.zeros((channels, hop))
+        self.samples = 0  # decoded samples received
+
+    def push(self, y: np.ndarray, gains: np.ndarray | None = None) -> np.ndarray:
+        self.y.push(y)
+        self.samples += y.shape[1]
+        if gains is not None:
+            self.gains = np.concatenate([self.gains, gains], axis=-1)
+        return self._run(min(self.y.ready(), self.gains.shape[-1]))
+
+    def flush(self, y: np.ndarray | None = None) -> np.ndarray:
+        """The rest of the signal, ``y`` (its last decoded samples) included."""
+        if y is not None:
+            self.y.push(y)
+            self.samples += y.shape[1]
+        frames = frame_count(self.samples, self.hop)
+        self.y.pad_to(frames)
+        done = (self.y.next - 1) * self.hop if self.y.next else 0
+        out = self._run(max(0, frames - self.y.next))
+        return out[:, : max(0, self.samples - done)]
+
+    def _run(self, n: int) -> np.ndarray:
+        if n == 0:
+            return np.zeros((self.tail.shape[0], 0), np.float32)
+        first = self.y.next
+        spectra = self.y.take(n)
+        gains = np.zeros((spectra.shape[0], len(self.starts), n), np.int32)
+        have = min(n, self.gains.shape[-1])
+        gains[..., :have], self.gains = self.gains[..., :have], self.gains[..., have:]
+        scale = 10.0 ** (gains[:, self.bands] * (STEP_DB / 20))  # (channels, bins, n)
+        frames = np.fft.irfft(spectra * scale.transpose(0, 2, 1), n=2 * self.hop, axis=-1) * self.y.window
+        heads, tails = frames[..., : self.hop], frames[..., self.hop :]
+        out = heads + np.concatenate([self.tail[:, None], tails[:, :-1]], axis=1)
+        self.tail = tails[:, -1]
+        out = out.reshape(out.shape[0], -1)
+        out = out[:, self.hop :] if first == 0 else out  # frame 0's first half lies before the signal
+        return out.astype(np.float32)
+
+
+def encode(gains: np.ndarray) -> bytes:
+    """One channel's gain symbols (bands, frames) -> bytes: u16 frames, per band an i16 mean (1/16 step) and
+    a u8 table index, then the range coder's u32 words (the symbols frame by frame)."""
+    bands, n = gains.shape
+    if n == 0:
+        return struct.pack("<H", 0)
+    q = gains.astype(np.int64)
+    mean = np.rint(q.mean(1) * 16).astype(np.int64)
+    center, offset = mean >> 4, mean & 15
+    r = q - center[:, None] + RADIUS
+    scale = _COST[:, offset[:, None], r].sum(-1).argmin(0)  # (bands,) cheapest table per band
+    head = struct.pack("<H", n) + b"".join(_BAND.pack(int(m), int(s)) for m, s in zip(mean, scale, strict=True))
+    coder = _queue.RangeEncoder()
+    coder.encode(r.T.ravel().astype(np.int32), _CATEGORICAL, _PMF[np.tile(scale, n), np.tile(offset, n)])
+    return head + coder.get_compressed().astype("<u4").tobytes()
+
+
+def decode(data: bytes, bands: int) -> np.ndarray:
+    """Bytes of ``encode`` -> gain symbols (bands, frames)."""
+    if len(data) < 2:
+        raise ValueError("refinement data is shorter than its frame count")
+    (n,) = struct.unpack_from("<H", data)
+    if n == 0:
+        return np.zeros((bands, 0), np.int32)
+    words = data[2 + bands * _BAND.size :]
+    if len(words) % 4 or len(data) < 2 + bands * _BAND.size:
+        raise ValueError("refinement data is not a whole header and 32-bit words")
+    mean, scale = np.array(list(_BAND.iter_unpack(data[2 : 2 + bands * _BAND.size])), np.int64).T
+    if (scale >= len(_TABLES)).any() or (np.abs(mean) > 16 * LIMIT).any():
+        raise ValueError("refinement data has a band outside the tables")
+    coder = _queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
+    r = coder.decode(_CATEGORICAL, _PMF[np.tile(scale, n), np.tile(mean & 15, n)]).astype(np.int64)
+    q = r.reshape(n, bands).T + (mean >> 4)[:, None] - RADIUS
+    if np.abs(q).max() > LIMIT:
+        raise ValueError("refinement data decodes to gains out of range")
+    return q.astype(np.int32)
