@@ -107,18 +107,20 @@ class Codec:
 
             quality = best()
             refined = bool(refine) or (refine is None and quality >= REFINE_FROM)
-            if refined:  # the layer's bytes, extrapolated from the first chunk's, so that the first try fits
+            if refined:  # so that the first try fits: the layer's bytes, extrapolated from the first chunk's
                 means, x, last = next(chunks())
-                first = self.chunk_payload(means, quality, x, _RefineEncoder(self.model, channels), last)
                 container = len(self.header(channels, sample_rate, quality, length, True).to_bytes()) + 30 \
                     + 16 * len(sizes)  # preamble, header, trailer, chunk records
-                layer = len(first) - sum(self.entropy.bits(self.entropy.quantize(m, quality), quality)
-                                         for m in means) / 8
-                extra = layer * (1 + (sum(sizes) / sizes[0] - 1) * 1.02) + container
-                if refine is None and best(extra) < REFINE_FROM:
-                    refined = False
-                else:
-                    quality = min(quality, best(extra))
+                for _ in range(3):  # the layer grows as the latents get coarser: estimate it at the quality chosen
+                    first = self.chunk_payload(means, quality, x, _RefineEncoder(self.model, channels), last)
+                    layer = len(first) - sum(self.entropy.bits(self.entropy.quantize(m, quality), quality)
+                                             for m in means) / 8
+                    extra = layer * (1 + (sum(sizes) / sizes[0] - 1) * 1.03) + container
+                    if best(extra) >= quality:
+                        break
+                    quality = best(extra)
+                if refine is None and quality < REFINE_FROM:
+                    refined, quality = False, best()
             while True:
                 with tempfile.TemporaryFile() as out:
                     writer = Writer(out, self.header(channels, sample_rate, quality, length, refined))
