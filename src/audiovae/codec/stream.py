@@ -107,18 +107,10 @@ class Codec:
 
             quality = best()
             refined = bool(refine) or (refine is None and quality >= REFINE_FROM)
-            if refined:  # so that the first try fits: the layer's bytes, extrapolated from the first chunk's
-                means, x, last = next(chunks())
+            if refined:
                 container = len(self.header(channels, sample_rate, quality, length, True).to_bytes()) + 30 \
                     + 16 * len(sizes)  # preamble, header, trailer, chunk records
-                for _ in range(3):  # the layer grows as the latents get coarser: estimate it at the quality chosen
-                    first = self.chunk_payload(means, quality, x, _RefineEncoder(self.model, channels), last)
-                    layer = len(first) - sum(self.entropy.bits(self.entropy.quantize(m, quality), quality)
-                                             for m in means) / 8
-                    extra = layer * (1 + (sum(sizes) / sizes[0] - 1) * 1.03) + container
-                    if best(extra) >= quality:
-                        break
-                    quality = best(extra)
+                quality = self._refined_quality(next(chunks()), quality, sum(sizes), container, best)
                 if refine is None and quality < REFINE_FROM:
                     refined, quality = False, best()
             while True:
@@ -139,6 +131,21 @@ class Codec:
                     quality = min(quality - 1, best(extra))
                 else:
                     quality -= 1
+
+    def _refined_quality(self, first_chunk: tuple, quality: int, frames: int, container: int, best) -> int:
+        """The quality at which the refined file should fit: ``best(extra bytes)`` with the layer's bytes
+        extrapolated from the first chunk's to ``frames``, measured again as the quality drops (coarser
+        latents leave the decoder more to refine)."""
+        means, x, last = first_chunk
+        for _ in range(3):
+            payload = self.chunk_payload(means, quality, x, _RefineEncoder(self.model, means.shape[0]), last)
+            layer = len(payload) - sum(self.entropy.bits(self.entropy.quantize(m, quality), quality)
+                                       for m in means) / 8
+            extra = layer * (1 + (frames / means.shape[-1] - 1) * 1.03) + container
+            if best(extra) >= quality:
+                break
+            quality = best(extra)
+        return quality
 
     def check_quality(self, quality: int) -> None:
         if not 1 <= quality <= self.entropy.qualities:
