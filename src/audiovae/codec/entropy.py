@@ -86,6 +86,14 @@ def logistic_tables(scales: np.ndarray = SCALES) -> np.ndarray:
     return counts.astype(np.int32)
 
 
+def exact_pmf(tables: np.ndarray) -> np.ndarray:
+    """Rows of integer ``tables`` as constriction categorical probabilities whose CDF is exactly their
+    cumulative counts: constriction (0.5, categorical.rs fast_quantized_cdf) turns floats p into
+    floor(sum(p[:i]) * (2**24 - n) / sum(p)) + i, and p = counts - 1 (exact small integers summing to
+    2**24 - n) makes the factor exactly 1."""
+    return (np.asarray(tables) - 1).astype(np.float64)
+
+
 @dataclass(eq=False)
 class EntropyModel:
     """Integer entropy model over ``latent_dim`` channels for each quality level (see module doc).
@@ -130,10 +138,7 @@ class EntropyModel:
             raise ValueError("entropy model: steps must be positive and decreasing")
         if not (np.isfinite(self.multipliers).all() and (self.multipliers > 0).all()):
             raise ValueError("entropy model: step multipliers must be positive and finite")
-        # constriction (0.5, categorical.rs fast_quantized_cdf) turns floats p into the fixed-point CDF
-        # floor(sum(p[:i]) * (2**24 - n) / sum(p)) + i. Passing p = counts - 1, exact small integers with
-        # sum 2**24 - n, makes the factor exactly 1 and the CDF exactly the cumulative counts.
-        self._pmf = (self.tables - 1).astype(np.float64)
+        self._pmf = exact_pmf(self.tables)
 
     @property
     def latent_dim(self) -> int:

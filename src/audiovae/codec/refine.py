@@ -18,7 +18,7 @@ import struct
 
 import numpy as np
 
-from audiovae.codec.entropy import _CATEGORICAL, RADIUS, _queue, logistic_tables
+from audiovae.codec.entropy import _CATEGORICAL, RADIUS, TOTAL, _queue, exact_pmf, logistic_tables
 
 VERSION = 1
 STEP_DB = 3.0
@@ -26,8 +26,8 @@ LIMIT = 8  # gains are clipped to +-LIMIT steps (+-24 dB)
 EDGES_HZ = (150, 300, 450, 600, 800, 1000, 1250, 1500, 1800, 2100, 2500, 3000, 3500, 4200, 5000, 6000, 7000,
             8000, 10000, 12500, 16000, 20000)  # band edges; the last band ends at the Nyquist frequency
 _TABLES = logistic_tables()
-_PMF = (_TABLES - 1).astype(np.float64)  # exact fixed-point rows (see EntropyModel.__post_init__)
-_COST = np.log2(float(_TABLES[0, 0].sum()) / _TABLES)
+_PMF = exact_pmf(_TABLES)
+_COST = np.log2(TOTAL / _TABLES)
 _BAND = struct.Struct("<hB")  # a band's mean (1/16 step units) and table index
 
 

@@ -220,9 +220,8 @@ class Codec:
         m, q = self.model, int(h.quality)
         dec = m.stream_decoder()
         refiner = refine_layer.Refiner(h.channels, m.sample_rate, m.hop_length) if "refine" in h.codec else None
-        bands = len(refine_layer.band_starts(m.sample_rate, m.hop_length))
         for chunk in reader:
-            symbols, gains = self._split(chunk.payload, chunk.frames, h.channels, q, bands if refiner else None)
+            symbols, gains = self._split(chunk.payload, chunk.frames, h.channels, q, refiner and len(refiner.starts))
             y = dec(torch.from_numpy(np.stack([self.entropy.dequantize(s, q) for s in symbols])).float()).numpy()
             yield y if refiner is None else refiner.push(y, gains)
         y = dec.flush().numpy()
@@ -231,24 +230,29 @@ class Codec:
     def _split(self, payload: bytes, frames: int, channels: int, quality: int,
                bands: int | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
         """A payload's symbols per channel, and with ``bands`` its refinement gains (channels, bands, n)."""
-        symbols, gains, pos = [], [], 0
-        for _ in range(channels):
-            for decode, out in [(lambda d: self.entropy.decode(d, quality, frames), symbols),
-                                *([(lambda d: refine_layer.decode(d, bands), gains)] if bands else [])]:
-                if pos + 4 > len(payload):
-                    raise FormatError("chunk payload is shorter than its channel lengths say")
-                (n,) = struct.unpack_from("<I", payload, pos)
-                data = payload[pos + 4 : pos + 4 + n]
-                if len(data) != n:
-                    raise FormatError("chunk payload is shorter than its channel lengths say")
-                try:
-                    out.append(decode(data))
-                except (ValueError, AssertionError, RuntimeError) as e:
-                    raise FormatError(f"undecodable chunk payload ({e})") from None
-                pos += 4 + n
-        if bands and len({g.shape[-1] for g in gains}) > 1:
+        fields = _fields(payload, channels * (2 if bands else 1))
+        try:
+            symbols = [self.entropy.decode(d, quality, frames) for d in fields[:: 2 if bands else 1]]
+            gains = [refine_layer.decode(d, bands) for d in fields[1::2]] if bands else None
+        except (ValueError, AssertionError, RuntimeError) as e:
+            raise FormatError(f"undecodable chunk payload ({e})") from None
+        if gains and len({g.shape[-1] for g in gains}) > 1:
             raise FormatError("chunk payload's channels hold different numbers of refinement frames")
-        return symbols, np.stack(gains) if bands else None
+        return symbols, None if gains is None else np.stack(gains)
+
+
+def _fields(payload: bytes, count: int) -> list[bytes]:
+    """``count`` consecutive fields of a payload, each a u32 byte length then that many bytes."""
+    out, pos = [], 0
+    for _ in range(count):
+        if pos + 4 > len(payload):
+            raise FormatError("chunk payload is shorter than its channel lengths say")
+        (n,) = struct.unpack_from("<I", payload, pos)
+        out.append(payload[pos + 4 : pos + 4 + n])
+        if len(out[-1]) != n:
+            raise FormatError("chunk payload is shorter than its channel lengths say")
+        pos += 4 + n
+    return out
 
 
 def _names(stored: str, sha256: str) -> bool:
