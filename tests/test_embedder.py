@@ -159,14 +159,16 @@ def test_classifier_and_bench_with_learned_pooling(trained, tmp_path):
 
     bench = tmp_path / "bench"
     r = cli("bench", "classify", "--corpora", corpora, "--task", "speaker", "--model", f"speech16k={folder}",
-            "--max-train", 20, "--max-eval", 3, "--draws", 1, "--supervised-only", "--out", bench)
+            "--max-train", 20, "--max-eval", 3, "--draws", 1, "--supervised-only", "--finetune", 3, "--out", bench)
     assert r.exit_code == 0, r.output
     valid = {row["features"] for row in csv.DictReader((bench / "classify_pooling_valid.csv").open())}
     assert "vae:learned" in valid
-    test = {row["features"] for row in csv.DictReader((bench / "classify_long.csv").open())}
-    (extra,) = test - {"vae", "mfcc"}  # the other kind of pooling than the chosen one, supervised only
+    rows = list(csv.DictReader((bench / "classify_long.csv").open()))
+    assert [row["k"] for row in rows if row["features"] == "vae+finetune"] == ["all"]
+    test = {row["features"] for row in rows}
+    (extra,) = test - {"vae", "mfcc", "vae+finetune"}  # the other kind of pooling than the chosen one
     title = (bench / "classify.md").read_text().splitlines()[0]
-    assert len(test) == 3 and f": {extra})" in title and "'learned'" in title  # learned is one of the two
+    assert len(test) == 4 and f": {extra})" in title and "'learned'" in title  # learned is one of the two
 
 
 def test_extra_manifests_are_mixed_in(trained, tmp_path):
@@ -213,3 +215,43 @@ def test_flow_prior_fine_tuned_with_embedding_style(trained, tmp_path):
     a = gen.sample(0.3, "low", seed=1)
     np.testing.assert_array_equal(a, gen.sample(0.3, "low", seed=1))
     assert not np.array_equal(a, gen.sample(0.3, "high", seed=1))
+
+
+def test_finetuned_head_classifier_round_trip(trained, tmp_path):
+    folder, _, _ = trained
+    corpora = tiny_corpus(tmp_path / "corpora")
+    manifest = corpora / "speech16k" / "manifest.jsonl"
+    out = tmp_path / "clf"
+    r = cli("classify", "fit", "--data", manifest, "--label", "speaker", "--model", folder, "--out", out,
+            "--estimator", "logreg", "--finetune", 5)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["classifier.json", "classifier.npz", "head.safetensors"]
+    clf = classify.Classifier.load(out)
+    m = load(folder)
+    base = load_embedder(m)[0].state_dict()
+    assert clf.pooling == "learned" and clf.meta["finetune_steps"] == 5 and clf.dim == 6
+    assert any(not torch.equal(v, base[k]) for k, v in clf.head.state_dict().items())  # it was trained
+    assert torch.equal(classify.learned_embedder(m).state_dict()["out.weight"], base["out.weight"])  # model's kept
+
+    items = classify.labelled_items(manifest, "speaker", "test")
+    x, kept, _ = classify.embed_items(items, "vae", m, pooling="learned", embedder=clf.head)
+    r = cli("classify", "eval", out, "--data", manifest, "--plot", tmp_path / "cm.png")
+    assert r.exit_code == 0, r.output
+    expected = classify.evaluate([items[i].label for i in kept], clf.predict(x))["accuracy"]
+    assert f"accuracy {expected:.3f}" in r.output
+    own = classify.embed_items(items, "vae", m, pooling="learned")[0]
+    assert not np.allclose(own, x)  # the classifier's head, not the model's
+
+    data = bytearray((out / "head.safetensors").read_bytes())
+    data[-1] ^= 1
+    (out / "head.safetensors").write_bytes(bytes(data))
+    assert_error(cli("classify", "predict", out, corpora), "head.safetensors", "sha256")
+    assert_error(cli("classify", "fit", "--data", manifest, "--label", "speaker", "--model", folder, "--out",
+                     tmp_path / "x", "--finetune", 5, "--pooling", "all"), "--finetune", "--pooling learned")
+    one = tmp_path / "one"  # refused before any fine-tuning
+    for label, n in (("a", 3), ("b", 1)):
+        (one / label).mkdir(parents=True)
+        for i in range(n):
+            sf.write(one / label / f"{i}.wav", tone(300.0 * (1 + i) * (1 + 9 * (label == "b")))[0], SR)
+    assert_error(cli("classify", "fit", "--data", one, "--label", "parent-dir", "--model", folder, "--out",
+                     tmp_path / "y", "--finetune", 5), "class 'b' has 1 example")

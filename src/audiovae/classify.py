@@ -6,13 +6,17 @@ optionally of log sigma, quantiles, a short-window max / min), or the output of 
 head (pooling ``learned``: ``models/embedder.py``, stored with the model by ``audiovae train-embedder``),
 averaged over channels. Silence is embedded like any other signal (it has a well-defined, nearly constant
 latent) and gets a label like any other clip. A file shorter than one latent frame is refused with an error
-naming it. Intermediate encoder layers are not used: callers see the VAE only through ``encode`` (DESIGN.md).
+naming it. Intermediate encoder layers are not used: callers see the VAE only through ``encode`` (DESIGN.md),
+and their statistics did no better than the posterior's (experiments/encoder-layers/probe.py). A probe can
+also sit on a copy of the learned head fine-tuned with its labels (``finetuned_embeddings``,
+``train/head.py``); the classifier folder then holds that head.
 
 A fitted classifier is saved without pickle: ``classifier.json`` (classes, estimator and parameters,
 model name, its sha256 and encoder_sha256, feature kind, pooling, dimension) and ``classifier.npz`` (scaler
-and estimator arrays); ``Classifier`` predicts from those arrays with numpy alone, and ``check_model`` refuses
-a model with another encoder (registry.py). A kNN stores its (scaled) training set; a linear probe stores one
-weight vector per class.
+and estimator arrays), plus ``head.safetensors`` for a fine-tuned head (its sha256 in the JSON); ``Classifier``
+predicts from those arrays with numpy alone (and the head in torch), and ``check_model`` refuses a model with
+another encoder (registry.py). A kNN stores its (scaled) training set; a linear probe stores one weight vector
+per class.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ DEFAULT_POOLING = "all"
 LEARNED = "learned"  # the model's learned embedding head, when it has one
 _EMBEDDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loaded heads, per model object
 MAX_WINDOW_S = 0.2
+HEAD_FILE = "head.safetensors"  # a fine-tuned head in a classifier folder
 MFCC_RATE, MFCC_FFT, MFCC_HOP, MFCC_MELS, MFCC_COEFFS = 16000, 512, 160, 40, 20
 
 
@@ -124,32 +129,68 @@ def pooling_meta(model, pooling: str) -> dict:
     return {"pooling": pooling} | ({"embed_sha256": model.card["embed"]["sha256"]} if pooling == LEARNED else {})
 
 
-def _learned(model, mu: np.ndarray) -> np.ndarray:
+def _learned(embedder, mu: np.ndarray) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        return learned_embedder(model)(torch.from_numpy(mu).float()).mean(0).numpy()
+        return embedder(torch.from_numpy(mu).float()).mean(0).numpy()
 
 
-def embed_many(model, wave: np.ndarray, sample_rate: int, poolings, name: str = "audio") -> dict[str, np.ndarray]:
-    """Embeddings of one signal under several poolings, from one pass of the encoder."""
+def posterior(model, wave: np.ndarray, sample_rate: int, name: str = "audio") -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and log sigmas (channels, latent_dim, frames) of a signal at any rate; an error naming
+    ``name`` when it is shorter than one latent frame."""
     from audiovae.inference import to_model_rate
 
-    for p in poolings:
-        check_pooling(p, model)
     x = to_model_rate(model, wave, sample_rate)
     if x.shape[-1] < model.hop_length:
         raise ClassifyError(f"{name}: shorter than one latent frame ({x.shape[-1]} samples at {model.sample_rate} Hz, "
                             f"need {model.hop_length})")
-    mu, logsig = posterior_frames(model, x)
+    return posterior_frames(model, x)
+
+
+def embed_many(model, wave: np.ndarray, sample_rate: int, poolings, name: str = "audio",
+               embedder=None) -> dict[str, np.ndarray]:
+    """Embeddings of one signal under several poolings, from one pass of the encoder; ``embedder`` replaces the
+    model's learned head for ``learned`` (a fine-tuned classifier's own head)."""
+    for p in poolings:
+        check_pooling(p, model if embedder is None else None)
+    return _pooled(model, *posterior(model, wave, sample_rate, name), poolings, embedder)
+
+
+def _pooled(model, mu: np.ndarray, logsig: np.ndarray, poolings, embedder=None) -> dict[str, np.ndarray]:
     rate = model.sample_rate / model.hop_length
-    return {p: _learned(model, mu) if p == LEARNED else _pool(mu, logsig, p, rate) for p in poolings}
+    head = (learned_embedder(model) if embedder is None else embedder) if LEARNED in poolings else None
+    return {p: _learned(head, mu) if p == LEARNED else _pool(mu, logsig, p, rate) for p in poolings}
 
 
 def embed(model, wave: np.ndarray, sample_rate: int, name: str = "audio", pooling: str = DEFAULT_POOLING) -> np.ndarray:
     """(channels, samples) float32 -> (``embedding_dim``,) float32: statistics over frames of the posterior (see
     ``POOLINGS``) or the learned head's embedding, averaged over channels."""
     return embed_many(model, wave, sample_rate, (pooling,), name)[pooling]
+
+
+def finetuned_embeddings(model, means: list[np.ndarray], labels, cfg=None, progress: bool = False,
+                         **trainer) -> tuple[object, np.ndarray]:
+    """Fine-tune ``model``'s learned head with a linear layer on labelled clips (``train/head.py``): ``means``
+    are each clip's posterior means (channels, latent_dim, frames), every channel a training clip. Returns the
+    head, rounded to its stored precision (fp16 weights), and the clips' embeddings (N, dim) by it. ``trainer``:
+    accelerator, devices."""
+    import torch
+
+    from audiovae.train.head import finetune_head
+
+    _, idx = np.unique(np.asarray(labels).astype(str), return_inverse=True)
+    clips = [torch.from_numpy(ch.T).float() for mu in means for ch in mu]
+    targets = [int(c) for mu, c in zip(means, idx, strict=True) for _ in mu]
+    head = finetune_head(learned_embedder(model), clips, targets, model.sample_rate / model.hop_length, cfg,
+                         progress=progress, **trainer)
+    head.load_state_dict(_stored(head.state_dict()))
+    return head, np.stack([_learned(head, mu) for mu in means])
+
+
+def _stored(state: dict) -> dict:
+    """A head's tensors as a classifier folder stores them: fp16 weights, fp32 latent statistics."""
+    return {k: v.float() if k.startswith("latent_") else v.half() for k, v in state.items()}
 
 
 def mfcc_features(wave: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -222,24 +263,32 @@ def labelled_items(data: str | os.PathLike, label: str, split: str = "train") ->
     return items
 
 
+MEANS = "means"  # embed_items_multi's key for each clip's posterior means (a list: their lengths differ)
+
+
 def embed_items_multi(items: list[Item], model, poolings=(), mfcc: bool = False,
-                      progress: Callable[[int, int], None] | None = None, skip_errors: bool = True
-                      ) -> tuple[dict[str, np.ndarray], list[int], list[str]]:
+                      progress: Callable[[int, int], None] | None = None, skip_errors: bool = True,
+                      embedder=None, means: bool = False) -> tuple[dict, list[int], list[str]]:
     """Features of many clips in one pass: {"vae:POOLING": (N, D), "mfcc": (N, 80)} for each pooling asked
-    (needs ``model``) and MFCC when ``mfcc``; the indices of the embedded items; messages of the skipped ones.
+    (needs ``model``; ``embedder``: see ``embed_many``) and MFCC when ``mfcc``, and with ``means`` each clip's
+    posterior means under ``MEANS``; the indices of the embedded items; messages of the skipped ones.
 
     With ``skip_errors`` False the first unreadable or too-short file raises its error."""
     for p in poolings:
-        check_pooling(p, model)
-    rows: dict[str, list[np.ndarray]] = {f"vae:{p}": [] for p in poolings} | ({"mfcc": []} if mfcc else {})
+        check_pooling(p, model if embedder is None else None)
+    rows: dict[str, list[np.ndarray]] = {f"vae:{p}": [] for p in poolings} | ({"mfcc": []} if mfcc else {}) \
+        | ({MEANS: []} if means else {})
     kept, failed = [], []
     for i, it in enumerate(items):
         try:
             x, sr = audio.load(it.path, offset=it.offset, duration=it.duration)
             if it.rate is not None and it.rate != sr:
                 x, sr = audio.resample(x, sr, it.rate), it.rate
-            got = {f"vae:{p}": v for p, v in embed_many(model, x, sr, poolings, str(it.path)).items()} \
-                if poolings else {}
+            got = {}
+            if poolings or means:
+                mu, logsig = posterior(model, x, sr, str(it.path))
+                got = {f"vae:{p}": v for p, v in _pooled(model, mu, logsig, poolings, embedder).items()}
+                got |= {MEANS: mu.astype(np.float32)} if means else {}
             if mfcc:
                 got["mfcc"] = mfcc_features(x, sr)
         except AudioVAEError as e:
@@ -252,22 +301,26 @@ def embed_items_multi(items: list[Item], model, poolings=(), mfcc: bool = False,
             kept.append(i)
         if progress is not None:
             progress(i + 1, len(items))
-    return {k: np.stack(v) if v else np.zeros((0, 0), np.float32) for k, v in rows.items()}, kept, failed
+    return {k: v if k == MEANS else np.stack(v) if v else np.zeros((0, 0), np.float32) for k, v in rows.items()}, \
+        kept, failed
 
 
 def embed_items(items: list[Item], kind: str, model=None, progress: Callable[[int, int], None] | None = None,
-                skip_errors: bool = True, pooling: str = DEFAULT_POOLING) -> tuple[np.ndarray, list[int], list[str]]:
+                skip_errors: bool = True, pooling: str = DEFAULT_POOLING, embedder=None
+                ) -> tuple[np.ndarray, list[int], list[str]]:
     """(features (N, D) float32, indices of the embedded items, one-line messages of the skipped ones)
-    for ``kind`` vae (with ``pooling``) or mfcc. With ``skip_errors`` False the first bad file raises."""
-    if kind not in FEATURE_KINDS:
+    for ``kind`` vae (with ``pooling``; ``embedder``: see ``embed_many``) or mfcc; for ``MEANS`` a list of
+    posterior means instead of features. With ``skip_errors`` False the first bad file raises."""
+    if kind not in (*FEATURE_KINDS, MEANS):
         raise ClassifyError(f"unknown feature kind '{kind}' (use {' or '.join(FEATURE_KINDS)})")
     vae = kind == "vae"
-    out, kept, failed = embed_items_multi(items, model, (pooling,) if vae else (), mfcc=not vae, progress=progress,
-                                          skip_errors=skip_errors)
-    return out[f"vae:{pooling}" if vae else "mfcc"], kept, failed
+    out, kept, failed = embed_items_multi(items, model, (pooling,) if vae else (), mfcc=kind == "mfcc",
+                                          progress=progress, skip_errors=skip_errors, embedder=embedder,
+                                          means=kind == MEANS)
+    return out[f"vae:{pooling}" if vae else kind], kept, failed
 
 
-def _check_classes(y: np.ndarray, minimum: int = 2) -> None:
+def check_classes(y: np.ndarray, minimum: int = 2) -> None:
     counts = Counter(y.tolist())
     if len(counts) < 2:
         raise ClassifyError(f"need at least two classes, found {len(counts)} ({', '.join(map(str, counts))})")
@@ -310,10 +363,12 @@ def _search(n_min: int, n: int, seed: int, estimators=ESTIMATORS, folds: int = 5
 
 
 class Classifier:
-    """A fitted probe as plain arrays: predicts with numpy, saved as JSON + .npz (no pickle)."""
+    """A fitted probe as plain arrays: predicts with numpy, saved as JSON + .npz (no pickle). A probe fitted on
+    a fine-tuned head's embeddings (``classify fit --finetune``) holds that ``head`` too (``HEAD_FILE``, its
+    sha256 and config in the JSON, verified on load)."""
 
-    def __init__(self, meta: dict, arrays: dict[str, np.ndarray]):
-        self.meta, self.arrays = meta, arrays
+    def __init__(self, meta: dict, arrays: dict[str, np.ndarray], head=None):
+        self.meta, self.arrays, self.head = meta, arrays, head
 
     @property
     def classes(self) -> list[str]:
@@ -363,10 +418,18 @@ class Classifier:
         return [self.classes[i] for i in self.predict_proba(x).argmax(1)]
 
     def save(self, out: str | os.PathLike) -> Path:
-        """Write OUT/classifier.json and OUT/classifier.npz; returns the JSON path."""
+        """Write OUT/classifier.json and OUT/classifier.npz (and the head); returns the JSON path."""
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
         np.savez(d / "classifier.npz", **self.arrays)
+        if self.head is not None:
+            from safetensors.torch import save_file
+
+            from audiovae.config import to_dict
+            from audiovae.registry import sha256
+
+            save_file(_stored(self.head.state_dict()), d / HEAD_FILE)
+            self.meta |= {"head_sha256": sha256(d / HEAD_FILE), "head_config": to_dict(self.head.config)}
         path = d / "classifier.json"
         path.write_text(json.dumps(self.meta, indent=2) + "\n", encoding="utf-8")
         return path
@@ -380,7 +443,7 @@ class Classifier:
                 arrays = {k: f[k] for k in f.files}
         except (OSError, ValueError) as e:
             raise ClassifyError(f"{d}: not a saved classifier ({str(e).splitlines()[0]})") from None
-        return cls(meta, arrays)
+        return cls(meta, arrays, _load_head(d, meta) if "head_sha256" in meta else None)
 
     @property
     def pooling(self) -> str:
@@ -396,8 +459,9 @@ class Classifier:
 
         if self.meta["features"] != "vae":
             return
-        got = embedding_dim(model, self.pooling)
-        if self.pooling == LEARNED and model.card["embed"]["sha256"] != self.meta.get("embed_sha256"):
+        own = self.head is not None  # a fine-tuned head: the model's own head is not used
+        got = self.head.config.dim if own else embedding_dim(model, self.pooling)
+        if not own and self.pooling == LEARNED and model.card["embed"]["sha256"] != self.meta.get("embed_sha256"):
             raise ClassifyError(f"{folder}: classifier was fitted on another learned embedding head than model "
                                 f"'{model.name}' holds (refit it)")
         if got != self.dim:
@@ -423,12 +487,31 @@ class Classifier:
         return path
 
 
+def _load_head(folder: Path, meta: dict):
+    """The fine-tuned head of a classifier folder, its file checked against the recorded sha256."""
+    from safetensors.torch import load_file
+
+    from audiovae.config import ConfigError, from_dict
+    from audiovae.models.embedder import Embedder, EmbedderConfig
+    from audiovae.registry import sha256
+
+    path = folder / HEAD_FILE
+    if not path.is_file() or sha256(path) != meta["head_sha256"]:
+        raise ClassifyError(f"{path}: missing, or not the head this classifier was fitted with (sha256 differs)")
+    try:
+        head = Embedder(from_dict(EmbedderConfig, meta["head_config"]))
+        head.load_state_dict({k: v.float() for k, v in load_file(path).items()})
+    except (KeyError, TypeError, ConfigError, RuntimeError, OSError) as e:
+        raise ClassifyError(f"{path}: not a valid head ({str(e).splitlines()[0]})") from None
+    return head.eval()
+
+
 def fit(x: np.ndarray, y: list[str] | np.ndarray, meta: dict | None = None, seed: int = 0,
         estimators=ESTIMATORS, folds: int = 5) -> tuple[Classifier, dict]:
     """Choose and fit the probe by stratified cross-validation (macro-F1) among ``estimators``; returns it and
     the CV summary. Every class needs two examples (one to train, one to validate)."""
     y = np.asarray(y).astype(str)
-    _check_classes(y)
+    check_classes(y)
     n_min = min(Counter(y.tolist()).values())
     search = _search(n_min, len(y), seed, estimators, folds)
     with warnings.catch_warnings():  # a tiny fold may miss a class
@@ -512,12 +595,15 @@ def _semi_supervised(x: np.ndarray, y_semi: np.ndarray, method: str):
         return make_pipeline(StandardScaler(), model).fit(x, y_semi)
 
 
-def few_label_eval(x_train: np.ndarray, y_train, x_test: np.ndarray, y_test, k: int | None, draws: int = DRAWS,
-                   seed: int = 0, semi: str | None = None, estimators=ESTIMATORS, folds: int = 3) -> dict:
+def few_label_eval(x_train: np.ndarray | None, y_train, x_test: np.ndarray | None, y_test, k: int | None,
+                   draws: int = DRAWS, seed: int = 0, semi: str | None = None, estimators=ESTIMATORS, folds: int = 3,
+                   refit: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
     """Accuracy and macro-F1 on (x_test, y_test), mean and std over ``draws`` random stratified draws of k labelled
     train examples per class (k=None: all of them, one draw). The probe is chosen per draw by cross-validation
     among ``estimators`` (one label per class: logistic regression). ``semi`` ("self-training" or
-    "label-spreading") also uses the rest of the train set, unlabelled (same as supervised for k=None)."""
+    "label-spreading") also uses the rest of the train set, unlabelled (same as supervised for k=None).
+    ``refit(chosen)`` instead gives each draw's features (of the chosen train examples, of the test set), from a
+    head fine-tuned on that draw (supervised only)."""
     from sklearn.metrics import accuracy_score, f1_score
 
     classes, y_tr = np.unique(np.asarray(y_train).astype(str), return_inverse=True)
@@ -536,9 +622,10 @@ def few_label_eval(x_train: np.ndarray, y_train, x_test: np.ndarray, y_test, k: 
                 y_semi[chosen] = y_tr[chosen]
                 model = _semi_supervised(x_train, y_semi, semi)
             else:
-                model = _supervised(x_train[chosen], y_tr[chosen], seed + draw, estimators, folds)
+                x_chosen, x_eval = refit(chosen) if refit is not None else (x_train[chosen], x_test)
+                model = _supervised(x_chosen, y_tr[chosen], seed + draw, estimators, folds)
         with np.errstate(divide="ignore", invalid="ignore"):
-            pred = model.predict(x_test)
+            pred = model.predict(x_test if refit is None else x_eval)
         acc.append(accuracy_score(y_te, pred))
         f1.append(f1_score(y_te, pred, labels=np.unique(y_te[known]), average="macro", zero_division=0))
     return {"k": "all" if k is None else k, "draws": len(acc), "accuracy_mean": float(np.mean(acc)),
@@ -611,10 +698,11 @@ def task_items(task: Task, corpora: Path, split: str) -> list[Item]:
 
 def task_features(task: Task, corpora: Path, model, poolings=tuple(POOLINGS), max_train: int = 100,
                   max_eval: int = 50, min_train: int = 20, min_test: int = 3,
-                  progress: Callable[[str, int, int], None] | None = None) -> tuple[dict, dict]:
+                  progress: Callable[[str, int, int], None] | None = None, means: bool = False) -> tuple[dict, dict]:
     """Features of ``task``'s clips: {split: ({"vae:POOLING" | "mfcc": (N, D)}, labels (N,))} for train, valid
-    and test, and a summary. Classes with >= ``min_train`` train and >= ``min_test`` test clips are kept; up to
-    ``max_train`` clips per class of the train split and ``max_eval`` of valid and test are embedded."""
+    and test, and a summary; with ``means``, each clip's posterior means too (under ``MEANS``). Classes with >=
+    ``min_train`` train and >= ``min_test`` test clips are kept; up to ``max_train`` clips per class of the
+    train split and ``max_eval`` of valid and test are embedded."""
     items = {s: task_items(task, corpora, s) for s in ("train", "valid", "test")}
     n_tr, n_te = Counter(it.label for it in items["train"]), Counter(it.label for it in items["test"])
     classes = sorted(c for c in n_tr if n_tr[c] >= min_train and n_te[c] >= min_test)
@@ -625,7 +713,7 @@ def task_features(task: Task, corpora: Path, model, poolings=tuple(POOLINGS), ma
     for split, cap in (("train", max_train), ("valid", max_eval), ("test", max_eval)):
         subset = balanced_subset([it for it in items[split] if it.label in classes], cap)
         report = None if progress is None else (lambda i, n, s=f"{task.name} {split}": progress(s, i, n))
-        x, kept, _ = embed_items_multi(subset, model, poolings, mfcc=True, progress=report)
+        x, kept, _ = embed_items_multi(subset, model, poolings, mfcc=True, progress=report, means=means)
         feats[split] = (x, np.array([subset[i].label for i in kept]))
     summary = {"task": task.name, "model": model.name, "classes": len(classes),
                **{f"{s}_clips": len(feats[s][1]) for s in feats}, "description": task.description}
@@ -636,7 +724,7 @@ def pooling_rows(task: str, feats: dict, draws: int = DRAWS, ks=(5, None)) -> li
     """Valid-split accuracy of every feature set in ``feats`` (each pooling and MFCC), to choose a pooling."""
     (x_tr, y_tr), (x_va, y_va) = feats["train"], feats["valid"]
     return [{"task": task, "features": key} | few_label_eval(x_tr[key], y_tr, x_va[key], y_va, k=k, draws=draws)
-            | {"valid_clips": len(y_va)} for key in x_tr for k in ks]
+            | {"valid_clips": len(y_va)} for key in x_tr if key != MEANS for k in ks]
 
 
 def choose_pooling(rows: list[dict], among=None) -> str | None:
@@ -677,6 +765,22 @@ def test_rows(task: str, feats: dict, pooling: str, ks=(1, 5, 20, None), draws: 
                 rows.append({"task": task, "features": name + (f"+{method}" if method else "")} | r
                             | {"train_clips": len(y_tr), "test_clips": len(y_te)})
     return rows
+
+
+FINETUNED = "vae+finetune"  # test rows of probes on a head fine-tuned with each draw's labels
+
+
+def finetune_rows(task: str, feats: dict, model, cfg=None, ks=(None,), draws: int = DRAWS) -> list[dict]:
+    """Test accuracy at each k of probes on ``model``'s learned head fine-tuned with that draw's labels
+    (``finetuned_embeddings``); ``feats`` from ``task_features(..., means=True)``."""
+    (x_tr, y_tr), (x_te, y_te) = feats["train"], feats["test"]
+
+    def refit(chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        head, x = finetuned_embeddings(model, [x_tr[MEANS][i] for i in chosen], y_tr[chosen], cfg)
+        return x, np.stack([_learned(head, mu) for mu in x_te[MEANS]])
+
+    return [{"task": task, "features": FINETUNED} | few_label_eval(None, y_tr, None, y_te, k, draws, refit=refit)
+            | {"train_clips": len(y_tr), "test_clips": len(y_te)} for k in ks]
 
 
 def wide_table(rows: list[dict], ks=(1, 5, 20, "all")) -> list[dict]:

@@ -377,7 +377,8 @@ def bench_curve(
     console.print(f"wrote {bench.training_curve(run_dir, out)}")
 
 
-def _embed_with_progress(items, kind: str, model, what: str, skip_errors: bool = True, pooling: str | None = None):
+def _embed_with_progress(items, kind: str, model, what: str, skip_errors: bool = True, pooling: str | None = None,
+                         embedder=None):
     from rich.progress import Progress
 
     from audiovae.classify import DEFAULT_POOLING, embed_items
@@ -385,7 +386,7 @@ def _embed_with_progress(items, kind: str, model, what: str, skip_errors: bool =
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task(what, total=len(items))
         out = embed_items(items, kind, model, lambda i, n: bar.update(task, completed=i), skip_errors=skip_errors,
-                          pooling=pooling or DEFAULT_POOLING)
+                          pooling=pooling or DEFAULT_POOLING, embedder=embedder)
     for msg in out[2]:
         err_console.print(f"skipped: {msg}", highlight=False, markup=False, soft_wrap=True)
     return out
@@ -452,16 +453,23 @@ def classify_fit(
     estimator: list[str] = typer.Option(None, "--estimator", help="Candidates for cross-validation: logreg, svm, "
                                         "knn (repeat; default: all three). A kNN stores its training set."),
     max_per_class: int = typer.Option(None, "--max-per-class", min=2, help="Use at most this many clips per class."),
+    finetune: int = typer.Option(0, "--finetune", min=0, metavar="STEPS", help="First fine-tune the model's learned "
+                                 "head with the labels for this many steps (the probe then uses its embeddings; "
+                                 "stored in OUT/head.safetensors). Pays off with many labels per class."),
+    accelerator: str = typer.Option("cpu", "--accelerator", help="Lightning accelerator for --finetune."),
 ) -> None:
     """Fit a probe (scaler + logistic regression / linear SVM / kNN, chosen by 5-fold cross-validation)."""
     import numpy as np
 
     from audiovae import classify as cl
     from audiovae.registry import load
+    from audiovae.train.head import FinetuneConfig
 
     if features not in cl.FEATURE_KINDS:
         raise AudioVAEError(f"unknown --features '{features}' (use {' or '.join(cl.FEATURE_KINDS)})")
-    pooling = pooling or cl.DEFAULT_POOLING
+    if finetune and (features != "vae" or pooling not in (None, cl.LEARNED)):
+        raise AudioVAEError("--finetune fine-tunes the learned head: use it with --features vae and --pooling learned")
+    pooling = cl.LEARNED if finetune else pooling or cl.DEFAULT_POOLING
     cl.check_pooling(pooling)
     estimators = tuple(estimator or cl.ESTIMATORS)
     cl.check_estimators(estimators)
@@ -469,17 +477,29 @@ def classify_fit(
     if max_per_class is not None:
         items = cl.balanced_subset(items, max_per_class)
     m = load(model) if features == "vae" else None
-    x, kept, failed = _embed_with_progress(items, features, m, f"{features} features of {len(items)} clips",
-                                           pooling=pooling)
+    if finetune:
+        cl.check_pooling(pooling, m)
+        means, kept, failed = _embed_with_progress(items, cl.MEANS, m, f"posteriors of {len(items)} clips")
+        y = np.array([items[i].label for i in kept])
+        cl.check_classes(y)
+        head, x = cl.finetuned_embeddings(m, means, y, FinetuneConfig(steps=finetune), progress=True,
+                                          accelerator=accelerator)
+    else:
+        x, kept, failed = _embed_with_progress(items, features, m, f"{features} features of {len(items)} clips",
+                                               pooling=pooling)
+        head = None
     meta = {"features": features, "label": label, "data": str(data), "train_clips": len(kept)}
     if m is not None:
         meta |= {"model": str(Path(model).resolve()) if Path(model).is_dir() else model, "model_name": m.name,
                  "model_sha256": m.card.get("sha256"), "encoder_sha256": m.card.get("encoder_sha256")} | \
-                cl.pooling_meta(m, pooling)
+                cl.pooling_meta(m, pooling) | ({"finetune_steps": finetune} if finetune else {})
     clf, cv = cl.fit(x, np.array([items[i].label for i in kept]), meta, estimators=estimators)
+    clf.head = head
     clf.save(out)
     console.print(f"{len(clf.classes)} classes, {len(kept)} clips ({len(failed)} skipped): {cv['estimator']} "
-                  f"{cv['params']}, cross-validated macro-F1 {cv['cv_macro_f1']:.3f}; saved to {out}", soft_wrap=True)
+                  f"{cv['params']}, cross-validated macro-F1 {cv['cv_macro_f1']:.3f}"
+                  + (" (optimistic: the head was fine-tuned on these clips)" if finetune else "")
+                  + f"; saved to {out}", soft_wrap=True)
 
 
 @classify_app.command("predict")
@@ -499,7 +519,7 @@ def classify_predict(
     m = _classifier_model(clf, folder, model)
     items = _audio_items(files)
     x, _, _ = _embed_with_progress(items, clf.meta["features"], m, "classifying", skip_errors=False,
-                                   pooling=clf.pooling)
+                                   pooling=clf.pooling, embedder=clf.head)
     proba = clf.predict_proba(x)
     rows = [{"path": str(it.path), "label": clf.classes[p.argmax()], "probability": round(float(p.max()), 4)}
             for it, p in zip(items, proba, strict=True)]
@@ -534,7 +554,7 @@ def classify_eval(
     m = _classifier_model(clf, folder, model)
     items = cl.labelled_items(data, clf.meta["label"], split)
     x, kept, failed = _embed_with_progress(items, clf.meta["features"], m, f"evaluating on {split}",
-                                           pooling=clf.pooling)
+                                           pooling=clf.pooling, embedder=clf.head)
     if not kept:
         raise AudioVAEError(f"{data}: none of the {len(items)} {split} clips could be read")
     result = cl.evaluate([items[i].label for i in kept], clf.predict(x))
@@ -557,6 +577,8 @@ def bench_classify(
                              "see the same draws)."),
     semi_supervised: bool = typer.Option(True, "--semi-supervised/--supervised-only",
                                          help="Also self-training and label spreading over the unlabelled rest."),
+    finetune: int = typer.Option(2000, "--finetune", min=0, metavar="STEPS", help="Also a probe on the learned head "
+                                 "fine-tuned with all labels for this many steps (vae+finetune; 0: not)."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
 ) -> None:
     """Few-label classification on the corpora's test splits (k = 1, 5, 20, all labels per class): VAE
@@ -571,6 +593,7 @@ def bench_classify(
     from audiovae import bench
     from audiovae import classify as cl
     from audiovae.registry import load
+    from audiovae.train.head import FinetuneConfig
 
     known = {t.name: t for t in cl.TASKS}
     bad = [t for t in task or [] if t not in known]
@@ -595,7 +618,7 @@ def bench_classify(
         for t in tasks:
             feats[t.name], summary = cl.task_features(
                 t, corpora, models[t.model], cl.model_poolings(models[t.model]), max_train=max_train,
-                max_eval=max_eval,
+                max_eval=max_eval, means=bool(finetune) and cl.LEARNED in cl.model_poolings(models[t.model]),
                 progress=lambda s, i, n: bar.update(progress, description=s, completed=i, total=n))
             summaries.append(summary)
             bar.update(progress, description=f"{t.name}: poolings on valid", completed=0, total=None)
@@ -607,6 +630,9 @@ def bench_classify(
             bar.update(progress, description=f"{t.name}: test", completed=0, total=None)
             rows += cl.test_rows(t.name, feats[t.name], chosen, draws=draws,
                                  semi=cl.SEMI_METHODS if semi_supervised else (), compared=compared)
+            if cl.MEANS in feats[t.name]["train"][0]:
+                bar.update(progress, description=f"{t.name}: fine-tuning the head", completed=0, total=None)
+                rows += cl.finetune_rows(t.name, feats[t.name], models[t.model], FinetuneConfig(steps=finetune))
     bench.write_table(summaries, out, "classify_tasks", "Classification tasks (clips embedded per split)")
     bench.write_table(valid, out, "classify_pooling_valid", "Poolings on the valid split (accuracy, macro-F1)")
     csv_path, _ = bench.write_table(rows, out, "classify_long", "Few-label classification, test split")
