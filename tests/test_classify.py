@@ -80,6 +80,13 @@ def test_embed_shape_determinism_and_channels(model_dir):
     assert f.shape == (80,) and np.isfinite(f).all()
 
 
+def test_model_embed_is_classify_embed(model_dir):
+    m, wave = load(model_dir), tone(440.0)
+    assert np.array_equal(m.embed(wave, SR), classify.embed(m, wave, SR))
+    assert np.array_equal(m.embed(wave, 8000, pooling="mean-std"), classify.embed(m, wave, 8000, pooling="mean-std"))
+    assert m.embed(wave, SR).shape == (classify.embedding_dim(m),)
+
+
 def test_file_shorter_than_one_frame_is_refused(model_dir):
     m = load(model_dir)
     with pytest.raises(classify.ClassifyError, match="clip.wav: shorter than one latent frame"):

@@ -450,6 +450,10 @@ class Classifier:
         """The pooling of the embeddings it was fitted on (classifiers saved before poolings: mean-std)."""
         return self.meta.get("pooling", "mean-std")
 
+    def embed(self, model, wave: np.ndarray, sample_rate: int, name: str = "audio") -> np.ndarray:
+        """The embedding this classifier takes of one signal: its pooling, with its own head when it has one."""
+        return embed_many(model, wave, sample_rate, (self.pooling,), name, self.head)[self.pooling]
+
     def check_model(self, model, folder: str | os.PathLike = "classifier") -> None:
         """Refuse a model whose embeddings have another dimension than the classifier's, come from another
         encoder (the recorded ``encoder_sha256`` must be the model's; a classifier saved before it: its

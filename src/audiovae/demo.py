@@ -64,7 +64,7 @@ def run_demo(out: Path, console: Console) -> None:
 def _classify(clips: list[Path], console: Console) -> None:
     """Spoken language of each clip from the shipped probe on speech16k embeddings."""
     from audiovae import audio
-    from audiovae.classify import Classifier, embed
+    from audiovae.classify import Classifier
     from audiovae.registry import PRETRAINED_DIR, load
 
     folder = PRETRAINED_DIR / "speech16k-language"
@@ -74,7 +74,7 @@ def _classify(clips: list[Path], console: Console) -> None:
     model = load("speech16k")
     for clip in clips:
         x, sr = audio.load(clip)
-        probs = clf.predict_proba(embed(model, x, sr, str(clip), clf.pooling)[None])[0]
+        probs = clf.predict_proba(clf.embed(model, x, sr, str(clip))[None])[0]
         best = int(np.argmax(probs))
         console.print(f"language of {clip.name}: [bold]{clf.classes[best]}[/bold] (p = {probs[best]:.2f}; "
                       f"{len(clf.classes)} languages, probe on speech16k embeddings)")

@@ -144,11 +144,9 @@ def classifier(name: str):
 
 def classify(clips: list[tuple[str, np.ndarray, int]], name: str, top: int = 5) -> list[dict]:
     """(file name, wave, rate) clips -> per clip the ``top`` labels with their probabilities."""
-    from audiovae.classify import embed
-
     clf = classifier(name)
     m = model(clf.meta["model_name"])
-    x = np.stack([embed(m, w, sr, n) for n, w, sr in clips])
+    x = np.stack([clf.embed(m, w, sr, n) for n, w, sr in clips])
     out = []
     for (n, _, _), p in zip(clips, clf.predict_proba(x), strict=True):
         best = np.argsort(-p, kind="stable")[:top]
