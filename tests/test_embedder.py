@@ -229,7 +229,7 @@ def test_finetuned_head_classifier_round_trip(trained, tmp_path):
     clf = classify.Classifier.load(out)
     m = load(folder)
     base = load_embedder(m)[0].state_dict()
-    assert clf.pooling == "learned" and clf.meta["finetune_steps"] == 5 and clf.dim == 6
+    assert clf.pooling == "learned" and clf.meta["finetune"]["steps"] == 5 and clf.dim == 6
     assert any(not torch.equal(v, base[k]) for k, v in clf.head.state_dict().items())  # it was trained
     assert torch.equal(classify.learned_embedder(m).state_dict()["out.weight"], base["out.weight"])  # model's kept
 

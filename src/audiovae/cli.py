@@ -462,6 +462,7 @@ def classify_fit(
     import numpy as np
 
     from audiovae import classify as cl
+    from audiovae.config import to_dict
     from audiovae.registry import load
     from audiovae.train.head import FinetuneConfig
 
@@ -477,13 +478,13 @@ def classify_fit(
     if max_per_class is not None:
         items = cl.balanced_subset(items, max_per_class)
     m = load(model) if features == "vae" else None
+    tune = FinetuneConfig(steps=finetune)
     if finetune:
         cl.check_pooling(pooling, m)
         means, kept, failed = _embed_with_progress(items, cl.MEANS, m, f"posteriors of {len(items)} clips")
         y = np.array([items[i].label for i in kept])
         cl.check_classes(y)
-        head, x = cl.finetuned_embeddings(m, means, y, FinetuneConfig(steps=finetune), progress=True,
-                                          accelerator=accelerator)
+        head, x = cl.finetuned_embeddings(m, means, y, tune, progress=True, accelerator=accelerator)
     else:
         x, kept, failed = _embed_with_progress(items, features, m, f"{features} features of {len(items)} clips",
                                                pooling=pooling)
@@ -492,7 +493,7 @@ def classify_fit(
     if m is not None:
         meta |= {"model": str(Path(model).resolve()) if Path(model).is_dir() else model, "model_name": m.name,
                  "model_sha256": m.card.get("sha256"), "encoder_sha256": m.card.get("encoder_sha256")} | \
-                cl.pooling_meta(m, pooling) | ({"finetune_steps": finetune} if finetune else {})
+                cl.pooling_meta(m, pooling) | ({"finetune": to_dict(tune)} if finetune else {})
     clf, cv = cl.fit(x, np.array([items[i].label for i in kept]), meta, estimators=estimators)
     clf.head = head
     clf.save(out)
