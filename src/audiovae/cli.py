@@ -583,7 +583,8 @@ def bench_classify(
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
 ) -> None:
     """Few-label classification on the corpora's test splits (k = 1, 5, 20, all labels per class): VAE
-    embeddings vs an MFCC(+deltas) baseline, probes chosen by cross-validation; the pooling chosen on valid.
+    embeddings vs an MFCC(+deltas) baseline, probes chosen by cross-validation; the pooling chosen on valid;
+    with all labels also a probe on the learned head fine-tuned with them (--finetune).
 
     Tasks: language, speaker, instrument-family, source-type, language-cross-source. Writes
     OUT/classify.{md,csv,png}, OUT/classify_pooling_valid.{md,csv} and OUT/classify_tasks.{md,csv}."""
