@@ -182,6 +182,9 @@ def test_mfcc_classifier_on_a_manifest_separates_tones(tones, tmp_path):
     assert r.exit_code == 0, r.output
     assert "4 clips" in r.output and "accuracy 1.000" in r.output
     assert (out / "confusion_test.png").exists()
+    clf, wave = classify.Classifier.load(out), tone(2100.0)
+    assert np.array_equal(clf.embed(None, wave, SR), classify.mfcc_features(wave, SR))  # what the app and demo call
+    assert clf.predict(clf.embed(None, wave, SR)[None]) == ["high"]
 
 
 def test_few_label_eval_on_separable_features():
@@ -274,6 +277,8 @@ def test_pooling_and_estimator_are_saved_and_used(model_dir, tones, tmp_path):
     m = load(model_dir)
     x, _, _ = classify.embed_items(classify.labelled_items(tones, "parent-dir"), "vae", m, pooling="quantiles")
     assert [row["label"] for row in csv.DictReader(io.StringIO(r.stdout))] == clf.predict(x)[:6]
+    wave = tone(2100.0)  # Classifier.embed (the app's and demo's path) takes the classifier's pooling
+    assert np.array_equal(clf.embed(m, wave, SR), classify.embed(m, wave, SR, pooling="quantiles"))
 
     r = cli("embed", tones / "low", "--model", model_dir, "--out", tmp_path / "e.npz", "--pooling", "mean-std-max")
     assert r.exit_code == 0 and "16 dims, mean-std-max pooling" in r.output, r.output

@@ -451,7 +451,10 @@ class Classifier:
         return self.meta.get("pooling", "mean-std")
 
     def embed(self, model, wave: np.ndarray, sample_rate: int, name: str = "audio") -> np.ndarray:
-        """The embedding this classifier takes of one signal: its pooling, with its own head when it has one."""
+        """The features this classifier takes of one signal: its pooling, with its own head when it has one (MFCC
+        for an MFCC classifier; ``model`` is then unused)."""
+        if self.meta["features"] == "mfcc":
+            return mfcc_features(wave, sample_rate)
         return embed_many(model, wave, sample_rate, (self.pooling,), name, self.head)[self.pooling]
 
     def check_model(self, model, folder: str | os.PathLike = "classifier") -> None:
