@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiovae import audio
 from audiovae import classify as cl
 from audiovae.inference import to_model_rate
 from audiovae.models.blocks import compressed, log_magnitude
@@ -34,14 +33,12 @@ def layer_stats(model, wave: np.ndarray, sample_rate: int) -> dict[str, np.ndarr
     return {k: torch.cat([v.mean(-1), v.std(-1)], -1).mean(0).numpy() for k, v in layers.items()}
 
 
-def features(task: cl.Task, model, corpora: Path, split: str, classes: list[str], cap: int) -> tuple[dict, np.ndarray]:
+def features(model, items: list[cl.Item], classes: list[str], cap: int) -> tuple[dict, np.ndarray]:
     """Layer statistics and the learned / hand-made poolings and MFCC of a task split's clips, with labels."""
-    subset = cl.balanced_subset([it for it in cl.task_items(task, corpora, split) if it.label in classes], cap)
+    subset = cl.balanced_subset([it for it in items if it.label in classes], cap)
     rows: dict[str, list] = {}
     for it in subset:
-        x, sr = audio.load(it.path, offset=it.offset, duration=it.duration)
-        if it.rate is not None and it.rate != sr:
-            x, sr = audio.resample(x, sr, it.rate), it.rate
+        x, sr = it.load()
         got = layer_stats(model, x, sr) | cl.embed_many(model, x, sr, (cl.LEARNED, cl.DEFAULT_POOLING))
         got["mfcc"] = cl.mfcc_features(x, sr)
         for k, v in got.items():
@@ -60,12 +57,9 @@ def main() -> None:
     for name in args.tasks:
         task = next(t for t in cl.TASKS if t.name == name)
         model = load(task.model)
-        train = cl.task_items(task, args.corpora, "train")
-        test = cl.task_items(task, args.corpora, "test")
-        classes = sorted(c for c in {it.label for it in train}
-                         if sum(it.label == c for it in train) >= 20 and sum(it.label == c for it in test) >= 3)
-        (x_tr, y_tr), (x_va, y_va) = (features(task, model, args.corpora, s, classes, cap)
-                                      for s, cap in (("train", 100), ("valid", 50)))
+        items, classes = cl.task_classes(task, args.corpora)
+        (x_tr, y_tr), (x_va, y_va) = (features(model, items[s], classes, cap) for s, cap in (("train", 100),
+                                                                                           ("valid", 50)))
         for key in x_tr:
             five, every = (cl.few_label_eval(x_tr[key], y_tr, x_va[key], y_va, k=k, draws=args.draws)
                            for k in (5, None))

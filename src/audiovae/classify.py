@@ -177,6 +177,7 @@ def finetuned_embeddings(model, means: list[np.ndarray], labels, cfg=None, progr
     accelerator, devices."""
     import torch
 
+    from audiovae.registry import stored_state
     from audiovae.train.head import finetune_head
 
     _, idx = np.unique(np.asarray(labels).astype(str), return_inverse=True)
@@ -184,13 +185,8 @@ def finetuned_embeddings(model, means: list[np.ndarray], labels, cfg=None, progr
     targets = [int(c) for mu, c in zip(means, idx, strict=True) for _ in mu]
     head = finetune_head(learned_embedder(model), clips, targets, model.sample_rate / model.hop_length, cfg,
                          progress=progress, **trainer)
-    head.load_state_dict(_stored(head.state_dict()))
+    head.load_state_dict(stored_state(head))
     return head, np.stack([_learned(head, mu) for mu in means])
-
-
-def _stored(state: dict) -> dict:
-    """A head's tensors as a classifier folder stores them: fp16 weights, fp32 latent statistics."""
-    return {k: v.float() if k.startswith("latent_") else v.half() for k, v in state.items()}
 
 
 def mfcc_features(wave: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -233,6 +229,13 @@ class Item:
     duration: float | None = None
     label: str | None = None
     rate: int | None = None
+
+    def load(self) -> tuple[np.ndarray, int]:
+        """(channels, samples) float32 and its rate (``rate`` when set)."""
+        x, sr = audio.load(self.path, offset=self.offset, duration=self.duration)
+        if self.rate is not None and self.rate != sr:
+            x, sr = audio.resample(x, sr, self.rate), self.rate
+        return x, sr
 
 
 def manifest_items(manifest: str | os.PathLike, label: str, split: str, source: str | None = None,
@@ -281,9 +284,7 @@ def embed_items_multi(items: list[Item], model, poolings=(), mfcc: bool = False,
     kept, failed = [], []
     for i, it in enumerate(items):
         try:
-            x, sr = audio.load(it.path, offset=it.offset, duration=it.duration)
-            if it.rate is not None and it.rate != sr:
-                x, sr = audio.resample(x, sr, it.rate), it.rate
+            x, sr = it.load()
             got = {}
             if poolings or means:
                 mu, logsig = posterior(model, x, sr, str(it.path))
@@ -426,9 +427,9 @@ class Classifier:
             from safetensors.torch import save_file
 
             from audiovae.config import to_dict
-            from audiovae.registry import sha256
+            from audiovae.registry import sha256, stored_state
 
-            save_file(_stored(self.head.state_dict()), d / HEAD_FILE)
+            save_file(stored_state(self.head), d / HEAD_FILE)
             self.meta |= {"head_sha256": sha256(d / HEAD_FILE), "head_config": to_dict(self.head.config)}
         path = d / "classifier.json"
         path.write_text(json.dumps(self.meta, indent=2) + "\n", encoding="utf-8")
@@ -500,17 +501,16 @@ def _load_head(folder: Path, meta: dict):
 
     from audiovae.config import ConfigError, from_dict
     from audiovae.models.embedder import Embedder, EmbedderConfig
-    from audiovae.registry import sha256
+    from audiovae.registry import restore_state, sha256
 
     path = folder / HEAD_FILE
     if not path.is_file() or sha256(path) != meta["head_sha256"]:
         raise ClassifyError(f"{path}: missing, or not the head this classifier was fitted with (sha256 differs)")
     try:
         head = Embedder(from_dict(EmbedderConfig, meta["head_config"]))
-        head.load_state_dict({k: v.float() for k, v in load_file(path).items()})
-    except (KeyError, TypeError, ConfigError, RuntimeError, OSError) as e:
-        raise ClassifyError(f"{path}: not a valid head ({str(e).splitlines()[0]})") from None
-    return head.eval()
+    except (KeyError, TypeError, ConfigError) as e:
+        raise ClassifyError(f"{path}: not a valid head config in classifier.json ({e})") from None
+    return restore_state(head, load_file(path), str(path))
 
 
 def fit(x: np.ndarray, y: list[str] | np.ndarray, meta: dict | None = None, seed: int = 0,
@@ -624,6 +624,7 @@ def few_label_eval(x_train: np.ndarray | None, y_train, x_test: np.ndarray | Non
         with warnings.catch_warnings():  # one label per class looks like regression targets to sklearn
             warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
             warnings.filterwarnings("ignore", "y contains no unlabeled samples", UserWarning)  # k >= class size
+            x_eval = x_test
             if semi is not None and k is not None:
                 y_semi = np.full(len(y_tr), -1)
                 y_semi[chosen] = y_tr[chosen]
@@ -632,7 +633,7 @@ def few_label_eval(x_train: np.ndarray | None, y_train, x_test: np.ndarray | Non
                 x_chosen, x_eval = refit(chosen) if refit is not None else (x_train[chosen], x_test)
                 model = _supervised(x_chosen, y_tr[chosen], seed + draw, estimators, folds)
         with np.errstate(divide="ignore", invalid="ignore"):
-            pred = model.predict(x_test if refit is None else x_eval)
+            pred = model.predict(x_eval)
         acc.append(accuracy_score(y_te, pred))
         f1.append(f1_score(y_te, pred, labels=np.unique(y_te[known]), average="macro", zero_division=0))
     return {"k": "all" if k is None else k, "draws": len(acc), "accuracy_mean": float(np.mean(acc)),
@@ -703,6 +704,19 @@ def task_items(task: Task, corpora: Path, split: str) -> list[Item]:
     return items
 
 
+def task_classes(task: Task, corpora: Path, min_train: int = 20, min_test: int = 3
+                 ) -> tuple[dict[str, list[Item]], list[str]]:
+    """Each split's items of ``task`` and the classes it keeps: those with >= ``min_train`` train and >=
+    ``min_test`` test clips (an error when fewer than two)."""
+    items = {s: task_items(task, corpora, s) for s in ("train", "valid", "test")}
+    n_tr, n_te = Counter(it.label for it in items["train"]), Counter(it.label for it in items["test"])
+    classes = sorted(c for c in n_tr if n_tr[c] >= min_train and n_te[c] >= min_test)
+    if len(classes) < 2:
+        raise ClassifyError(f"task {task.name}: fewer than two classes with >= {min_train} train and "
+                            f">= {min_test} test clips")
+    return items, classes
+
+
 def task_features(task: Task, corpora: Path, model, poolings=tuple(POOLINGS), max_train: int = 100,
                   max_eval: int = 50, min_train: int = 20, min_test: int = 3,
                   progress: Callable[[str, int, int], None] | None = None, means: bool = False) -> tuple[dict, dict]:
@@ -710,12 +724,7 @@ def task_features(task: Task, corpora: Path, model, poolings=tuple(POOLINGS), ma
     and test, and a summary; with ``means``, each clip's posterior means too (under ``MEANS``). Classes with >=
     ``min_train`` train and >= ``min_test`` test clips are kept; up to ``max_train`` clips per class of the
     train split and ``max_eval`` of valid and test are embedded."""
-    items = {s: task_items(task, corpora, s) for s in ("train", "valid", "test")}
-    n_tr, n_te = Counter(it.label for it in items["train"]), Counter(it.label for it in items["test"])
-    classes = sorted(c for c in n_tr if n_tr[c] >= min_train and n_te[c] >= min_test)
-    if len(classes) < 2:
-        raise ClassifyError(f"task {task.name}: fewer than two classes with >= {min_train} train and "
-                            f">= {min_test} test clips")
+    items, classes = task_classes(task, corpora, min_train, min_test)
     feats = {}
     for split, cap in (("train", max_train), ("valid", max_eval), ("test", max_eval)):
         subset = balanced_subset([it for it in items[split] if it.label in classes], cap)

@@ -361,11 +361,24 @@ def save(model_cfg: ModelConfig, state: dict, out_dir: str | os.PathLike, name: 
     return card_path
 
 
+def stored_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A latent network's tensors as they are stored: fp16 weights, the latent statistics (``latent_*``) as they
+    are (fp32)."""
+    return {k: v if k.startswith("latent_") else v.half() for k, v in net.state_dict().items()}
+
+
+def restore_state(net: torch.nn.Module, state: dict[str, torch.Tensor], origin: str) -> torch.nn.Module:
+    """``net`` in eval mode with stored tensors (``stored_state``) loaded as fp32, checked against its
+    architecture (an error naming ``origin`` otherwise)."""
+    _load_state(net, {k: v.float() for k, v in state.items()}, origin)
+    return net.eval()
+
+
 def save_net(model: VAE, key: str, net: torch.nn.Module, meta: dict) -> Path:
     """Store a network trained on ``model``'s latents with it: fp16 weights (fp32 latent statistics), its config
     and the VAE's and encoder's sha256 in the card under ``key``."""
-    state = {k: v if k.startswith("latent_") else v.half() for k, v in net.state_dict().items()}
-    return save_attachment(model, key, state, {**meta, "config": to_dict(net.config), **_latent_hashes(model)})
+    return save_attachment(model, key, stored_state(net), {**meta, "config": to_dict(net.config),
+                                                          **_latent_hashes(model)})
 
 
 def load_net(model: VAE, key: str, net_cls, config_cls, hint: str):
@@ -376,8 +389,7 @@ def load_net(model: VAE, key: str, net_cls, config_cls, hint: str):
         net = net_cls(from_dict(config_cls, meta["config"]))
     except (KeyError, ConfigError) as e:
         raise ModelLoadError(f"model '{model.name}': not a valid {key} entry in its card ({e})") from None
-    _load_state(net, {k: v.float() for k, v in state.items()}, f"{model.name} {key}")
-    return net.eval(), meta
+    return restore_state(net, state, f"{model.name} {key}"), meta
 
 
 PRIOR_HINT = "train one with `audiovae train-prior` (and --export, or `audiovae export-prior`)"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiovae import audio, metrics
+from audiovae import metrics
 from audiovae.audio import wav_bytes
 from audiovae.errors import AudioVAEError
 
@@ -221,8 +221,7 @@ class ClipSet:
     def load(self, index: int) -> tuple[np.ndarray, int]:
         if not 0 <= index < len(self.items):
             raise AudioVAEError(f"no clip {index} (the set has {len(self.items)})")
-        it = self.items[index]
-        return audio.load(it.path, offset=it.offset, duration=it.duration)
+        return self.items[index].load()
 
     def latent_map(self, name: str) -> dict:
         if name not in self._maps:
