@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 
 from audiovae import classify
+from audiovae.errors import AudioVAEError
 from audiovae.models.embedder import Embedder, EmbedderConfig, nt_xent
 from audiovae.models.vae import VAE
 from audiovae.registry import ModelLoadError, load, load_embedder, save
@@ -188,6 +189,39 @@ def test_extra_manifests_are_mixed_in(trained, tmp_path):
         assert len(caches[split].lengths) == len(own.lengths) + 2
         assert torch.equal(caches[split].frames[: len(own.frames)], own.frames)
         assert (tmp_path / "run" / "latents" / f"extra0-{split}.safetensors").exists()
+
+
+def test_speed_perturbed_versions(trained, tmp_path):
+    """``speeds``: each train clip (own corpus and extra) is encoded again played faster / slower, one cache per
+    speed, clip for clip; the views of a pair are crops of versions drawn at random; a resumed run reuses them."""
+    from audiovae.registry import load as load_model
+    from audiovae.train.embedder import _caches
+
+    folder, cfg, run = trained
+    (tmp_path / "extra").mkdir()
+    sped = cfg.__class__(**{**cfg.__dict__, "extra_manifests": [str(make_corpus(tmp_path / "extra"))],
+                            "extra_max_clips": 2, "speeds": [0.8, 1.25]})
+    model = load_model(folder)
+    caches = _caches(sped, model, tmp_path / "run", progress=False)
+    base = caches["train"].lengths
+    for speed in (0.8, 1.25):
+        lengths = caches[f"train@{speed:g}"].lengths
+        assert len(lengths) == len(base)
+        ratio = (base.sum() / lengths.sum()).item()
+        assert abs(ratio - speed) < 0.05 * speed  # played `speed` times faster: that many times fewer frames
+    assert (tmp_path / "run" / "latents" / "extra0-train@1.25.safetensors").exists()
+    slow = caches["train@0.8"].frames
+    assert torch.equal(_caches(sped, model, tmp_path / "run", progress=False)["train@0.8"].frames, slow)  # reused
+
+    clips = [torch.full((30, 2), float(i)) for i in range(3)]
+    versions = [[torch.full((20, 2), 10.0 + i) for i in range(3)]]
+    pairs = PairDataset(clips, 5, 5, train=True, seed=0, versions=versions)
+    for i in range(3):
+        seen = {float(view[0, 0]) for _ in range(20) for view in pairs[i]}
+        assert seen == {i, 10.0 + i}  # both versions of clip i, never another clip
+    with pytest.raises(AudioVAEError, match="every version needs 3 clips"):
+        PairDataset(clips, 5, 5, train=True, versions=[clips[:2]])
+    train_embedder(sped, tmp_path / "run", progress=False)
 
 
 def test_flow_prior_fine_tuned_with_embedding_style(trained, tmp_path):

@@ -35,6 +35,7 @@ import numpy as np
 
 from audiovae import audio
 from audiovae.errors import AudioVAEError
+from audiovae.files import replaced, write_text
 
 FEATURE_KINDS = ("vae", "mfcc")
 PARENT_DIR = "parent-dir"
@@ -419,20 +420,23 @@ class Classifier:
         return [self.classes[i] for i in self.predict_proba(x).argmax(1)]
 
     def save(self, out: str | os.PathLike) -> Path:
-        """Write OUT/classifier.json and OUT/classifier.npz (and the head); returns the JSON path."""
+        """Write OUT/classifier.npz (and the head), then OUT/classifier.json, each replaced at once; returns the
+        JSON path."""
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
-        np.savez(d / "classifier.npz", **self.arrays)
+        with replaced(d / "classifier.npz") as tmp, tmp.open("wb") as f:
+            np.savez(f, **self.arrays)
         if self.head is not None:
             from safetensors.torch import save_file
 
             from audiovae.config import to_dict
             from audiovae.registry import sha256, stored_state
 
-            save_file(stored_state(self.head), d / HEAD_FILE)
+            with replaced(d / HEAD_FILE) as tmp:
+                save_file(stored_state(self.head), tmp)
             self.meta |= {"head_sha256": sha256(d / HEAD_FILE), "head_config": to_dict(self.head.config)}
         path = d / "classifier.json"
-        path.write_text(json.dumps(self.meta, indent=2) + "\n", encoding="utf-8")
+        write_text(path, json.dumps(self.meta, indent=2) + "\n")
         return path
 
     @classmethod

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from audiovae.errors import AudioVAEError
+from audiovae.files import replaced
 
 MAX_COLUMNS = 2000  # a figure is ~1000 pixels wide: more STFT frames only cost memory
 
@@ -78,12 +78,9 @@ def _save(fig, p: Path) -> Path:
     if not p.parent.is_dir():
         raise AudioVAEError(f"{p}: folder {p.parent} does not exist")
     fig.tight_layout()
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        fig.savefig(tmp, dpi=100, format="jpeg" if p.suffix.lower() in (".jpg", ".jpeg") else "png")
-        os.replace(tmp, p)
+        with replaced(p) as tmp:
+            fig.savefig(tmp, dpi=100, format="jpeg" if p.suffix.lower() in (".jpg", ".jpeg") else "png")
     except OSError as e:
         raise AudioVAEError(f"{p}: cannot write ({e.strerror or e})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return p

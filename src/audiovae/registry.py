@@ -23,7 +23,6 @@ import os
 import pickle  # only for its exception type: checkpoints load with weights_only=True
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
@@ -32,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from audiovae.config import ConfigError, ModelConfig, from_dict, to_dict
 from audiovae.errors import AudioVAEError
+from audiovae.files import replaced, write_text
 from audiovae.models.vae import VAE
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -178,25 +178,15 @@ def _with_encoder_hash(card: dict, encoder: str) -> dict:
 
 
 def _write_card(card_path: Path, card: dict) -> None:
-    tmp = card_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, card_path)
-
-
-def _write_atomic(path: Path, write) -> None:
-    """``write(tmp)`` into a temp file next to ``path``, then rename it into place (mode 644)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    write(tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_text(card_path, json.dumps(card, indent=2) + "\n")
 
 
 def save_attachment(model: VAE, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Store tensors next to ``model``'s weights (NAME.KEY.safetensors) and record them, with their sha256,
     under ``key`` in its card."""
     path = model.card_path.with_suffix(f".{key}.safetensors")
-    _write_atomic(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp))
+    with replaced(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
     model.card[key] = {**meta, "file": path.name, "sha256": sha256(path)}
     _write_card(model.card_path, model.card)
     return path
@@ -237,7 +227,8 @@ def copy_attachments(src: VAE, dst: VAE, keys: tuple[str, ...] = LATENT_ATTACHME
             continue
         _, meta = load_attachment(src, key, "")  # checks the file's sha256 and its encoder
         source, path = src.card_path.with_name(src.card[key]["file"]), dst.card_path.with_suffix(f".{key}.safetensors")
-        _write_atomic(path, lambda tmp, source=source: shutil.copyfile(source, tmp))
+        with replaced(path) as tmp:
+            shutil.copyfile(source, tmp)
         dst.card[key] = {**meta, "encoder_sha256": ours, "file": path.name, "sha256": src.card[key]["sha256"]}
         written.append(path)
     _write_card(dst.card_path, dst.card)
@@ -340,11 +331,8 @@ def save(model_cfg: ModelConfig, state: dict, out_dir: str | os.PathLike, name: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{name}.safetensors"
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    os.close(fd)
-    save_file({k: v.half().contiguous() for k, v in state.items()}, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, weights)
+    with replaced(weights) as tmp:
+        save_file({k: v.half().contiguous() for k, v in state.items()}, tmp)
     card = {
         "name": name,
         "card_version": CARD_VERSION,

@@ -5,13 +5,12 @@ what was skipped. Written as card.json (complete) and CARD.md (for people; top e
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 from audiovae.data.manifest import SPLITS, Entry
+from audiovae.files import write_text
 
 LOSSY = {"ogg", "oga", "opus", "mp3", "m4a"}
 LABEL_TABLES = ("kind", "language", "speaker", "family", "instrument", "kit")
@@ -131,16 +130,9 @@ def to_markdown(card: dict) -> str:
     return "\n".join(md) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_card(out: Path, recipe, built: list[dict], entries: list[Entry]) -> dict:
     """Write card.json and CARD.md into ``out``; return the card."""
     card = summarize(out, recipe, built, entries)
-    _atomic_write(out / "card.json", json.dumps(card, indent=1, ensure_ascii=False) + "\n")
-    _atomic_write(out / "CARD.md", to_markdown(card))
+    write_text(out / "card.json", json.dumps(card, indent=1, ensure_ascii=False) + "\n")
+    write_text(out / "CARD.md", to_markdown(card))
     return card

@@ -32,6 +32,7 @@ from audiovae.data import sources
 from audiovae.data.card import write_card
 from audiovae.data.manifest import Entry, split_for, write_manifest
 from audiovae.errors import AudioVAEError
+from audiovae.files import write_text
 
 CACHE_VERSION = 1  # bump when decoding or trimming changes: cached records are then rebuilt
 RECIPES = Path(__file__).resolve().parents[3] / "recipes"  # the source checkout's recipes (editable install)
@@ -254,10 +255,7 @@ def _read_jsonl(path: Path) -> dict[str, dict]:
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def _redo(out: Path, records) -> set[str]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from audiovae.errors import AudioVAEError
+from audiovae.files import replaced
 
 SPLITS = ("train", "valid", "test")
 
@@ -94,13 +94,7 @@ def write_manifest(path: str | os.PathLike, entries: Iterable[Entry]) -> Path:
     """Write entries as JSONL atomically (temp file + rename)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for e in entries:
-                f.write(json.dumps(asdict(e), ensure_ascii=False, sort_keys=True) + "\n")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replaced(p) as tmp, tmp.open("w", encoding="utf-8") as f:
+        for e in entries:
+            f.write(json.dumps(asdict(e), ensure_ascii=False, sort_keys=True) + "\n")
     return p

@@ -25,6 +25,7 @@ import soundfile as sf
 
 from audiovae.audio import save
 from audiovae.errors import AudioVAEError
+from audiovae.files import replaced, write_text
 
 SAMPLE_RATE = 44100
 GAIN = 1.0  # float render, peak-normalised afterwards, so the gain only has to avoid silence
@@ -290,10 +291,7 @@ def render_instruments(out_dir: Path, soundfont: Path, soundfont_name: str, seco
 
 
 def _write_index(path: Path, params: dict, clips: list[dict], silent: set[str]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"params": params, "clips": clips, "silent": sorted(silent)}, f, indent=1)
-    os.replace(tmp, path)
+    write_text(path, json.dumps({"params": params, "clips": clips, "silent": sorted(silent)}, indent=1))
 
 
 def _render_all(exe, soundfont, out_dir, todo, seed, seconds, workers, silent) -> None:
@@ -302,10 +300,8 @@ def _render_all(exe, soundfont, out_dir, todo, seed, seconds, workers, silent) -
     def one(clip, program, k):
         midi = generate_clip(program, seed, k, seconds)
         mid = out_dir / "midi" / Path(clip["path"]).with_suffix(".mid").name
-        fd, tmp = tempfile.mkstemp(prefix=f".{mid.name}.", dir=mid.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(midi_bytes(midi))
-        os.replace(tmp, mid)
+        with replaced(mid) as tmp:
+            tmp.write_bytes(midi_bytes(midi))
         return clip["path"], _render(exe, soundfont, mid, out_dir / clip["path"], midi.length)
 
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

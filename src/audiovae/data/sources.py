@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from pathlib import Path
 
 from audiovae.audio import AUDIO_EXTENSIONS, find_audio_files
 from audiovae.errors import AudioVAEError
+from audiovae.files import replaced
 
 PACKAGE_EXTENSIONS = (*AUDIO_EXTENSIONS, ".it", ".pat")
 LABEL_FROM = ("parent-dir", "none")
@@ -291,14 +290,11 @@ def espeak(pkg: Package, languages: list[str], per_language: int = 20,
             wav = pkg.work / lang / f"{hashlib.sha1(f'{variant} {text}'.encode()).hexdigest()[:12]}.wav"
             if not wav.exists():
                 wav.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(suffix=".wav", dir=wav.parent)
-                os.close(fd)
-                r = subprocess.run([exe, "-v", f"{lang}+{variant}", "-w", tmp, text],
-                                   capture_output=True, text=True)
-                if r.returncode != 0:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise SourceError(f"espeak-ng -v {lang}: {r.stderr.strip()[:200]}")
-                os.replace(tmp, wav)
+                with replaced(wav) as tmp:
+                    r = subprocess.run([exe, "-v", f"{lang}+{variant}", "-w", str(tmp), text],
+                                       capture_output=True, text=True)
+                    if r.returncode != 0:
+                        raise SourceError(f"espeak-ng -v {lang}: {r.stderr.strip()[:200]}")
             items.append(pkg.generated(wav, {"kind": "speech", "language": lang, "text": text,
                                              "speaker": f"espeak-ng:{variant}"}))
     return items

@@ -39,6 +39,7 @@ from audiovae.audio import AudioError
 from audiovae.config import ConfigError
 from audiovae.data.manifest import SPLITS, Entry, read_manifest
 from audiovae.errors import AudioVAEError
+from audiovae.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -389,9 +390,7 @@ def write_shards(
         "shards": list(counts), "samples": list(counts.values()), "total_samples": sum(counts.values()),
         "hours": round(seconds / 3600, 4), "skipped": skipped, "sample_rate": sample_rate,
     }
-    tmp = index_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(index, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, index_path)
+    write_text(index_path, json.dumps(index, indent=1, ensure_ascii=False))
     return [out / name for name in counts]
 
 

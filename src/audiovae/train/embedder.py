@@ -7,6 +7,9 @@ pulled together through a projection head, the other clips of the batch pushed a
 split gives the same loss on fixed crops. Latents come from ``RUN/latents/`` (encoded once) or from a
 ``latents`` folder of caches made for the same weights and manifest (e.g. a prior run's; read only);
 ``extra_manifests`` mix other corpora in (e.g. speech into music24k's head, so that it separates them).
+``speeds`` add speed-perturbed versions of the train clips (resampled: tempo and pitch together, each encoded
+once): each view is a crop of one version drawn at random, so that a clip played faster or slower is still the
+same clip to the head.
 ``export_embedder`` stores the head, without its projection, next to the VAE's weights.
 """
 
@@ -48,6 +51,7 @@ class EmbedTrainConfig(LatentTrainConfig):
     max_clips: int = 0  # clips encoded per split when encoding (0: all)
     extra_manifests: list[str] = field(default_factory=list)  # other corpora mixed in (encoded into RUN/latents)
     extra_max_clips: int = 0  # clips per split of each extra corpus (0: all)
+    speeds: list[float] = field(default_factory=list)  # speed-perturbed versions of the train clips (besides 1.0)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     min_crop: float = 1.0  # seconds
@@ -76,20 +80,25 @@ def augment(x: Tensor, mask: Tensor, cfg: AugmentConfig) -> Tensor:
 
 class PairDataset(torch.utils.data.Dataset):
     """Item i: two crops (frames, dim) of clip i, each of a random length in [min_crop, max_crop] frames (at
-    most the clip) at a random start; random when ``train``, else fixed by (seed, i)."""
+    most the clip) at a random start; random when ``train``, else fixed by (seed, i). With ``versions`` (other
+    versions of every clip, e.g. speed-perturbed, one list each), each crop is of a version drawn at random."""
 
-    def __init__(self, clips: list[Tensor], min_crop: int, max_crop: int, train: bool, seed: int = 0):
-        self.clips, self.min_crop, self.max_crop, self.train, self.seed = clips, min_crop, max_crop, train, seed
+    def __init__(self, clips: list[Tensor], min_crop: int, max_crop: int, train: bool, seed: int = 0,
+                 versions: list[list[Tensor]] = ()):
+        self.versions = [clips, *versions]
+        if any(len(v) != len(clips) for v in versions):
+            raise AudioVAEError(f"every version needs {len(clips)} clips, got {[len(v) for v in versions]}")
+        self.min_crop, self.max_crop, self.train, self.seed = min_crop, max_crop, train, seed
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.versions[0])
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         rng = self.rng if self.train else np.random.default_rng((self.seed, i))
-        c = self.clips[i]
 
         def crop() -> Tensor:
+            c = self.versions[int(rng.integers(len(self.versions)))][i]
             n = min(len(c), int(rng.integers(self.min_crop, self.max_crop + 1)))
             start = int(rng.integers(0, len(c) - n + 1))
             return c[start : start + n]
@@ -139,6 +148,7 @@ class EmbedModule(L.LightningModule):
 
 
 def _caches(cfg: EmbedTrainConfig, model, run_dir: Path, progress: bool) -> dict[str, LatentCache]:
+    """The train and valid caches, and the train split at each of ``cfg.speeds`` (under ``train@SPEED``)."""
     caches = {}
     for s in ("train", "valid"):
         if cfg.latents is None:
@@ -153,6 +163,12 @@ def _caches(cfg: EmbedTrainConfig, model, run_dir: Path, progress: bool) -> dict
         extra = [encode_split(model, m, s, None, run_dir / "latents" / f"extra{i}-{s}.safetensors",
                               cfg.extra_max_clips, progress) for i, m in enumerate(cfg.extra_manifests)]
         caches[s] = LatentCache.concat([cache, *extra])
+    for speed in cfg.speeds:
+        manifests = [(cfg.manifest, cfg.max_clips, "train"),
+                     *((m, cfg.extra_max_clips, f"extra{i}-train") for i, m in enumerate(cfg.extra_manifests))]
+        caches[f"train@{speed:g}"] = LatentCache.concat([
+            encode_split(model, m, "train", None, run_dir / "latents" / f"{name}@{speed:g}.safetensors", limit,
+                         progress, speed) for m, limit, name in manifests])
     return caches
 
 
@@ -169,7 +185,8 @@ def _prepare(cfg: EmbedTrainConfig, run_dir: Path, progress: bool):
     crops = max(1, round(cfg.min_crop * rate)), max(1, round(cfg.max_crop * rate))
     if crops[0] > crops[1]:
         raise AudioVAEError(f"min_crop {cfg.min_crop} s is longer than max_crop {cfg.max_crop} s")
-    train = PairDataset(caches["train"].clips(), *crops, train=True, seed=cfg.seed)
+    train = PairDataset(caches["train"].clips(), *crops, train=True, seed=cfg.seed,
+                        versions=[caches[f"train@{speed:g}"].clips() for speed in cfg.speeds])
     valid = PairDataset(caches["valid"].clips(), *crops, train=False, seed=cfg.seed)
     sampler = RandomSampler(train, replacement=True, num_samples=cfg.batch_size * cfg.val_every,
                             generator=torch.Generator().manual_seed(cfg.seed))

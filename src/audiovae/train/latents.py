@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tqdm import tqdm
 from audiovae import audio
 from audiovae.data.manifest import read_manifest, spread
 from audiovae.errors import AudioVAEError
+from audiovae.files import replaced
 from audiovae.inference import encode_means
 
 
@@ -52,16 +52,18 @@ class LatentCache:
                            [lab for c in caches for lab in c.labels])
 
 
-def cache_key(model, manifest: str | os.PathLike, split: str) -> dict[str, str]:
-    """The metadata that makes a cache usable for ``model``'s latents of a manifest split, whatever its label
-    key and clip limit."""
+def cache_key(model, manifest: str | os.PathLike, split: str, speed: float = 1.0) -> dict[str, str]:
+    """The metadata that makes a cache usable for ``model``'s latents of a manifest split (played ``speed``
+    times faster), whatever its label key and clip limit."""
     return {"encoder_sha256": model.card.get("encoder_sha256", ""), "model_sha256": model.card.get("sha256", ""),
-            "manifest": str(Path(manifest).resolve()), "split": split}
+            "manifest": str(Path(manifest).resolve()), "split": split, "speed": repr(float(speed))}
 
 
-def cache_meta(model, manifest: Path, split: str, label: str | None, max_clips: int) -> dict[str, str]:
-    """The metadata of a cache of ``model``'s latents of a manifest split with this label key and clip limit."""
-    return cache_key(model, manifest, split) | {"label": label or "", "max_clips": str(max_clips)}
+def cache_meta(model, manifest: Path, split: str, label: str | None, max_clips: int,
+               speed: float = 1.0) -> dict[str, str]:
+    """The metadata of a cache of ``model``'s latents of a manifest split with this label key, clip limit and
+    speed."""
+    return cache_key(model, manifest, split, speed) | {"label": label or "", "max_clips": str(max_clips)}
 
 
 def read_cache(path: str | os.PathLike, model, expect: dict[str, str]) -> LatentCache | None:
@@ -74,6 +76,7 @@ def read_cache(path: str | os.PathLike, model, expect: dict[str, str]) -> Latent
         return None
     with safe_open(str(path), "pt") as f:
         stored = f.metadata() or {}
+    stored = {"speed": "1.0"} | stored  # caches written before speeds were played at 1.0
     if any(stored.get(k) != v for k, v in expect.items() if not k.endswith("sha256")) or \
             latents_mismatch(model, stored, legacy_key="model_sha256") is not None:
         return None
@@ -94,19 +97,18 @@ def write_cache(path: str | os.PathLike, cache: LatentCache, meta: dict[str, str
     values = sorted({v for v in cache.labels if v is not None})
     index = torch.tensor([values.index(v) if v is not None else -1 for v in cache.labels])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    save_file({"frames": cache.frames.contiguous(), "lengths": cache.lengths, "labels": index}, tmp,
-              metadata=meta | {"values": json.dumps(values)})
-    os.replace(tmp, path)
+    with replaced(path) as tmp:
+        save_file({"frames": cache.frames.contiguous(), "lengths": cache.lengths, "labels": index}, tmp,
+                  metadata=meta | {"values": json.dumps(values)})
 
 
 def encode_split(model, manifest: str | os.PathLike, split: str, label: str | None, path: str | os.PathLike,
-                 max_clips: int = 0, progress: bool = True) -> LatentCache:
+                 max_clips: int = 0, progress: bool = True, speed: float = 1.0) -> LatentCache:
     """Posterior means of a manifest split (at most ``max_clips`` spread over it; 0: all), cached at ``path``
-    and reused while the model, manifest, split, label and limit are the same."""
+    and reused while the model, manifest, split, label, limit and speed are the same. ``speed`` != 1 plays
+    each clip that much faster (resampled: tempo and pitch together), as speed perturbation does."""
     manifest, path = Path(manifest), Path(path)
-    meta = cache_meta(model, manifest, split, label, max_clips)
+    meta = cache_meta(model, manifest, split, label, max_clips, speed)
     cached = read_cache(path, model, meta)
     if cached is not None:
         return cached
@@ -116,11 +118,13 @@ def encode_split(model, manifest: str | os.PathLike, split: str, label: str | No
     if max_clips:
         entries = spread(entries, max_clips)
     clips, labels = [], []
-    for e in tqdm(entries, desc=f"encoding {split} latents", disable=not progress, mininterval=2):
-        x, _ = audio.load(e.audio_path(manifest.parent), sample_rate=model.sample_rate, mono=True, offset=e.offset,
-                          duration=e.duration)
-        if x.shape[-1] < model.hop_length:
+    desc = f"encoding {split} latents" + (f" at speed {speed:g}" if speed != 1 else "")
+    for e in tqdm(entries, desc=desc, disable=not progress, mininterval=2):
+        x, _ = audio.load(e.audio_path(manifest.parent), sample_rate=round(model.sample_rate / speed), mono=True,
+                          offset=e.offset, duration=e.duration)
+        if x.shape[-1] * speed < model.hop_length:  # too short at speed 1: skipped at every speed
             continue
+        x = np.pad(x, ((0, 0), (0, max(0, model.hop_length - x.shape[-1]))))
         clips.append(encode_means(model, torch.from_numpy(x))[0].T.float())
         labels.append(None if label is None or e.labels.get(label) is None else str(e.labels[label]))
     cache = LatentCache(torch.cat(clips), torch.tensor([len(c) for c in clips]), labels)
