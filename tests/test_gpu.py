@@ -43,8 +43,8 @@ def test_flow_prior_and_embedder_train_on_the_gpu(tmp_path):
                            prior=PriorConfig(**TINY_FLOW), batch_frames=64, max_steps=3, val_every=2,
                            warmup_steps=1, log_every=1)
     export_prior(train_prior(cfg, tmp_path / "prior", accelerator="gpu", progress=False), folder)
-    export_embedder(train_embedder(tiny_config(str(folder), manifest), tmp_path / "embed", accelerator="gpu",
-                                   progress=False), folder)
+    export_embedder(train_embedder(tiny_config(str(folder), manifest, speeds=[1.25]), tmp_path / "embed",
+                                   accelerator="gpu", progress=False), folder)  # with speed-perturbed views
     a = Generator(folder).sample(0.3, "low", seed=1)
     assert a.shape == (1, 15 * 320) and np.isfinite(a).all()
     assert embed(load(folder), a, 16000, pooling="learned").shape == (6,)

@@ -1,0 +1,91 @@
+"""Embedding heads compared on `audiovae bench classify`'s tasks and clips: the model's shipped head and heads of
+`audiovae train-embedder` runs (their last checkpoints, rounded to fp16 as `--export` stores them), probed at k
+labels per class (k = 0: all labels) on the valid or the test split, with the same draws for every head.
+
+PYTHONPATH=src .venv/bin/python experiments/embedder-heads/probe.py instrument-family \
+    --run runs/music24k-embedder-speed --means runs/eval/means --k 1 --k 5 --k 20 --k 0
+
+--means DIR caches each task's posterior means (TASK.npz: per split the clips' frames, lengths and labels), so
+that comparing other heads later skips the VAE's encoder.
+"""
+
+import argparse
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiovae import classify as cl
+from audiovae.models.embedder import Embedder
+from audiovae.registry import load, restore_state, stored_state
+from audiovae.train.common import read_run_checkpoint
+from audiovae.train.embedder import EmbedTrainConfig
+
+SPLITS = ("train", "valid", "test")
+
+
+def task_means(task: cl.Task, corpora: Path, model, cache: Path | None) -> dict[str, tuple[list, np.ndarray]]:
+    """{split: (each clip's posterior means (channels, latent_dim, frames), labels)}, read from / written to
+    ``cache`` (one segment per channel, ``owner`` its clip)."""
+    path = None if cache is None else cache / f"{task.name}.npz"
+    if path is not None and path.exists():
+        d = np.load(path)
+        out = {}
+        for s in SPLITS:
+            segments = np.split(d[f"{s}_mu"], np.cumsum(d[f"{s}_len"])[:-1], axis=1)
+            owner = d[f"{s}_owner"]
+            out[s] = ([np.stack([g for g, o in zip(segments, owner, strict=True) if o == i])
+                       for i in range(len(d[f"{s}_y"]))], d[f"{s}_y"])
+        return out
+    feats, _ = cl.task_features(task, corpora, model, (cl.LEARNED,), means=True)
+    out = {s: (feats[s][0][cl.MEANS], feats[s][1]) for s in SPLITS}
+    if path is not None:
+        arrays = {}
+        for s, (mu, y) in out.items():
+            arrays |= {f"{s}_mu": np.concatenate([c for m in mu for c in m], axis=1), f"{s}_y": y,
+                       f"{s}_len": [m.shape[-1] for m in mu for _ in m],
+                       f"{s}_owner": [i for i, m in enumerate(mu) for _ in m]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **arrays)
+    return out
+
+
+def run_head(run: Path, model) -> Embedder:
+    cfg, _, state, _, _ = read_run_checkpoint(run / "checkpoints" / "last.ckpt", "embedder", EmbedTrainConfig,
+                                              model.name)
+    head = Embedder(cfg.embedder)
+    head.load_state_dict(state)
+    return restore_state(Embedder(cfg.embedder), stored_state(head), str(run))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("tasks", nargs="+", choices=[t.name for t in cl.TASKS])
+    ap.add_argument("--run", type=Path, action="append", default=[],
+                    help="train-embedder run folder of the tasks' model (repeat)")
+    ap.add_argument("--corpora", type=Path, default=Path("corpora"))
+    ap.add_argument("--means", type=Path, help="folder caching the tasks' posterior means")
+    ap.add_argument("--split", choices=("valid", "test"), default="valid")
+    ap.add_argument("--k", type=int, action="append", help="labels per class, 0 for all (repeat; default 0)")
+    ap.add_argument("--draws", type=int, default=10)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    ks = tuple(k or None for k in args.k or [0])
+    for name in args.tasks:
+        task = next(t for t in cl.TASKS if t.name == name)
+        model = load(task.model)
+        means = task_means(task, args.corpora, model, args.means)
+        heads = {"shipped": cl.learned_embedder(model)}
+        heads |= {str(run): run_head(run, model) for run in args.run}
+        for label, head in heads.items():
+            x = {s: np.stack([cl._learned(head, m) for m in means[s][0]]) for s in ("train", args.split)}
+            accs = [cl.few_label_eval(x["train"], means["train"][1], x[args.split], means[args.split][1], k,
+                                      args.draws) for k in ks]
+            print(f"{name} {args.split} {label}: " + " | ".join(
+                f"k={r['k']} {r['accuracy_mean']:.3f} (F1 {r['macro_f1_mean']:.3f})" for r in accs), flush=True)
+
+
+if __name__ == "__main__":
+    main()
