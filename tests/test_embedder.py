@@ -4,6 +4,7 @@ export / load with hash checks, and the `learned` pooling in embed / classify / 
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,6 +197,7 @@ def test_speed_perturbed_versions(trained, tmp_path):
     speed, clip for clip; the views of a pair are crops of versions drawn at random; a resumed run reuses them."""
     from audiovae.registry import load as load_model
     from audiovae.train.embedder import _caches
+    from audiovae.train.latents import cache_key, cache_meta, read_cache, write_cache
 
     folder, cfg, run = trained
     (tmp_path / "extra").mkdir()
@@ -212,6 +214,10 @@ def test_speed_perturbed_versions(trained, tmp_path):
     assert (tmp_path / "run" / "latents" / "extra0-train@1.25.safetensors").exists()
     slow = caches["train@0.8"].frames
     assert torch.equal(_caches(sped, model, tmp_path / "run", progress=False)["train@0.8"].frames, slow)  # reused
+    legacy = {k: v for k, v in cache_meta(model, Path(cfg.manifest), "train", None, 0).items() if k != "speed"}
+    write_cache(tmp_path / "legacy.safetensors", caches["train"], legacy)  # written before speeds existed
+    assert read_cache(tmp_path / "legacy.safetensors", model, cache_key(model, cfg.manifest, "train")) is not None
+    assert read_cache(tmp_path / "legacy.safetensors", model, cache_key(model, cfg.manifest, "train", 0.8)) is None
 
     clips = [torch.full((30, 2), float(i)) for i in range(3)]
     versions = [[torch.full((20, 2), 10.0 + i) for i in range(3)]]
