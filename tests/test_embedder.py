@@ -219,6 +219,10 @@ def test_speed_perturbed_versions(trained, tmp_path):
     assert read_cache(tmp_path / "legacy.safetensors", model, cache_key(model, cfg.manifest, "train")) is not None
     assert read_cache(tmp_path / "legacy.safetensors", model, cache_key(model, cfg.manifest, "train", 0.8)) is None
 
+    reused = cfg.__class__(**{**cfg.__dict__, "latents": str(run / "latents"), "max_clips": 2, "speeds": [1.25]})
+    with pytest.raises(AudioVAEError, match="2 train clips at speed 1.25, .* in the train cache .*max_clips"):
+        _caches(reused, model, tmp_path / "run3", progress=False)  # the reused caches hold every clip
+
     clips = [torch.full((30, 2), float(i)) for i in range(3)]
     versions = [[torch.full((20, 2), 10.0 + i) for i in range(3)]]
     pairs = PairDataset(clips, 5, 5, train=True, seed=0, versions=versions)

@@ -166,9 +166,13 @@ def _caches(cfg: EmbedTrainConfig, model, run_dir: Path, progress: bool) -> dict
     for speed in cfg.speeds:
         manifests = [(cfg.manifest, cfg.max_clips, "train"),
                      *((m, cfg.extra_max_clips, f"extra{i}-train") for i, m in enumerate(cfg.extra_manifests))]
-        caches[f"train@{speed:g}"] = LatentCache.concat([
+        sped = caches[f"train@{speed:g}"] = LatentCache.concat([
             encode_split(model, m, "train", None, run_dir / "latents" / f"{name}@{speed:g}.safetensors", limit,
                          progress, speed) for m, limit, name in manifests])
+        if len(sped.lengths) != len(caches["train"].lengths):
+            raise AudioVAEError(f"{cfg.manifest}: {len(sped.lengths)} train clips at speed {speed:g}, "
+                                f"{len(caches['train'].lengths)} in the train cache (--latents made with another "
+                                f"max_clips?)")
     return caches
 
 
