@@ -147,28 +147,29 @@ class EmbedModule(L.LightningModule):
         return [opt], [warmup_cosine(opt, c)]
 
 
+def _split(cfg: EmbedTrainConfig, model, run_dir: Path, split: str, speed: float, progress: bool) -> LatentCache:
+    """A split's latents (the corpus's, then each extra corpus's) played at ``speed``: encoded into
+    RUN/latents, or at speed 1 read from ``cfg.latents`` when given."""
+    tag = split if speed == 1 else f"{split}@{speed:g}"
+    if cfg.latents is None or speed != 1:
+        cache = encode_split(model, cfg.manifest, split, None, run_dir / "latents" / f"{tag}.safetensors",
+                             cfg.max_clips, progress, speed)
+    else:
+        path = Path(cfg.latents) / f"{split}.safetensors"
+        cache = read_cache(path, model, cache_key(model, cfg.manifest, split))
+        if cache is None:
+            raise AudioVAEError(f"{path}: no latent cache of the {split} split of {cfg.manifest} for model "
+                                f"'{model.name}' (leave out --latents to encode one)")
+    extra = [encode_split(model, m, split, None, run_dir / "latents" / f"extra{i}-{tag}.safetensors",
+                          cfg.extra_max_clips, progress, speed) for i, m in enumerate(cfg.extra_manifests)]
+    return LatentCache.concat([cache, *extra])
+
+
 def _caches(cfg: EmbedTrainConfig, model, run_dir: Path, progress: bool) -> dict[str, LatentCache]:
     """The train and valid caches, and the train split at each of ``cfg.speeds`` (under ``train@SPEED``)."""
-    caches = {}
-    for s in ("train", "valid"):
-        if cfg.latents is None:
-            cache = encode_split(model, cfg.manifest, s, None, run_dir / "latents" / f"{s}.safetensors",
-                                 cfg.max_clips, progress)
-        else:
-            path = Path(cfg.latents) / f"{s}.safetensors"
-            cache = read_cache(path, model, cache_key(model, cfg.manifest, s))
-            if cache is None:
-                raise AudioVAEError(f"{path}: no latent cache of the {s} split of {cfg.manifest} for model "
-                                    f"'{model.name}' (leave out --latents to encode one)")
-        extra = [encode_split(model, m, s, None, run_dir / "latents" / f"extra{i}-{s}.safetensors",
-                              cfg.extra_max_clips, progress) for i, m in enumerate(cfg.extra_manifests)]
-        caches[s] = LatentCache.concat([cache, *extra])
+    caches = {s: _split(cfg, model, run_dir, s, 1.0, progress) for s in ("train", "valid")}
     for speed in cfg.speeds:
-        manifests = [(cfg.manifest, cfg.max_clips, "train"),
-                     *((m, cfg.extra_max_clips, f"extra{i}-train") for i, m in enumerate(cfg.extra_manifests))]
-        sped = caches[f"train@{speed:g}"] = LatentCache.concat([
-            encode_split(model, m, "train", None, run_dir / "latents" / f"{name}@{speed:g}.safetensors", limit,
-                         progress, speed) for m, limit, name in manifests])
+        sped = caches[f"train@{speed:g}"] = _split(cfg, model, run_dir, "train", speed, progress)
         if len(sped.lengths) != len(caches["train"].lengths):
             raise AudioVAEError(f"{cfg.manifest}: {len(sped.lengths)} train clips at speed {speed:g}, "
                                 f"{len(caches['train'].lengths)} in the train cache (--latents made with another "
