@@ -18,3 +18,12 @@ def test_replaced_keeps_the_old_file_when_writing_fails(tmp_path):
         assert path.read_text() == "old\n"  # replaced only when the block ends
     assert path.read_text() == "new\n" and os.listdir(tmp_path) == ["out.json"]
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_replaced_without_overwrite_never_clobbers(tmp_path):
+    path = tmp_path / "out.bin"
+    with replaced(path, overwrite=False) as tmp:
+        tmp.write_bytes(b"first")
+    with pytest.raises(FileExistsError), replaced(path, overwrite=False) as tmp:
+        tmp.write_bytes(b"second")
+    assert path.read_bytes() == b"first" and os.listdir(tmp_path) == ["out.bin"]

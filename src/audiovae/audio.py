@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import soundfile as sf
 import soxr
 
 from audiovae.errors import AudioVAEError
+from audiovae.files import replaced
 
 MAX_CHANNELS = 8
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".m4a")
@@ -307,29 +307,21 @@ def save_blocks(path: str | os.PathLike, blocks: Iterable[np.ndarray], sample_ra
         raise AudioError(f"{p}: already exists (not overwriting it)")
     if not p.parent.is_dir():
         raise AudioError(f"{p}: folder {p.parent} does not exist")
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        frames = 0
-        with sf.SoundFile(str(tmp), "w", sample_rate, channels, subtype=fmt[1], format=fmt[0]) as f:
-            for x in blocks:
-                if x.shape[1]:
-                    validate(x, name=str(p))
-                    f.write(np.clip(x, -1.0, 1.0).T)
-                    frames += x.shape[1]
-        if frames == 0:
-            raise AudioError(f"{p}: no audio samples (0 frames)")
-        with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash cannot leave it empty
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, p)
-        else:
-            os.link(tmp, p)  # fails if p exists: never clobbers
+        with replaced(p, overwrite) as tmp:
+            frames = 0
+            with sf.SoundFile(str(tmp), "w", sample_rate, channels, subtype=fmt[1], format=fmt[0]) as f:
+                for x in blocks:
+                    if x.shape[1]:
+                        validate(x, name=str(p))
+                        f.write(np.clip(x, -1.0, 1.0).T)
+                        frames += x.shape[1]
+            if frames == 0:
+                raise AudioError(f"{p}: no audio samples (0 frames)")
     except FileExistsError:
         raise AudioError(f"{p}: already exists (not overwriting it)") from None
     except (OSError, sf.LibsndfileError) as e:
         raise AudioError(f"{p}: cannot write ({_oneline(getattr(e, 'strerror', None) or e)})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return p
 
 

@@ -15,7 +15,6 @@ import operator
 import os
 import re
 import struct
-import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from audiovae.errors import AudioVAEError
+from audiovae.files import replaced
 
 MAGIC = b"AVAE"
 VERSION = 2  # 2: a binary header (about 230 bytes less per file than version 1's JSON)
@@ -343,24 +343,11 @@ def write_file(path: str | os.PathLike, header: Header, chunks: Iterable[tuple[b
         raise FormatError(f"{p}: already exists (not overwriting it)")
     if not p.parent.is_dir():
         raise FormatError(f"{p}: folder {p.parent} does not exist")
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with _os_errors(str(p), "write"):
-            f = open(tmp, "xb")
-        with f:
-            writer = Writer(f, header, name=str(p))
-            for payload, frames in chunks:
-                writer.write_chunk(payload, frames)
-            writer.close()
-            with _os_errors(str(p), "write"):
-                os.fsync(f.fileno())  # on disk before the rename, so a crash cannot leave an empty file
-        with _os_errors(str(p), "write"):
-            if overwrite:
-                os.replace(tmp, p)
-            else:
-                os.link(tmp, p)  # fails if p exists: never clobbers
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _os_errors(str(p), "write"), replaced(p, overwrite) as tmp, open(tmp, "wb") as f:
+        writer = Writer(f, header, name=str(p))
+        for payload, frames in chunks:
+            writer.write_chunk(payload, frames)
+        writer.close()
     return p
 
 
