@@ -208,6 +208,12 @@ def test_few_label_eval_on_separable_features():
         classify.few_label_eval(xtr, ytr, xte, yte, k=1, semi="magic")
     assert classify.few_label_eval(xtr, ytr, xte, yte, k=2, seed=1) == classify.few_label_eval(
         xtr, ytr, xte, yte, k=2, seed=1)
+    kept = classify.few_label_eval(xtr, ytr, xte, yte, k=2, draws=3, keep=True)
+    assert len(kept["chosen"]) == len(kept["predicted"]) == 3
+    for chosen, predicted in zip(kept["chosen"], kept["predicted"], strict=True):
+        assert sorted(ytr[chosen].tolist()) == ["a", "a", "b", "b", "c", "c"]
+        assert predicted.shape == yte.shape
+    assert np.mean([np.mean(p == yte) for p in kept["predicted"]]) == pytest.approx(kept["accuracy_mean"])
 
 
 def test_bad_inputs_give_one_line_errors(model_dir, tones, tmp_path):

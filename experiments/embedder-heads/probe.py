@@ -7,9 +7,14 @@ PYTHONPATH=src .venv/bin/python experiments/embedder-heads/probe.py instrument-f
 
 --means DIR caches each task's posterior means (TASK.npz: per split the clips' frames, lengths and labels), so
 that comparing other heads later skips the VAE's encoder.
+
+--by-group splits each accuracy by whether the test clip's sub-group (its soundfont preset, drum kit, sample
+package instrument, speaker, or else its source package) is among the labelled train clips of its class: what
+part of the gap between few labels and all labels is coverage of a class's sub-groups.
 """
 
 import argparse
+import json
 import warnings
 from pathlib import Path
 
@@ -51,6 +56,47 @@ def task_means(task: cl.Task, corpora: Path, model, cache: Path | None) -> dict[
     return out
 
 
+def subgroup(entry: dict) -> str:
+    """A manifest entry's sub-group within its class: preset, kit, speaker or instrument, else its source."""
+    labels, source = entry["labels"], entry["source"]
+    if "soundfont" in labels:
+        return f"{labels['soundfont']}:{labels['program']}"
+    if "kit" in labels:
+        return f"kit:{labels['kit']}"
+    for key in ("speaker", "instrument"):
+        if key in labels:
+            return f"{source}:{labels[key]}"
+    return source
+
+
+def task_subgroups(task: cl.Task, corpora: Path) -> dict[str, np.ndarray]:
+    """{split: the sub-group of each clip that `task_means` holds, in its order}."""
+    by_clip = {}
+    for part in {*task.train, *task.eval_parts}:
+        manifest = cl.task_manifest(part, corpora)
+        for line in manifest.read_text().splitlines():
+            e = json.loads(line)
+            by_clip[(str(manifest.parent / e["path"]), round(e["offset"], 3))] = subgroup(e)
+    items, classes = cl.task_classes(task, corpora)
+    caps = {"train": 100, "valid": 50, "test": 50}  # task_features' defaults
+    return {s: np.array([by_clip[(str(it.path), round(it.offset, 3))] for it in
+                         cl.balanced_subset([it for it in items[s] if it.label in classes], caps[s])])
+            for s in SPLITS}
+
+
+def by_group(r: dict, y_train: np.ndarray, g_train: np.ndarray, y_test: np.ndarray, g_test: np.ndarray) -> str:
+    """Share of test clips whose (class, sub-group) is labelled in a draw, and the accuracy on them and the rest."""
+    hits = {True: [], False: []}
+    for chosen, pred in zip(r["chosen"], r["predicted"], strict=True):
+        seen = set(zip(y_train[chosen], g_train[chosen], strict=True))
+        for covered, hit in zip([(c, g) in seen for c, g in zip(y_test, g_test, strict=True)], pred == y_test,
+                                strict=True):
+            hits[covered].append(hit)
+    share = len(hits[True]) / (len(hits[True]) + len(hits[False]))
+    acc = {c: f"{np.mean(h):.3f}" if h else "-" for c, h in hits.items()}
+    return f" [sub-group labelled: {share:.2f} of clips, acc {acc[True]}; others {acc[False]}]"
+
+
 def run_head(run: Path, model) -> Embedder:
     cfg, _, state, _, _ = read_run_checkpoint(run / "checkpoints" / "last.ckpt", "embedder", EmbedTrainConfig,
                                               model.name)
@@ -69,6 +115,7 @@ def main() -> None:
     ap.add_argument("--split", choices=("valid", "test"), default="valid")
     ap.add_argument("--k", type=int, action="append", help="labels per class, 0 for all (repeat; default 0)")
     ap.add_argument("--draws", type=int, default=10)
+    ap.add_argument("--by-group", action="store_true", help="split accuracy by labelled / unlabelled sub-group")
     args = ap.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -77,14 +124,20 @@ def main() -> None:
         task = next(t for t in cl.TASKS if t.name == name)
         model = load(task.model)
         means = task_means(task, args.corpora, model, args.means)
+        groups = task_subgroups(task, args.corpora) if args.by_group else None
+        y = {s: np.asarray(means[s][1]).astype(str) for s in ("train", args.split)}
+        if groups is not None and any(len(groups[s]) != len(y[s]) for s in y):
+            raise SystemExit(f"{name}: cached means of other clips than the task's ({args.means})")
         heads = {"shipped": cl.learned_embedder(model)}
         heads |= {str(run): run_head(run, model) for run in args.run}
         for label, head in heads.items():
             x = {s: np.stack([cl._learned(head, m) for m in means[s][0]]) for s in ("train", args.split)}
-            accs = [cl.few_label_eval(x["train"], means["train"][1], x[args.split], means[args.split][1], k,
-                                      args.draws) for k in ks]
+            accs = [cl.few_label_eval(x["train"], y["train"], x[args.split], y[args.split], k, args.draws,
+                                      keep=True) for k in ks]
             print(f"{name} {args.split} {label}: " + " | ".join(
-                f"k={r['k']} {r['accuracy_mean']:.3f} (F1 {r['macro_f1_mean']:.3f})" for r in accs), flush=True)
+                f"k={r['k']} {r['accuracy_mean']:.3f} (F1 {r['macro_f1_mean']:.3f})"
+                + (by_group(r, y["train"], groups["train"], y[args.split], groups[args.split]) if groups else "")
+                for r in accs), flush=True)
 
 
 if __name__ == "__main__":

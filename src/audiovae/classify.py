@@ -608,13 +608,15 @@ def _semi_supervised(x: np.ndarray, y_semi: np.ndarray, method: str):
 
 def few_label_eval(x_train: np.ndarray | None, y_train, x_test: np.ndarray | None, y_test, k: int | None,
                    draws: int = DRAWS, seed: int = 0, semi: str | None = None, estimators=ESTIMATORS, folds: int = 3,
-                   refit: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
+                   refit: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+                   keep: bool = False) -> dict:
     """Accuracy and macro-F1 on (x_test, y_test), mean and std over ``draws`` random stratified draws of k labelled
     train examples per class (k=None: all of them, one draw). The probe is chosen per draw by cross-validation
     among ``estimators`` (one label per class: logistic regression). ``semi`` ("self-training" or
     "label-spreading") also uses the rest of the train set, unlabelled (same as supervised for k=None).
     ``refit(chosen)`` instead gives each draw's features (of the chosen train examples, of the test set), from a
-    head fine-tuned on that draw (supervised only)."""
+    head fine-tuned on that draw (supervised only). ``keep`` adds each draw's labelled train indices (``chosen``)
+    and predicted test labels (``predicted``)."""
     from sklearn.metrics import accuracy_score, f1_score
 
     classes, y_tr = np.unique(np.asarray(y_train).astype(str), return_inverse=True)
@@ -622,7 +624,7 @@ def few_label_eval(x_train: np.ndarray | None, y_train, x_test: np.ndarray | Non
     known = np.isin(np.asarray(y_test).astype(str), classes)
     y_te = np.where(known, y_te, -1)
     rng = np.random.default_rng(seed)
-    acc, f1 = [], []
+    acc, f1, kept = [], [], {"chosen": [], "predicted": []}
     for draw in range(1 if k is None else draws):
         chosen = _draw(y_tr, k, rng)
         with warnings.catch_warnings():  # one label per class looks like regression targets to sklearn
@@ -640,8 +642,11 @@ def few_label_eval(x_train: np.ndarray | None, y_train, x_test: np.ndarray | Non
             pred = model.predict(x_eval)
         acc.append(accuracy_score(y_te, pred))
         f1.append(f1_score(y_te, pred, labels=np.unique(y_te[known]), average="macro", zero_division=0))
+        kept["chosen"].append(chosen)
+        kept["predicted"].append(classes[pred])
     return {"k": "all" if k is None else k, "draws": len(acc), "accuracy_mean": float(np.mean(acc)),
-            "accuracy_std": float(np.std(acc)), "macro_f1_mean": float(np.mean(f1)), "macro_f1_std": float(np.std(f1))}
+            "accuracy_std": float(np.std(acc)), "macro_f1_mean": float(np.mean(f1)), "macro_f1_std": float(np.std(f1))
+            } | (kept if keep else {})
 
 
 def balanced_subset(items: list[Item], per_class: int, seed: int = 0) -> list[Item]:
