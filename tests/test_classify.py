@@ -216,6 +216,59 @@ def test_few_label_eval_on_separable_features():
     assert np.mean([np.mean(p == yte) for p in kept["predicted"]]) == pytest.approx(kept["accuracy_mean"])
 
 
+def test_suggest_picks_one_typical_clip_per_cluster():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    sizes = (50, 30, 10)
+    x = np.concatenate([c + rng.standard_normal((n, 2)) for c, n in zip(centers, sizes, strict=True)])
+    picks, counts = classify.suggest(x, 3)
+    assert counts.tolist() == list(sizes)  # largest cluster first
+    starts = np.cumsum((0, *sizes))
+    for p, lo, hi, c in zip(picks, starts[:-1], starts[1:], centers, strict=True):
+        assert lo <= p < hi  # one clip from each blob...
+        assert np.linalg.norm(x[p] - c) < 1.0  # ...from its dense middle, not an outlier
+    assert np.array_equal(classify.suggest(x, 3, seed=0)[0], picks)
+    assert len(classify.suggest(np.zeros((5, 2)), 3)[0]) == 1  # one distinct row: one cluster
+    for n in (0, len(x) + 1):
+        with pytest.raises(classify.ClassifyError, match="cannot suggest"):
+            classify.suggest(x, n)
+
+
+def test_few_label_eval_on_suggested_clips():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((3, 10)) * 5
+    y = np.repeat(["a", "b", "c"], [60, 20, 10])
+    x = centers[np.searchsorted(["a", "b", "c"], y)] + rng.standard_normal((len(y), 10))
+    r = classify.few_label_eval(x, y, x, y, k=1, draws=2, suggested=True, keep=True)
+    for chosen in r["chosen"]:
+        assert len(chosen) == 3 and sorted(set(y[chosen])) == ["a", "b", "c"]  # 3 clusters, 3 classes
+    assert r["accuracy_mean"] > 0.9
+    one = classify.few_label_eval(x[:60], y[:60], x, y, k=1, draws=1, suggested=True, keep=True)
+    assert (one["predicted"][0] == "a").all()  # every suggestion of one class: that class
+
+
+def test_suggest_cli(model_dir, tones, tmp_path):
+    out = tmp_path / "picks.csv"
+    r = cli("classify", "suggest", tones, "--n", 4, "--model", model_dir, "--out", out)
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [int(row["rank"]) for row in rows] == [1, 2, 3, 4]
+    assert sum(int(row["cluster_size"]) for row in rows) == 12
+    assert len({row["path"] for row in rows}) == 4 and all(Path(row["path"]).parent.parent == tones for row in rows)
+    emb = tmp_path / "emb.npz"
+    assert cli("embed", tones, "--model", model_dir, "--out", emb).exit_code == 0
+    r = cli("classify", "suggest", emb, "--n", 4)
+    assert r.exit_code == 0, r.output
+    with np.load(emb, allow_pickle=False) as f:
+        picks, _ = classify.suggest(f["embeddings"], 4)
+        expected = f["paths"][picks].tolist()
+    assert [row["path"] for row in csv.DictReader(io.StringIO(r.stdout))] == expected
+    assert_error(cli("classify", "suggest", emb, "--n", 13), "cannot suggest 13 of 12")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not a zip")
+    assert_error(cli("classify", "suggest", bad, "--n", 2), "bad.npz", "not an `audiovae embed` file")
+
+
 def test_bad_inputs_give_one_line_errors(model_dir, tones, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -338,7 +391,8 @@ def test_bench_classify_on_a_tiny_corpus(model_dir, tmp_path):
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((out / "classify_long.csv").open()))
     feats = {row["features"] for row in rows}
-    assert feats == {"vae", "mfcc", *(f"{f}+{m}" for f in ("vae", "mfcc") for m in classify.SEMI_METHODS)}
+    methods = (*classify.SEMI_METHODS, classify.SUGGESTED)
+    assert feats == {"vae", "mfcc", *(f"{f}+{m}" for f in ("vae", "mfcc") for m in methods)}
     assert {row["k"] for row in rows} == {"1", "5", "20", "all"}
     assert all(row["test_clips"] == "6" and row["train_clips"] == "40" for row in rows)
     valid = list(csv.DictReader((out / "classify_pooling_valid.csv").open()))

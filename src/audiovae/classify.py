@@ -573,16 +573,50 @@ def _draw(y: np.ndarray, k: int | None, rng: np.random.Generator) -> np.ndarray:
 
 
 SEMI_METHODS = ("self-training", "label-spreading")
+SUGGESTED = "suggested"  # bench rows whose labelled clips `suggest` picked instead of a draw per class
+
+
+def suggest(x: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` clips of ``x`` worth labelling first, chosen without labels (TypiClust, Hacohen et al. 2022):
+    k-means into ``n`` clusters of the standardized embeddings, and from each its most typical clip (the least
+    mean distance to its 20 nearest neighbours in the cluster). Their indices, largest cluster first, and the
+    size of the cluster each stands for (fewer than ``n`` when ``x`` has fewer distinct rows)."""
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.preprocessing import StandardScaler
+
+    if not 1 <= n <= len(x):
+        raise ClassifyError(f"cannot suggest {n} of {len(x)} clips (use 1..{len(x)})")
+    z = StandardScaler().fit_transform(x)
+    with warnings.catch_warnings():  # fewer distinct rows than n: fewer clusters, as documented
+        warnings.filterwarnings("ignore", "Number of distinct clusters", ConvergenceWarning)
+        clusters = KMeans(n, random_state=seed).fit_predict(z)
+    sizes = np.bincount(clusters, minlength=n)
+    order = np.argsort(-sizes, kind="stable")[: np.count_nonzero(sizes)]
+    picks = []
+    for c in order:
+        members = np.flatnonzero(clusters == c)
+        if len(members) <= 2:  # no neighbour tells them apart
+            picks.append(members[0])
+            continue
+        dist, _ = NearestNeighbors(n_neighbors=min(20, len(members) - 1)).fit(z[members]).kneighbors()
+        picks.append(members[np.argmin(dist.mean(axis=1))])
+    return np.array(picks), sizes[order]
 
 
 def _supervised(x: np.ndarray, y: np.ndarray, seed: int, estimators, folds: int):
     """The probe for a few-label draw: chosen by cross-validation among ``estimators`` when every class has two
-    examples, else (one label per class) scaler + logistic regression."""
+    examples, else (a class with one label) scaler + logistic regression; the one class when there is one."""
+    from sklearn.dummy import DummyClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    n_min = min(Counter(y.tolist()).values())
+    counts = Counter(y.tolist())
+    if len(counts) == 1:
+        return DummyClassifier(strategy="most_frequent").fit(x, y)
+    n_min = min(counts.values())
     if n_min < 2 or (len(estimators) == 1 and estimators[0] == "logreg"):
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x, y)
     return _search(n_min, len(y), seed, estimators, folds).fit(x, y).best_estimator_
@@ -609,14 +643,15 @@ def _semi_supervised(x: np.ndarray, y_semi: np.ndarray, method: str):
 def few_label_eval(x_train: np.ndarray | None, y_train, x_test: np.ndarray | None, y_test, k: int | None,
                    draws: int = DRAWS, seed: int = 0, semi: str | None = None, estimators=ESTIMATORS, folds: int = 3,
                    refit: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-                   keep: bool = False) -> dict:
+                   suggested: bool = False, keep: bool = False) -> dict:
     """Accuracy and macro-F1 on (x_test, y_test), mean and std over ``draws`` random stratified draws of k labelled
     train examples per class (k=None: all of them, one draw). The probe is chosen per draw by cross-validation
     among ``estimators`` (one label per class: logistic regression). ``semi`` ("self-training" or
     "label-spreading") also uses the rest of the train set, unlabelled (same as supervised for k=None).
     ``refit(chosen)`` instead gives each draw's features (of the chosen train examples, of the test set), from a
-    head fine-tuned on that draw (supervised only). ``keep`` adds each draw's labelled train indices (``chosen``)
-    and predicted test labels (``predicted``)."""
+    head fine-tuned on that draw (supervised only). ``suggested`` labels the k x classes train clips that ``suggest``
+    picks (seeded per draw) instead of k per class: they need not cover every class. ``keep`` adds each draw's
+    labelled train indices (``chosen``) and predicted test labels (``predicted``)."""
     from sklearn.metrics import accuracy_score, f1_score
 
     classes, y_tr = np.unique(np.asarray(y_train).astype(str), return_inverse=True)
@@ -626,7 +661,10 @@ def few_label_eval(x_train: np.ndarray | None, y_train, x_test: np.ndarray | Non
     rng = np.random.default_rng(seed)
     acc, f1, kept = [], [], {"chosen": [], "predicted": []}
     for draw in range(1 if k is None else draws):
-        chosen = _draw(y_tr, k, rng)
+        if suggested and k is not None:
+            chosen = suggest(x_train, min(k * len(classes), len(x_train)), seed + draw)[0]
+        else:
+            chosen = _draw(y_tr, k, rng)
         with warnings.catch_warnings():  # one label per class looks like regression targets to sklearn
             warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
             warnings.filterwarnings("ignore", "y contains no unlabeled samples", UserWarning)  # k >= class size
@@ -773,20 +811,22 @@ def compared_pooling(rows: list[dict], chosen: str) -> str | None:
 
 
 def test_rows(task: str, feats: dict, pooling: str, ks=(1, 5, 20, None), draws: int = DRAWS,
-              semi=SEMI_METHODS, compared: str | None = None) -> list[dict]:
+              methods=(*SEMI_METHODS, SUGGESTED), compared: str | None = None) -> list[dict]:
     """Test-split accuracy of VAE embeddings (``pooling``) and MFCC at each k, supervised and with each of
-    ``semi`` (trained on the train split, labels drawn from it); with ``compared``, that pooling's embeddings
-    too (``vae:POOLING``, supervised only)."""
+    ``methods``: the semi-supervised ones, and ``SUGGESTED`` (the clips that ``suggest`` picks labelled), all
+    trained on the train split; with ``compared``, that pooling's embeddings too (``vae:POOLING``, supervised
+    only)."""
     (x_tr, y_tr), (x_te, y_te) = feats["train"], feats["test"]
-    sets = [(f"vae:{pooling}", "vae", semi), ("mfcc", "mfcc", semi)]
+    sets = [(f"vae:{pooling}", "vae", methods), ("mfcc", "mfcc", methods)]
     sets += [(f"vae:{compared}", f"vae:{compared}", ())] if compared else []
     rows = []
     for key, name, methods in sets:
         for method in (None, *methods):
             for k in ks:
-                if method is not None and k is None:  # all labels: nothing left unlabelled
+                if method is not None and k is None:  # all labels: nothing left unlabelled, nothing to pick
                     continue
-                r = few_label_eval(x_tr[key], y_tr, x_te[key], y_te, k=k, draws=draws, semi=method)
+                r = few_label_eval(x_tr[key], y_tr, x_te[key], y_te, k=k, draws=draws,
+                                   semi=None if method == SUGGESTED else method, suggested=method == SUGGESTED)
                 rows.append({"task": task, "features": name + (f"+{method}" if method else "")} | r
                             | {"train_clips": len(y_tr), "test_clips": len(y_te)})
     return rows

@@ -564,6 +564,54 @@ def classify_eval(
                   f"macro-F1 {result['macro_f1']:.3f}; confusion matrix: {png}", soft_wrap=True)
 
 
+@classify_app.command("suggest")
+def classify_suggest(
+    files: list[Path] = typer.Argument(..., help="Unlabelled audio files and/or folders, or one .npz written by "
+                                       "`audiovae embed`."),
+    n: int = typer.Option(..., "--n", min=1, help="How many clips to suggest."),
+    out: Path | None = typer.Option(None, "--out", help="Write the CSV here (default: stdout)."),
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder (for audio files)."),
+    pooling: str = typer.Option(None, "--pooling", help="VAE pooling (default: learned where the model has a head, "
+                                "else the one `embed` uses)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the clustering."),
+) -> None:
+    """The clips to label first: one typical clip per cluster of the embeddings (TypiClust), largest first."""
+    import csv
+    import zipfile
+
+    import numpy as np
+
+    from audiovae import classify as cl
+    from audiovae.files import write_text
+    from audiovae.registry import load
+
+    if len(files) == 1 and files[0].suffix == ".npz":
+        try:
+            with open(files[0], "rb") as fh, np.load(fh, allow_pickle=False) as f:  # fh: closed on a bad zip too
+                paths, x = f["paths"].astype(str), f["embeddings"].astype(np.float32)
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:  # TypeError: a .npy
+            raise AudioVAEError(f"{files[0]}: not an `audiovae embed` file ({e})") from None
+        if x.ndim != 2 or paths.shape != (len(x),):
+            raise AudioVAEError(f"{files[0]}: embeddings {x.shape} do not match paths {paths.shape}")
+    else:
+        m = load(model)
+        pooling = pooling or (cl.LEARNED if cl.LEARNED in cl.model_poolings(m) else cl.DEFAULT_POOLING)
+        cl.check_pooling(pooling, m)
+        items = _audio_items(files)
+        x, kept, _ = _embed_with_progress(items, "vae", m, f"embedding with {m.name}", pooling=pooling)
+        paths = [str(items[i].path) for i in kept]
+    picks, sizes = cl.suggest(x, n, seed)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["rank", "path", "cluster_size"])
+    w.writerows([r, paths[i], int(s)] for r, (i, s) in enumerate(zip(picks, sizes, strict=True), 1))
+    if out is None:
+        sys.stdout.write(buf.getvalue())
+    else:
+        write_text(out, buf.getvalue())
+        console.print(f"wrote {len(picks)} suggestions out of {len(paths)} clips to {out}", soft_wrap=True)
+
+
 @bench_app.command("classify")
 def bench_classify(
     corpora: Path = typer.Option(Path("corpora"), help="Folder holding speech16k/ and music24k/ manifests."),
@@ -577,7 +625,8 @@ def bench_classify(
     draws: int = typer.Option(20, min=1, help="Random draws of the labelled examples per k (both feature sets "
                              "see the same draws)."),
     semi_supervised: bool = typer.Option(True, "--semi-supervised/--supervised-only",
-                                         help="Also self-training and label spreading over the unlabelled rest."),
+                                         help="Also self-training and label spreading over the unlabelled rest, "
+                                         "and probes on the clips that `classify suggest` picks."),
     finetune: int = typer.Option(2000, "--finetune", min=0, metavar="STEPS", help="Also a probe on the learned head "
                                  "fine-tuned with all labels for this many steps (vae+finetune; 0: not)."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
@@ -631,7 +680,8 @@ def bench_classify(
         for t in tasks:
             bar.update(progress, description=f"{t.name}: test", completed=0, total=None)
             rows += cl.test_rows(t.name, feats[t.name], chosen, draws=draws,
-                                 semi=cl.SEMI_METHODS if semi_supervised else (), compared=compared)
+                                 methods=(*cl.SEMI_METHODS, cl.SUGGESTED) if semi_supervised else (),
+                                 compared=compared)
             if cl.MEANS in feats[t.name]["train"][0]:
                 bar.update(progress, description=f"{t.name}: fine-tuning the head", completed=0, total=None)
                 rows += cl.finetune_rows(t.name, feats[t.name], models[t.model], FinetuneConfig(steps=finetune))
