@@ -18,8 +18,10 @@ import torch
 from audiovae import audio, metrics
 from audiovae.data.manifest import read_manifest, spread
 from audiovae.errors import AudioVAEError
+from audiovae.files import replaced, write_text
 from audiovae.inference import reconstruct
 from audiovae.models.vae import VAE
+from audiovae.plots import save_figure
 
 
 def write_table(rows: list[dict], out: Path, stem: str, title: str) -> tuple[Path, Path]:
@@ -27,7 +29,7 @@ def write_table(rows: list[dict], out: Path, stem: str, title: str) -> tuple[Pat
     out.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
-    with csv_path.open("w", newline="") as f:
+    with replaced(csv_path) as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, keys)
         w.writeheader()
         w.writerows(rows)
@@ -37,7 +39,7 @@ def write_table(rows: list[dict], out: Path, stem: str, title: str) -> tuple[Pat
 
     lines = [f"**{title}**", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
-    md_path.write_text("\n".join(lines) + "\n")
+    write_text(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
 
 
@@ -199,10 +201,7 @@ def summarize(rows: list[dict], by: str = "source") -> list[dict]:
 
 def training_curve(run_dir: Path, out: Path) -> Path:
     """Plot validation PESQ / mel distance against training wall-clock minutes from a run's CSV logs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows = []
     for path in sorted(run_dir.glob("logs/version_*/metrics.csv")):
@@ -212,14 +211,16 @@ def training_curve(run_dir: Path, out: Path) -> Path:
     if not val:
         raise AudioVAEError(f"{run_dir}: no validation results in logs/version_*/metrics.csv yet")
     x = [float(r["val/minutes"]) for r in val]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for ax, key, label in ((axes[0], "val/pesq", "wideband PESQ (valid split)"),
                            (axes[1], "val/mel", "log-mel distance (valid split)")):
         ax.plot(x, [float(r[key]) if r.get(key) else math.nan for r in val], marker="o")
         ax.set_xlabel("training minutes (wall clock, 1 CPU thread)")
         ax.set_title(label)
         ax.grid(alpha=0.3)
-    return _save_figure(fig, out / f"curve_{run_dir.name}.png")
+    out.mkdir(parents=True, exist_ok=True)
+    return save_figure(fig, out / f"curve_{run_dir.name}.png")
 
 
 
@@ -334,14 +335,12 @@ def codec_targets(summary: list[dict], sample_rate: int) -> list[str]:
 
 def plot_rate_quality(summary: list[dict], out: Path, title: str) -> Path:
     """Rate-quality curves (measured kbps vs each quality metric), one line per codec."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+    from matplotlib.figure import Figure
 
     metrics_ = [k for k in ("pesq_wb", "visqol", "stoi", "mel_distance") if k in summary[0]]
-    fig, axes = plt.subplots(1, len(metrics_), figsize=(4.5 * len(metrics_), 4))
+    fig = Figure(figsize=(4.5 * len(metrics_), 4))
+    axes = fig.subplots(1, len(metrics_))
     for ax, key in zip(np.atleast_1d(axes), metrics_, strict=True):
         for name in dict.fromkeys(s["codec"] for s in summary):
             pts = sorted((s["kbps"], s[key]) for s in summary if s["codec"] == name and not math.isnan(s["kbps"]))
@@ -359,14 +358,5 @@ def plot_rate_quality(summary: list[dict], out: Path, title: str) -> Path:
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.suptitle(title)
-    return _save_figure(fig, out / f"{title.split()[0]}_rate_quality.png")
-
-
-def _save_figure(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    out.mkdir(parents=True, exist_ok=True)
+    return save_figure(fig, out / f"{title.split()[0]}_rate_quality.png")

@@ -26,6 +26,7 @@ from audiovae import audio
 from audiovae.classify import DEFAULT_POOLING, LEARNED, embed, features, fit, mfcc_features, model_poolings
 from audiovae.data.manifest import Entry, read_manifest, spread
 from audiovae.errors import AudioVAEError
+from audiovae.files import write_text
 from audiovae.generate import Generator
 from audiovae.inference import decode_frames
 
@@ -253,7 +254,7 @@ def listening_page(path: Path, title: str, tables: list[tuple[str, list[dict]]],
             parts.append(f"<div class='clip'><b>{html.escape(caption)}</b><br>"
                          f"<audio controls src='data:audio/ogg;base64,{_opus_b64(x, sr)}'></audio><br>"
                          f"<img alt='spectrogram' src='data:image/jpeg;base64,{_jpeg_b64(x, sr, caption)}'></div>")
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(parts) + "\n")
     return path
 
 

@@ -495,7 +495,7 @@ class Classifier:
         items = list(meta.items())
         self.meta = dict(items[:at] + [("encoder_sha256", model.card["encoder_sha256"])] + items[at:])
         path = Path(folder) / "classifier.json"
-        path.write_text(json.dumps(self.meta, indent=2) + "\n", encoding="utf-8")
+        write_text(path, json.dumps(self.meta, indent=2) + "\n")
         return path
 
 
@@ -546,24 +546,21 @@ def evaluate(y_true: list[str], y_pred: list[str]) -> dict:
 
 def plot_confusion(result: dict, path: Path, title: str) -> Path:
     """Confusion matrix PNG (rows: true labels, columns: predicted)."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from audiovae.plots import save_figure
 
     labels, cm = result["labels"], result["confusion"]
     size = max(4.0, 0.35 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
     ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=90)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{title}\naccuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(path))
 
 
 def _draw(y: np.ndarray, k: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -886,15 +883,15 @@ def floors(rows: list[dict]) -> list[str]:
 def plot_few_label(rows: list[dict], path: Path, all_at: int, titles: dict[str, str] | None = None) -> Path:
     """Test accuracy (mean ± std over draws) against labels per class, one panel per task, one line per
     feature kind; 'all' is drawn at ``all_at``."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from audiovae.plots import save_figure
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     cols = min(3, len(tasks))
     nrows = -(-len(tasks) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 3.4 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
     for ax, task in zip(axes.flat, tasks, strict=False):
         rs = [r for r in rows if r["task"] == task]
         for kind in dict.fromkeys(r["features"] for r in rs):
@@ -911,7 +908,4 @@ def plot_few_label(rows: list[dict], path: Path, all_at: int, titles: dict[str, 
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(path))

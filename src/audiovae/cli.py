@@ -415,6 +415,7 @@ def embed(
     import numpy as np
 
     from audiovae import classify as cl
+    from audiovae.files import replaced
     from audiovae.registry import load
 
     pooling = pooling or cl.DEFAULT_POOLING
@@ -426,7 +427,8 @@ def embed(
     x, kept, failed = _embed_with_progress(items, "vae", m, f"embedding with {m.name}", pooling=pooling)
     if not kept:
         raise AudioVAEError(f"none of the {len(items)} files could be embedded")
-    np.savez(out, paths=np.array([str(items[i].path) for i in kept]), embeddings=x)
+    with replaced(out) as tmp, tmp.open("wb") as f:
+        np.savez(f, paths=np.array([str(items[i].path) for i in kept]), embeddings=x)
     console.print(f"wrote {len(kept)} embeddings ({x.shape[1]} dims, {pooling} pooling) to {out}; {len(failed)} "
                   "file(s) skipped", soft_wrap=True)
 
@@ -515,6 +517,7 @@ def classify_predict(
     import json
 
     from audiovae import classify as cl
+    from audiovae.files import write_text
 
     clf = cl.Classifier.load(folder)
     m = _classifier_model(clf, folder, model)
@@ -525,7 +528,7 @@ def classify_predict(
     rows = [{"path": str(it.path), "label": clf.classes[p.argmax()], "probability": round(float(p.max()), 4)}
             for it, p in zip(items, proba, strict=True)]
     if out is not None and out.suffix == ".json":
-        out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        write_text(out, json.dumps(rows, indent=2) + "\n")
     else:
         buf = io.StringIO()
         w = csv.DictWriter(buf, ["path", "label", "probability"])
@@ -534,7 +537,7 @@ def classify_predict(
         if out is None:
             sys.stdout.write(buf.getvalue())
         else:
-            out.write_text(buf.getvalue(), encoding="utf-8")
+            write_text(out, buf.getvalue())
     if out is not None:
         console.print(f"wrote {len(rows)} predictions to {out}", soft_wrap=True)
 

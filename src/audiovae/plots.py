@@ -49,7 +49,7 @@ def save_spectrogram(path: str | os.PathLike, x: np.ndarray, sample_rate: int, t
         ax.set_title(f"{title} (channel {c})" if ch > 1 else title)
         fig.colorbar(im, ax=ax, label="dB")
     axes[-1, 0].set_xlabel("seconds")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def save_recognition(path: str | os.PathLike, rows: list[dict], title: str = "") -> Path:
@@ -70,11 +70,11 @@ def save_recognition(path: str | os.PathLike, rows: list[dict], title: str = "")
     ax.set_xlabel("recognized as the requested label")
     ax.set_title(title)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.5 / len(rows) ** 0.5), ncol=2, fontsize="small")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
-def _save(fig, p: Path) -> Path:
-    """Write ``fig`` to ``p`` atomically (PNG, or JPEG for a .jpg path)."""
+def save_figure(fig, p: Path) -> Path:
+    """Write ``fig`` (a matplotlib Figure) to ``p`` atomically (PNG, or JPEG for a .jpg path)."""
     if not p.parent.is_dir():
         raise AudioVAEError(f"{p}: folder {p.parent} does not exist")
     fig.tight_layout()

@@ -13,6 +13,7 @@ import soundfile as sf
 
 from audiovae import audio
 from audiovae.errors import AudioVAEError
+from audiovae.files import write_text
 
 SECTIONS = [("Codec", ("codec_", "_rate_quality")), ("Reconstruction quality", ("quality_", "curve_")),
             ("Classification", ("classify_",)), ("Generation", ("generate_",)), ("Speed", ("speed",))]
@@ -161,5 +162,5 @@ def write_report(bench: Path, out: Path, clips: list[Path] = (), kbps: tuple[flo
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>audiovae benchmarks</title>'
             f"<style>{STYLE}</style></head><body><h1>audiovae benchmarks</h1>"
             f"<p>From {html.escape(str(bench))}.</p><ul>{toc}</ul>{body}</body></html>\n")
-    out.write_text(page, encoding="utf-8")
+    write_text(out, page)
     return out

@@ -300,7 +300,7 @@ def build_source(src: SourceConfig, recipe: Recipe, out: Path, jobs: int, consol
     if state["complete"] and state.get("listers") == listers and not redo:
         return sorted(records.values(), key=lambda r: r["key"])
     state.update(complete=False, listers=listers)
-    state_path.write_text(json.dumps(state))
+    write_text(state_path, json.dumps(state))
     files = tuple(sources.dpkg_list(src.package)) if src.package else ()
     pkg = sources.Package(src.package, src.name, system_root, work, files)
     items = {i.key: i for i in sources.LISTERS[src.lister](pkg, **src.options)}
@@ -318,7 +318,7 @@ def build_source(src: SourceConfig, recipe: Recipe, out: Path, jobs: int, consol
     result = [records[k] for k in sorted(items)]
     _write_jsonl(cache, result)  # labels refreshed, files no longer listed dropped
     state["complete"] = True
-    state_path.write_text(json.dumps(state))
+    write_text(state_path, json.dumps(state))
     return result
 
 
