@@ -594,7 +594,7 @@ def suggest(x: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     picks = []
     for c in order:
         members = np.flatnonzero(clusters == c)
-        if len(members) <= 2:  # no neighbour tells them apart
+        if len(members) == 1:
             picks.append(members[0])
             continue
         dist, _ = NearestNeighbors(n_neighbors=min(20, len(members) - 1)).fit(z[members]).kneighbors()
