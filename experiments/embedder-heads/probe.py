@@ -77,11 +77,8 @@ def task_subgroups(task: cl.Task, corpora: Path) -> dict[str, np.ndarray]:
         for line in manifest.read_text().splitlines():
             e = json.loads(line)
             by_clip[(str(manifest.parent / e["path"]), round(e["offset"], 3))] = subgroup(e)
-    items, classes = cl.task_classes(task, corpora)
-    caps = {"train": 100, "valid": 50, "test": 50}  # task_features' defaults
-    return {s: np.array([by_clip[(str(it.path), round(it.offset, 3))] for it in
-                         cl.balanced_subset([it for it in items[s] if it.label in classes], caps[s])])
-            for s in SPLITS}
+    subsets, _ = cl.task_subsets(task, corpora)
+    return {s: np.array([by_clip[(str(it.path), round(it.offset, 3))] for it in subsets[s]]) for s in SPLITS}
 
 
 def by_group(r: dict, y_train: np.ndarray, g_train: np.ndarray, y_test: np.ndarray, g_test: np.ndarray) -> str:

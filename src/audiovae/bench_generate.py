@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from audiovae import audio
-from audiovae.classify import DEFAULT_POOLING, LEARNED, embed, features, fit, mfcc_features, model_poolings
+from audiovae.classify import best_pooling, embed, features, fit, mfcc_features
 from audiovae.data.manifest import Entry, read_manifest, spread
 from audiovae.errors import AudioVAEError
 from audiovae.files import write_text
@@ -136,7 +136,7 @@ def _probes(model, manifest: Path, key: str, labels, each, kinds: tuple[str, ...
     """({kind: (classifier, featurize(what, clips))}, pooling): probes of ``key`` fitted on up to ``per_label``
     real train clips of each label, on features of each kind: "vae" (the model's best embedding: its learned head
     when it has one) or "mfcc" (the classification baseline, which does not depend on the model)."""
-    sr, pooling = model.sample_rate, LEARNED if LEARNED in model_poolings(model) else DEFAULT_POOLING
+    sr, pooling = model.sample_rate, best_pooling(model)
 
     def featurizer(kind: str) -> Callable:
         return lambda what, clips: np.stack(each(f"{what} ({kind})", clips,

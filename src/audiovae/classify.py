@@ -112,6 +112,11 @@ def model_poolings(model) -> tuple[str, ...]:
     return (*POOLINGS, LEARNED) if model.card.get("embed") else tuple(POOLINGS)
 
 
+def best_pooling(model) -> str:
+    """The model's best embedding: its learned head when it has one, else ``DEFAULT_POOLING``."""
+    return LEARNED if LEARNED in model_poolings(model) else DEFAULT_POOLING
+
+
 def embedding_dim(model, pooling: str = DEFAULT_POOLING) -> int:
     check_pooling(pooling, model)
     return learned_embedder(model).config.dim if pooling == LEARNED else len(POOLINGS[pooling]) * model.latent_dim
@@ -761,6 +766,15 @@ def task_classes(task: Task, corpora: Path, min_train: int = 20, min_test: int =
     return items, classes
 
 
+def task_subsets(task: Task, corpora: Path, max_train: int = 100, max_eval: int = 50, min_train: int = 20,
+                 min_test: int = 3) -> tuple[dict[str, list[Item]], list[str]]:
+    """The clips ``task_features`` embeds: up to ``max_train`` per kept class of the train split and ``max_eval``
+    of valid and test, and the kept classes (``task_classes``)."""
+    items, classes = task_classes(task, corpora, min_train, min_test)
+    caps = {"train": max_train, "valid": max_eval, "test": max_eval}
+    return {s: balanced_subset([it for it in items[s] if it.label in classes], cap) for s, cap in caps.items()}, classes
+
+
 def task_features(task: Task, corpora: Path, model, poolings=tuple(POOLINGS), max_train: int = 100,
                   max_eval: int = 50, min_train: int = 20, min_test: int = 3,
                   progress: Callable[[str, int, int], None] | None = None, means: bool = False) -> tuple[dict, dict]:
@@ -768,10 +782,9 @@ def task_features(task: Task, corpora: Path, model, poolings=tuple(POOLINGS), ma
     and test, and a summary; with ``means``, each clip's posterior means too (under ``MEANS``). Classes with >=
     ``min_train`` train and >= ``min_test`` test clips are kept; up to ``max_train`` clips per class of the
     train split and ``max_eval`` of valid and test are embedded."""
-    items, classes = task_classes(task, corpora, min_train, min_test)
+    subsets, classes = task_subsets(task, corpora, max_train, max_eval, min_train, min_test)
     feats = {}
-    for split, cap in (("train", max_train), ("valid", max_eval), ("test", max_eval)):
-        subset = balanced_subset([it for it in items[split] if it.label in classes], cap)
+    for split, subset in subsets.items():
         report = None if progress is None else (lambda i, n, s=f"{task.name} {split}": progress(s, i, n))
         x, kept, _ = embed_items_multi(subset, model, poolings, mfcc=True, progress=report, means=means)
         feats[split] = (x, np.array([subset[i].label for i in kept]))

@@ -505,6 +505,22 @@ def classify_fit(
                   + f"; saved to {out}", soft_wrap=True)
 
 
+def _write_csv(out: Path | None, rows: list[dict]) -> None:
+    """``rows`` as CSV (a header of their keys) into ``out`` at once, or on stdout when ``out`` is None."""
+    import csv
+
+    from audiovae.files import write_text
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    if out is None:
+        sys.stdout.write(buf.getvalue())
+    else:
+        write_text(out, buf.getvalue())
+
+
 @classify_app.command("predict")
 def classify_predict(
     folder: Path = typer.Argument(..., help="A classifier folder written by `classify fit`."),
@@ -513,7 +529,6 @@ def classify_predict(
     model: str | None = typer.Option(None, "--model", help="Model name or folder (default: the classifier's)."),
 ) -> None:
     """Label and probability per file."""
-    import csv
     import json
 
     from audiovae import classify as cl
@@ -530,14 +545,7 @@ def classify_predict(
     if out is not None and out.suffix == ".json":
         write_text(out, json.dumps(rows, indent=2) + "\n")
     else:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, ["path", "label", "probability"])
-        w.writeheader()
-        w.writerows(rows)
-        if out is None:
-            sys.stdout.write(buf.getvalue())
-        else:
-            write_text(out, buf.getvalue())
+        _write_csv(out, rows)
     if out is not None:
         console.print(f"wrote {len(rows)} predictions to {out}", soft_wrap=True)
 
@@ -579,13 +587,11 @@ def classify_suggest(
     seed: int = typer.Option(0, "--seed", help="Seed of the clustering."),
 ) -> None:
     """The clips to label first: one typical clip per cluster of the embeddings (TypiClust), largest first."""
-    import csv
     import zipfile
 
     import numpy as np
 
     from audiovae import classify as cl
-    from audiovae.files import write_text
     from audiovae.registry import load
 
     if len(files) == 1 and files[0].suffix == ".npz":
@@ -598,20 +604,15 @@ def classify_suggest(
             raise AudioVAEError(f"{files[0]}: embeddings {x.shape} do not match paths {paths.shape}")
     else:
         m = load(model)
-        pooling = pooling or (cl.LEARNED if cl.LEARNED in cl.model_poolings(m) else cl.DEFAULT_POOLING)
+        pooling = pooling or cl.best_pooling(m)
         cl.check_pooling(pooling, m)
         items = _audio_items(files)
         x, kept, _ = _embed_with_progress(items, "vae", m, f"embedding with {m.name}", pooling=pooling)
         paths = [str(items[i].path) for i in kept]
     picks, sizes = cl.suggest(x, n, seed)
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["rank", "path", "cluster_size"])
-    w.writerows([r, paths[i], int(s)] for r, (i, s) in enumerate(zip(picks, sizes, strict=True), 1))
-    if out is None:
-        sys.stdout.write(buf.getvalue())
-    else:
-        write_text(out, buf.getvalue())
+    _write_csv(out, [{"rank": r, "path": paths[i], "cluster_size": int(s)}
+                     for r, (i, s) in enumerate(zip(picks, sizes, strict=True), 1)])
+    if out is not None:
         console.print(f"wrote {len(picks)} suggestions out of {len(paths)} clips to {out}", soft_wrap=True)
 
 
