@@ -3,7 +3,15 @@
 import base64
 import importlib.util
 import io
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,11 +22,12 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 pytest.importorskip("fastapi")
+import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from audiovae import AudioVAEError, audio  # noqa: E402
-from audiovae.app import api  # noqa: E402
-from audiovae.app.server import create_app  # noqa: E402
+from audiovae.app import api, uploads  # noqa: E402
+from audiovae.app.server import LOOPBACK, access, create_app, uvicorn_config  # noqa: E402
 from audiovae.codec.stream import Codec  # noqa: E402
 from audiovae.demo import ASSETS  # noqa: E402
 from audiovae.report import write_report  # noqa: E402
@@ -26,6 +35,7 @@ from audiovae.report import write_report  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 HAS_GENERATE = importlib.util.find_spec("audiovae.generate") is not None
 CLIP = ASSETS / "speech16k_fillets-cs.flac"
+LOCAL = {"host": "127.0.0.1:8000"}
 
 
 def wav(x: np.ndarray, sr: int = 16000) -> bytes:
@@ -56,7 +66,12 @@ def tone_folder(root):
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     app = create_app(data=tone_folder(tmp_path_factory.mktemp("tones")), max_upload_mb=1, max_seconds=20)
-    return TestClient(app)
+    return local(app)
+
+
+def local(app, **kwargs) -> TestClient:
+    """A client that names a loopback host, as a browser on this machine does."""
+    return TestClient(app, base_url="http://127.0.0.1:8000", **kwargs)
 
 
 def upload(data: bytes, name: str = "clip.wav", ctype: str = "audio/wav"):
@@ -180,12 +195,15 @@ def test_generate_and_interpolate(client):
 def test_slow_requests_time_out_with_504_and_the_server_keeps_serving(monkeypatch):
     release = threading.Event()
     monkeypatch.setattr(api, "compare_codec", lambda *a: release.wait(30))
-    client = TestClient(create_app(timeout_s=0.5))
+    app = create_app(timeout_s=0.5)
+    client = local(app)
     try:
         r = client.post("/api/codec", files=upload(wav(np.zeros(1600))))
         assert r.status_code == 504 and "longer than 0.5 s" in r.json()["detail"]
+        assert app.state.jobs.pending == 1  # the abandoned job keeps the worker: never two jobs at once
     finally:
         release.set()
+    wait_for(lambda: app.state.jobs.pending == 0)
     assert client.get("/api/info").status_code == 200
 
 
@@ -197,7 +215,7 @@ def test_no_operation_takes_a_path(client):
 
 def test_openapi_operations_never_fail_on_generated_input(client):
     """schemathesis: a few generated requests per operation, none answered with a 5xx or off its schema."""
-    schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", client.app, headers=LOCAL)
     if not HAS_GENERATE:
         schema = schema.exclude(path_regex="generate|interpolate")  # 501 by design
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -208,7 +226,7 @@ def test_openapi_operations_never_fail_on_generated_input(client):
         @settings(max_examples=6, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def check(case):
-            case.call_and_validate(checks=[not_a_server_error, response_schema_conformance])
+            case.call_and_validate(headers=LOCAL, checks=[not_a_server_error, response_schema_conformance])
             called.add(case.operation.label)
 
         check()
@@ -230,3 +248,196 @@ def test_report_renders_the_bench_folder_and_examples(tmp_path):
     assert "<td>opus</td>" in page and "ignored" not in page and "<td>467</td>" in page
     assert page.count("data:image/png;base64,") >= 4 and page.count("<audio") >= 3
     assert "Listen: codec examples" in page and "Generation" in page and 'src="http' not in page
+
+
+# The web app's defences (issue 29): hosts, origins, token, hostile uploads, queue, timeouts, slow clients.
+
+def test_only_loopback_and_allowed_host_names_are_served(client):
+    for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LOCALHOST", "127.0.0.1"):
+        assert client.get("/api/info", headers={"host": host}).status_code == 200, host
+    for host in ("evil.example", "127.0.0.1.evil.example:8000", "localhost:80:80", "[::1", ""):
+        r = client.get("/api/info", headers={"host": host})
+        assert r.status_code == 400 and "host name not allowed" in r.json()["detail"], host
+    lan = local(create_app(hosts=access("192.168.1.5", ["studio.lan"], "t")[0], token=None))
+    assert lan.get("/api/info", headers={"host": "studio.lan:8000"}).status_code == 200
+    assert lan.get("/api/info", headers={"host": "192.168.1.5:8000"}).status_code == 200
+    assert lan.get("/api/info", headers={"host": "other.lan"}).status_code == 400
+
+
+def test_a_token_is_generated_for_any_address_but_loopback():
+    assert access("127.0.0.1", [], None) == (list(LOOPBACK), None)
+    assert access("::1", ["::1"], None) == (list(LOOPBACK), None)
+    hosts, token = access("0.0.0.0", [], None)
+    assert hosts == list(LOOPBACK) and len(token) >= 32 and token != access("0.0.0.0", [], None)[1]
+    assert access("10.0.0.2", ["fe80::1"], "given") == ([*LOOPBACK, "[fe80::1]", "10.0.0.2"], "given")
+
+
+def test_cross_origin_state_changing_requests_are_refused(client):
+    one_clip = {"files": ("a.wav", wav(np.zeros(1600)), "audio/wav")}
+    for headers in ({"origin": "http://evil.example"}, {"origin": "null"}, {"origin": "http://127.0.0.1:9999"},
+                    {"sec-fetch-site": "cross-site"}, {"sec-fetch-site": "same-site"}):
+        r = client.post("/api/latent-map", files=one_clip, headers=headers)
+        assert r.status_code == 403 and r.json()["detail"] == "cross-origin request refused", headers
+    same = {"origin": "http://127.0.0.1:8000", "sec-fetch-site": "same-origin"}
+    r = client.post("/api/latent-map", files=one_clip, headers=same)  # reaches the API: one clip is too few
+    assert r.status_code == 400 and "at least 2 clips" in r.json()["detail"]
+    assert client.get("/api/info", headers={"origin": "http://evil.example"}).status_code == 200  # reads are safe
+
+
+def test_a_token_is_needed_as_bearer_header_or_as_the_cookie_that_the_token_address_sets():
+    c = local(create_app(token="s3cret-token"))
+    r = c.get("/api/info")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer" and "/?token=" in r.json()["detail"]
+    assert c.get("/api/info", headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/api/info", headers={"authorization": "Bearer s3cret-token"}).status_code == 200
+    assert c.get("/openapi.json").status_code == 401
+    assert c.get("/").status_code == 200 and c.get("/static/app.js").status_code == 200  # the page holds no data
+    assert c.get("/?token=wrong").status_code == 401 and "audiovae_token" not in c.cookies
+    r = c.get("/?token=s3cret-token", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert c.get("/api/info").status_code == 200 and c.get("/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("content", [
+    "ffconcat version 1.0\nfile '{secret}'\n",
+    "ffconcat version 1.0\nfile secret.txt\n",
+    "#EXTM3U\n#EXTINF:1,\nfile://{secret}\n",
+    "OggS\nffconcat version 1.0\nfile '{secret}'\n",  # sniffed as Ogg: ffmpeg gets -f ogg and pipe: only
+])
+def test_uploads_that_name_server_files_read_nothing(client, tmp_path, monkeypatch, content):
+    secret = tmp_path / "secret.txt"
+    sf.write(secret, np.zeros(16000), 16000, format="WAV")  # a valid clip: read, it would decode
+    monkeypatch.chdir(tmp_path)
+    r = client.post("/api/codec", files=upload(content.format(secret=secret).encode()))
+    assert r.status_code == 400 and r.json()["detail"].startswith("clip.wav: ")
+    assert str(tmp_path) not in r.text and "original_wav" not in r.text
+
+
+def silence_flac(seconds: float, sr: int = 8000) -> bytes:
+    """A small FLAC of ``seconds`` of digital silence (about 1 MB per 9 hours), written in blocks."""
+    buf = io.BytesIO()
+    block = np.zeros(sr * 600, dtype=np.int16)
+    with sf.SoundFile(buf, "w", sr, 1, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(int(seconds // 600)):
+            f.write(block)
+    return buf.getvalue()
+
+
+def test_decode_bombs_are_refused_without_decoding_them_or_writing_files(client, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where an upload or a decode could spill
+    bombs = [("silence.flac", silence_flac(2 * 3600))]
+    if shutil.which("ffmpeg"):
+        wv = subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "7200",
+                             "-c:a", "wavpack", "-f", "wv", "pipe:1"], capture_output=True, check=True).stdout
+        bombs.append(("silence.wv", wv))
+    for name, data in bombs:
+        assert len(data) < 1 << 20
+        r = client.post("/api/codec", files=upload(data, name, "audio/flac"))
+        assert r.status_code == 413 and r.json()["detail"] == f"{name}: longer than the limit of 20 s"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("seconds, status", [(20.0, 200), (20.001, 413)])
+def test_the_length_limit_counts_decoded_samples(seconds, status):
+    data = wav(np.zeros(round(seconds * 16000)))
+    job = uploads.Job()
+    if status == 200:
+        assert uploads.decode(data, "x.wav", 20, job)[0].shape == (1, 320000)
+    else:
+        with pytest.raises(uploads.TooLong):
+            uploads.decode(data, "x.wav", 20, job)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
+def test_containers_only_ffmpeg_reads_decode_through_the_pipe():
+    mka = subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=440:d=1:r=24000", "-c:a", "pcm_s16le",
+                          "-f", "matroska", "pipe:1"], capture_output=True, check=True).stdout
+    x, sr = uploads.decode(mka, "tone.mka", 20, uploads.Job())
+    assert sr == 24000 and x.shape == (1, 24000) and 0.9 < np.abs(x).max() * 8 < 1.1  # lavfi sine: amplitude 1/8
+
+
+def test_a_full_queue_answers_503_with_retry_after(monkeypatch):
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_classify(clips, name):
+        entered.set()
+        release.wait(60)
+        return []
+
+    monkeypatch.setattr(api, "classify", slow_classify)
+    app = create_app(queue=1, timeout_s=90)
+    c = local(app)
+    clip = {"files": ("a.wav", wav(np.zeros(1600)), "audio/wav")}
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(c.post, "/api/classify", files=clip)
+        assert entered.wait(60)
+        queued = pool.submit(c.post, "/api/classify", files=clip)
+        wait_for(lambda: app.state.jobs.pending == 2)
+        r = c.post("/api/classify", files=clip)
+        assert r.status_code == 503 and r.headers["retry-after"] == "90" and "busy" in r.json()["detail"]
+        release.set()
+        assert running.result().status_code == 200 and queued.result().status_code == 200
+    assert c.post("/api/classify", files=clip).status_code == 200
+
+
+def wait_for(condition, limit_s: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; fail after a generous ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
+
+
+def test_a_timeout_kills_the_jobs_ffmpeg_and_the_next_job_runs(tmp_path, monkeypatch):
+    """A stand-in ffmpeg that never answers: the 504 kills it (and reaps it) and frees the worker."""
+    pid_file = tmp_path / "pid"
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 300\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    c = local(create_app(timeout_s=1, queue=0))
+    r = c.post("/api/codec", files=upload(b"OggS" + bytes(200), "clip.ogg", "audio/ogg"))
+    assert r.status_code == 504 and r.json()["detail"] == "the request took longer than 1 s"
+    pid = int(pid_file.read_text())
+    wait_for(lambda: not Path(f"/proc/{pid}").exists())  # killed and reaped, not a zombie
+    wait_for(lambda: c.post("/api/codec", files=upload(b"not audio")).status_code == 400)  # the slot is free
+
+
+@pytest.fixture
+def real_server():
+    """The app under uvicorn with the CLI's settings and 1 s read timeouts, on a loopback port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn_config(create_app(read_timeout_s=1), "127.0.0.1", 0, read_timeout_s=1))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    wait_for(lambda: server.started)
+    yield sock.getsockname()
+    server.should_exit = True
+    thread.join(30)
+    sock.close()
+
+
+def exchange(address, data: bytes) -> bytes:
+    """Send ``data``, then read until the server closes the connection (a socket timeout fails the test)."""
+    with socket.create_connection(address, timeout=30) as s:
+        s.sendall(data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_slow_clients_are_cut_off(real_server):
+    assert exchange(real_server, b"") == b""  # a silent connection is closed
+    assert exchange(real_server, b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n") == b""  # an unfinished head
+    head = (b"POST /api/codec HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+            b"Content-Length: 5000\r\n\r\n--x\r\n")
+    assert exchange(real_server, head).startswith(b"HTTP/1.1 408 ")  # a body that never completes
+    r = exchange(real_server, b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert r.startswith(b"HTTP/1.1 200 ")
+    r = exchange(real_server, b"GET /api/info HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n")
+    assert r.startswith(b"HTTP/1.1 400 ")

@@ -23,6 +23,7 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed (apt-get install -y chromium)"),
     pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="playwright is not installed"),
 ]
+TOKEN = "browser-test-token"
 WAIT_MS = 180_000  # generous: the machine may be busy; every wait ends as soon as its condition holds
 
 
@@ -32,23 +33,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The CLI's server with the demo clips as its latent-map set; its URL."""
-    data = tmp_path_factory.mktemp("data")
-    for clip in sorted(ASSETS.glob("speech16k_*.flac")):  # labels from folder names: the clip's language
-        (data / clip.stem[-2:]).mkdir()
-        (data / clip.stem[-2:] / clip.name).symlink_to(clip)
+def start_server(*args: str, env: dict[str, str] | None = None):
+    """``audiovae serve`` on a free loopback port with ``args``; yields its URL, stops it after."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(audio.__file__).parents[1]),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "audiovae", "serve", "--port", str(port), "--data", str(data)],
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([str(Path(audio.__file__).parents[1]),
+                                                                      os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "audiovae", "serve", "--port", str(port), *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
         try:
-            urllib.request.urlopen(url + "/api/info", timeout=5)
+            urllib.request.urlopen(url + "/", timeout=5)
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -61,12 +57,30 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The CLI's server with the demo clips as its latent-map set; its URL."""
+    data = tmp_path_factory.mktemp("data")
+    for clip in sorted(ASSETS.glob("speech16k_*.flac")):  # labels from folder names: the clip's language
+        (data / clip.stem[-2:]).mkdir()
+        (data / clip.stem[-2:] / clip.name).symlink_to(clip)
+    yield from start_server("--data", str(data))
+
+
+@pytest.fixture(scope="module")
+def token_server():
+    """A server that needs a token (as off loopback), given by the environment; its URL."""
+    yield from start_server(env={"AUDIOVAE_TOKEN": TOKEN})
+
+
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                    # a name that resolves to this machine, as DNS rebinding makes one
+                                    "--host-resolver-rules=MAP rebound.test 127.0.0.1"])
         yield b
         b.close()
 
@@ -178,3 +192,42 @@ def test_generate_tab_samples_a_clip_and_interpolates(page, tmp_path):
     assert page.inner_text("#interp-pos") == "3 / 3"
     assert audio_duration(page, "#interp-audio") > 0
     page.screenshot(path=str(ARTIFACTS / "generate.png"), full_page=True)
+
+
+def test_a_name_rebound_to_this_machine_is_refused(browser, server):
+    pg = browser.new_page()
+    response = pg.goto(server.replace("127.0.0.1", "rebound.test") + "/api/info")
+    assert response.status == 400 and "host name not allowed" in pg.inner_text("body")
+    pg.close()
+
+
+def test_a_form_on_another_origin_cannot_post(browser, server):
+    """A page of another origin (the same server under 'localhost') submits a form to the API: refused."""
+    pg = browser.new_page()
+    pg.set_default_timeout(WAIT_MS)
+    pg.goto(server.replace("127.0.0.1", "localhost"))
+    with pg.expect_navigation():
+        pg.evaluate("""url => {
+            const f = Object.assign(document.createElement("form"), {method: "POST", action: url,
+                                                                     enctype: "multipart/form-data"});
+            document.body.appendChild(f);
+            f.submit();
+        }""", server + "/api/latent-map")
+    assert "cross-origin request refused" in pg.inner_text("body")
+    pg.close()
+
+
+def test_the_token_address_sets_the_cookie_and_the_page_works(browser, token_server, tmp_path):
+    pg = browser.new_page()
+    pg.set_default_timeout(WAIT_MS)
+    pg.goto(token_server)
+    pg.wait_for_function("document.getElementById('codec-status').textContent !== ''")
+    assert "needs its token" in pg.inner_text("#codec-status")
+    pg.goto(f"{token_server}/?token={TOKEN}")
+    pg.wait_for_selector("body[data-ready]")
+    assert pg.url == token_server + "/"  # the token left the address bar for an HttpOnly cookie
+    assert pg.evaluate("document.cookie") == ""
+    pg.set_input_files("#codec-file", str(short_clip(tmp_path, 1.0)))
+    pg.click("#codec-run")
+    wait_done(pg, "codec-status")
+    pg.close()

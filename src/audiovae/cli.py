@@ -79,25 +79,41 @@ def demo(
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", help="Address to bind; the default is this machine only."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; the default is this machine only. Any other "
+                                               "address needs a token (--token, else one is generated)."),
     port: int = typer.Option(8000, help="TCP port."),
     data: Path | None = typer.Option(None, help="Folder or manifest whose (test) clips the latent map shows."),
     label: str | None = typer.Option(None, help="Manifest label for the map's colors (default: language; "
                                                 "folders: parent-dir)."),
     max_upload_mb: float = typer.Option(20.0, help="Largest request body."),
-    max_seconds: float = typer.Option(60.0, help="Longest uploaded clip."),
-    timeout: float = typer.Option(120.0, help="Seconds before a request gives up (504)."),
+    max_seconds: float = typer.Option(60.0, help="Longest uploaded clip (decoding stops there: 413)."),
+    timeout: float = typer.Option(120.0, help="Seconds of processing a request may take once its turn "
+                                              "comes (504; its subprocesses are killed)."),
+    queue: int = typer.Option(8, min=0, max=32, help="Requests that may wait while one is processed (503 beyond)."),
+    read_timeout: float = typer.Option(30.0, help="Seconds a client may take to send a request's headers, "
+                                                  "and again its body (408)."),
+    allow_host: list[str] = typer.Option([], help="A Host name clients use besides loopback ones "
+                                                  "(repeatable), e.g. this machine's name or address."),
+    token: str | None = typer.Option(None, envvar="AUDIOVAE_TOKEN", help="Token that requests must carry "
+                                     "(Authorization: Bearer, or the cookie that opening /?token=TOKEN sets)."),
 ) -> None:
     """The local web app: codec A/B listening, classification, generation, latent map; API at /docs."""
     try:
+        from audiovae.app.server import LOOPBACK, access, host_name
         from audiovae.app.server import serve as run
     except ImportError as e:
         raise AudioVAEError(f"the web app needs its extra ({e.name} is missing): pip install -e '.[app]'") from None
     if data is not None and not data.exists():
         raise AudioVAEError(f"{data}: no such folder or manifest")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        err_console.print(f"warning: binding {host}: anyone who reaches this address can use the server")
-    run(host, port, data=data, label=label, max_upload_mb=max_upload_mb, max_seconds=max_seconds, timeout_s=timeout)
+    hosts, token = access(host, allow_host, token)
+    if host_name(host) not in LOOPBACK and hosts == list(LOOPBACK):
+        err_console.print(f"warning: binding {host}, but only loopback Host names are served: add --allow-host NAME")
+    if token is not None:
+        name = next((h for h in reversed(hosts) if h not in LOOPBACK), host_name(host) if host_name(host) in LOOPBACK
+                    else "127.0.0.1")
+        err_console.print(f"token required; open http://{name}:{port}/?token={token}", soft_wrap=True)
+    run(host, port, data=data, label=label, max_upload_mb=max_upload_mb, max_seconds=max_seconds, timeout_s=timeout,
+        queue=queue, read_timeout_s=read_timeout, hosts=hosts, token=token)
 
 
 @app.command()

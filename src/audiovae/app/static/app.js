@@ -269,7 +269,12 @@ $("map-upload").addEventListener("click", async () => {
 
 // Start: fill the selects from /api/info
 (async () => {
-  info = await call("/api/info");
+  try {
+    info = await call("/api/info");
+  } catch (e) {
+    status("codec-status", e.message, true);
+    return;
+  }
   document.querySelectorAll("select.models").forEach((s) => info.models.forEach((m) => s.appendChild(new Option(m, m))));
   info.classifiers.forEach((c) => $("classify-model").appendChild(new Option(c, c)));
   $("map-server").hidden = !info.latent_clips;
