@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 
-.PHONY: venv demo test test-fast bench lint format corpora clean train-% prior-% embedder-%
+.PHONY: venv demo test test-fast fuzz bench lint format corpora clean train-% prior-% embedder-%
 
 venv: $(STAMP)
 
@@ -25,6 +25,14 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# Fuzz the .avae decoder (src/audiovae/codec/fuzz.py): N mutated files from SEED in WORKERS processes; the
+# inputs that fail are kept in runs/fuzz.
+N ?= 100000
+SEED ?= 0
+WORKERS ?= 1
+fuzz: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m audiovae.codec.fuzz -n $(N) --seed $(SEED) --workers $(WORKERS) --save runs/fuzz
 
 # Speed and peak memory (1-, 10-, 60-minute files) of the shipped models; quality, codec and
 # classification benchmarks on the corpus test splits when built.

@@ -779,7 +779,6 @@ def decompress(
     from audiovae import audio
     from audiovae.codec.format import Reader
     from audiovae.codec.stream import Codec
-    from audiovae.registry import ModelLoadError
 
     _refuse_existing(output, force)
     name = "<stdin>" if str(input) == "-" else str(input)
@@ -787,11 +786,7 @@ def decompress(
         raise AudioVAEError(f"{input}: no such file")
     with (sys.stdin.buffer if str(input) == "-" else input.open("rb")) as f:
         reader = Reader(f, name=name)
-        try:
-            codec = Codec(model or reader.header.model_id)
-        except ModelLoadError as e:
-            raise AudioVAEError(f"{name}: needs model '{reader.header.model_id}' ({e})") from None
-        codec.check(reader.header, name)
+        codec = Codec.for_header(reader.header, model, name)
         h = reader.header
         sr = h.original_sample_rate
         if str(output) == "-":  # decoded into a temporary WAV first: no partial output on errors

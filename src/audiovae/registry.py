@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from audiovae.config import ConfigError, ModelConfig, from_dict, to_dict
-from audiovae.errors import AudioVAEError
+from audiovae.errors import AudioVAEError, shown
 from audiovae.files import replaced, write_text
 from audiovae.models.vae import VAE
 
@@ -132,6 +132,14 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
     raise ModelLoadError(f"unknown model '{name_or_path}' (available: {available}; or give a folder)")
 
 
+def load_shipped(name: str) -> VAE:
+    """A shipped model by its name alone, as a file names it (``model_id``): never a path."""
+    if name not in list_models():
+        raise ModelLoadError(f"unknown model {shown(name)} (shipped: {', '.join(list_models()) or 'none'}; a model "
+                             "of your own must be given explicitly, e.g. --model FOLDER)")
+    return load(PRETRAINED_DIR / f"{name}.json")
+
+
 def load(name_or_path: str | os.PathLike = "speech16k") -> VAE:
     """A VAE in eval mode from a shipped name or an exported folder; ``model.card`` holds its JSON."""
     card_path = _resolve(name_or_path)
@@ -139,7 +147,7 @@ def load(name_or_path: str | os.PathLike = "speech16k") -> VAE:
         card = json.loads(card_path.read_text(encoding="utf-8"))
         cfg = from_dict(ModelConfig, card["model"])
         expected = card["sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as e:
+    except (ValueError, OSError, KeyError, TypeError, ConfigError) as e:  # ValueError: not JSON, not UTF-8
         raise ModelLoadError(f"{card_path}: not a valid model card ({e})") from None
     weights = card_path.with_suffix(".safetensors")
     if not weights.exists():

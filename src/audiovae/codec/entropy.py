@@ -214,6 +214,9 @@ class EntropyModel:
             prev, prev2 = clipped, clipped if prev is None else prev
         if q.size and (q.min() < -(2**31) or q.max() >= 2**31):
             raise ValueError("entropy decode: symbols out of int32 range (corrupt data or wrong model/quality)")
+        if self.encode(q, quality) != bytes(data):  # also catches bytes left over or missing at the end
+            raise ValueError("entropy decode: the data is not the coding of its symbols (corrupt data or wrong "
+                             "model/quality)")
         return q.astype(np.int32)
 
     def bits_per_quality(self, means: np.ndarray) -> np.ndarray:

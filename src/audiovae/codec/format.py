@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from audiovae.errors import AudioVAEError
+from audiovae.errors import AudioVAEError, shown
 from audiovae.files import replaced
 
 MAGIC = b"AVAE"
@@ -366,8 +366,7 @@ def _chunk_crc(head: bytes, payload: bytes) -> int:
 
 
 def _invalid(key: str, expected: str, value: object) -> FormatError:
-    got = repr(value)
-    return FormatError(f"header key '{key}': expected {expected}, got {got if len(got) <= 80 else got[:77] + '...'}")
+    return FormatError(f"header key '{key}': expected {expected}, got {shown(value)}")
 
 
 def _uvarint(value: int) -> bytes:

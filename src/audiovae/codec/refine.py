@@ -166,11 +166,13 @@ def encode(gains: np.ndarray) -> bytes:
     return head + coder.get_compressed().astype("<u4").tobytes()
 
 
-def decode(data: bytes, bands: int) -> np.ndarray:
-    """Bytes of ``encode`` -> gain symbols (bands, frames)."""
+def decode(data: bytes, bands: int, max_frames: int = 0xFFFF) -> np.ndarray:
+    """Bytes of ``encode`` -> gain symbols (bands, frames); more than ``max_frames`` frames is an error."""
     if len(data) < 2:
         raise ValueError("refinement data is shorter than its frame count")
     (n,) = struct.unpack_from("<H", data)
+    if n > max_frames:
+        raise ValueError(f"refinement data holds {n} frames, more than the {max_frames} the latents allow")
     if n == 0:
         return np.zeros((bands, 0), np.int32)
     words = data[2 + bands * _BAND.size :]
@@ -179,9 +181,13 @@ def decode(data: bytes, bands: int) -> np.ndarray:
     mean, scale = np.array(list(_BAND.iter_unpack(data[2 : 2 + bands * _BAND.size])), np.int64).T
     if (scale >= len(_TABLES)).any() or (np.abs(mean) > 16 * LIMIT).any():
         raise ValueError("refinement data has a band outside the tables")
-    coder = _queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
-    r = coder.decode(_CATEGORICAL, _PMF[np.tile(scale, n), np.tile(mean & 15, n)]).astype(np.int64)
-    q = r.reshape(n, bands).T + (mean >> 4)[:, None] - RADIUS
+    pmf = _PMF[np.tile(scale, n), np.tile(mean & 15, n)]
+    r = _queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32)).decode(_CATEGORICAL, pmf)
+    q = r.astype(np.int64).reshape(n, bands).T + (mean >> 4)[:, None] - RADIUS
     if np.abs(q).max() > LIMIT:
         raise ValueError("refinement data decodes to gains out of range")
+    coder = _queue.RangeEncoder()
+    coder.encode(r, _CATEGORICAL, pmf)
+    if coder.get_compressed().astype("<u4").tobytes() != words:  # also catches words left over or missing
+        raise ValueError("refinement data is not the coding of its gains")
     return q.astype(np.int32)

@@ -22,11 +22,16 @@ from audiovae.codec import refine as refine_layer
 from audiovae.codec.entropy import VERSION as ENTROPY_VERSION
 from audiovae.codec.entropy import EntropyModel, fit_entropy_model, step_multipliers
 from audiovae.codec.format import HASH_PREFIX_DIGITS, FormatError, Header, Reader, Writer
-from audiovae.errors import AudioVAEError
+from audiovae.errors import AudioVAEError, shown
 from audiovae.inference import EncodeStream, block_frames, encode_means, split, to_model_rate, to_rate
 from audiovae.models.vae import VAE
 
-CHUNK_FRAMES = 250
+CHUNK_FRAMES = 250  # the most frames a chunk holds (a decoder refuses more)
+CHANNEL_GROUP = 8  # channels decoded together: the channel count does not multiply the decoder's memory
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000  # the original sample rates a decoder accepts
+_CODEC_KEYS = {"entropy_sha256": str, "samples": int, "streamed": bool, "refine": int,
+               "frames": int, "chunk_frames": int}  # codec keys and their JSON types (the last two: version 1)
+_JSON_TYPES = {str: "a string", int: "an integer", bool: "true or false"}
 DEFAULT_QUALITY = 7
 REFINE_FROM = 4  # --kbps adds the envelope refinement from this quality on
 
@@ -183,61 +188,128 @@ class Codec:
                        length: int | None = None, refine: bool = False) -> StreamEncoder:
         return StreamEncoder(self, sample_rate, channels, quality, length, refine)
 
+    @classmethod
+    def for_header(cls, header: Header, model: str | VAE | None = None, name: str | None = None) -> Codec:
+        """The codec that decodes a file with ``header``: ``model`` when given (a name, folder or VAE; its
+        weights must be those the file names), else the shipped model the file names (never a path)."""
+        from audiovae.registry import ModelLoadError, load_shipped
+
+        if model is None:
+            try:
+                model = load_shipped(header.model_id)
+            except ModelLoadError as e:
+                raise CodecError(f"{name}: {e}" if name else str(e)) from None
+        codec = cls(model)
+        codec.check(header, name)
+        return codec
+
     def decompress(self, data: bytes) -> tuple[np.ndarray, int]:
         return self.read(io.BytesIO(data))
 
     def read(self, fileobj, name: str | None = None) -> tuple[np.ndarray, int]:
         """Decode an .avae stream: (channels, samples) float32 at the original rate."""
         reader = Reader(fileobj, name=name)
-        self.check(reader.header, name)
         return np.concatenate(list(self.stream_decode(reader)), axis=1), reader.header.original_sample_rate
 
     def stream_decode(self, reader: Reader) -> Iterator[np.ndarray]:
-        """Decoded audio (channels, n) at the original rate, one block per chunk: bounded memory.
-        A file of known length is trimmed (or zero-padded) to it; a streamed one gives every sample."""
+        """Decoded audio (channels, n) at the original rate, one block per chunk: bounded memory. The header
+        is checked first (``check``). A file of known length is trimmed to it; a streamed one gives every sample."""
         h = reader.header
-        known = not h.codec.get("streamed", False)
+        self.check(h, reader.name)
+        known = "streamed" not in h.codec
         blocks = self._decode_chunks(reader, h)
         return to_rate(blocks, h.sample_rate, h.original_sample_rate, h.channels,
                        h.codec.get("samples", 0) if known else None, h.original_length if known else None)
 
     def check(self, h: Header, name: str | None = None) -> None:
-        where = f"{name}: " if name else ""
-        if not _names(h.model_sha256, self.model.card["sha256"]):
-            raise CodecError(f"{where}encoded with model '{h.model_id}' (sha256 {h.model_sha256[:12]}...), "
-                             f"not with '{self.model.name}' ({self.model.card['sha256'][:12]}...)")
-        stored = str(h.codec.get("entropy_sha256", self.entropy_sha256))  # files before it was recorded: not checked
+        """Refuse, before any chunk is read, a header this codec cannot decode as written: another model or
+        entropy model, a ``sample_rate`` other than the model's, an ``original_sample_rate`` outside
+        ``MIN_SAMPLE_RATE .. MAX_SAMPLE_RATE``, a quality out of range, codec keys unknown or of the wrong type,
+        a ``samples`` that is not what ``original_length`` gives at the model's rate."""
+        where, m = f"{name}: " if name else "", self.model
+        for key, value in h.codec.items():
+            if key not in _CODEC_KEYS:
+                raise CodecError(f"{where}unknown codec key {shown(key)} in the header")
+            if type(value) is not _CODEC_KEYS[key]:  # true is not an integer here
+                raise CodecError(f"{where}header codec key '{key}': expected {_JSON_TYPES[_CODEC_KEYS[key]]}, got "
+                                 f"{shown(value)}")
+        if not _names(h.model_sha256, m.card["sha256"]):
+            raise CodecError(f"{where}encoded with model {shown(h.model_id)} (sha256 {h.model_sha256[:12]}...), "
+                             f"not with '{m.name}' ({m.card['sha256'][:12]}...)")
+        stored = h.codec.get("entropy_sha256", self.entropy_sha256)  # files before it was recorded: not checked
         if not _names(stored, self.entropy_sha256):
-            raise CodecError(f"{where}coded with another entropy model of '{h.model_id}' "
-                             f"(sha256 {stored[:12]}...) than this one ({self.entropy_sha256[:12]}...)")
+            raise CodecError(f"{where}coded with another entropy model of {shown(h.model_id)} "
+                             f"(sha256 {shown(stored[:12])}...) than this one ({self.entropy_sha256[:12]}...)")
+        if h.sample_rate != m.sample_rate:
+            raise CodecError(f"{where}header sample_rate {h.sample_rate} is not the model's {m.sample_rate} Hz")
+        if not MIN_SAMPLE_RATE <= h.original_sample_rate <= MAX_SAMPLE_RATE:
+            raise CodecError(f"{where}header original_sample_rate {h.original_sample_rate} is outside "
+                             f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
         if not 1 <= h.quality <= self.entropy.qualities or h.quality != int(h.quality):
             raise CodecError(f"{where}quality {h.quality} is not one of this model's 1..{self.entropy.qualities}")
         if h.codec.get("refine", refine_layer.VERSION) != refine_layer.VERSION:
             raise CodecError(f"{where}envelope refinement version {h.codec['refine']!r} is not supported "
                              f"(this codec reads version {refine_layer.VERSION})")
+        if "streamed" in h.codec:
+            if not h.codec["streamed"] or "samples" in h.codec or h.original_length:
+                raise CodecError(f"{where}a streamed file records no length (codec streamed true, no samples, "
+                                 "original_length 0)")
+            return
+        expected = resampled_length(h.original_length, h.original_sample_rate, m.sample_rate)
+        if h.codec.get("samples") != expected:
+            raise CodecError(f"{where}header codec key 'samples' is {h.codec.get('samples', 'missing')}, but "
+                             f"original_length {h.original_length} at {h.original_sample_rate} Hz gives {expected}")
 
     def _decode_chunks(self, reader: Reader, h: Header) -> Iterator[np.ndarray]:
-        m, q = self.model, int(h.quality)
-        dec = m.stream_decoder()
+        """Audio (channels, n) at the model's rate, one block per chunk, then the decoder's tail. Each chunk's
+        frames are checked before it is decoded: at most ``CHUNK_FRAMES``, in all exactly the frames that
+        ``samples`` needs (a streamed file: any number)."""
+        m, q, where = self.model, int(h.quality), f"{reader.name}: " if reader.name else ""
+        need = None if "streamed" in h.codec else m.padded_length(h.codec["samples"]) // m.hop_length
+        groups = [slice(c, c + CHANNEL_GROUP) for c in range(0, h.channels, CHANNEL_GROUP)]
+        decoders = [m.stream_decoder() for _ in groups]
         refiner = refine_layer.Refiner(h.channels, m.sample_rate, m.hop_length) if "refine" in h.codec else None
+        frames = gain_frames = 0
         for chunk in reader:
-            symbols, gains = self._split(chunk.payload, chunk.frames, h.channels, q, refiner and len(refiner.starts))
-            y = dec(torch.from_numpy(np.stack([self.entropy.dequantize(s, q) for s in symbols])).float()).numpy()
-            yield y if refiner is None else refiner.push(y, gains)
-        y = dec.flush().numpy()
-        yield y if refiner is None else refiner.flush(y if y.ndim == 2 else None)
+            frames += chunk.frames
+            if chunk.frames > CHUNK_FRAMES:
+                raise FormatError(f"{where}chunk {chunk.index}: {chunk.frames} frames, more than the {CHUNK_FRAMES} "
+                                  "of a chunk (file damaged)")
+            if need is not None and frames > need:
+                raise FormatError(f"{where}chunk {chunk.index}: the chunks pass the {need} frames that "
+                                  f"{h.codec['samples']} samples need (file damaged)")
+            try:  # gains: at most one frame more than the latents decoded so far
+                symbols, gains = self._split(chunk.payload, chunk.frames, h.channels, q,
+                                             refiner and len(refiner.starts), frames + 1 - gain_frames)
+            except FormatError as e:
+                raise FormatError(f"{where}chunk {chunk.index}: {e}") from None
+            z = torch.from_numpy(np.stack([self.entropy.dequantize(s, q) for s in symbols])).float()
+            y = np.concatenate([dec(z[g]).numpy() for dec, g in zip(decoders, groups, strict=True)])
+            if not np.isfinite(y).all():
+                raise FormatError(f"{where}chunk {chunk.index}: its latents decode to audio that is not finite")
+            if refiner is not None:
+                gain_frames += gains.shape[-1]
+                y = refiner.push(y, gains)
+            yield y
+        if need is not None and frames != need:
+            raise FormatError(f"{where}the chunks hold {frames} frames, not the {need} that "
+                              f"{h.codec['samples']} samples need (file damaged)")
+        y = np.zeros((h.channels, 0), np.float32) if decoders[0].state is None else \
+            np.concatenate([dec.flush().numpy() for dec in decoders])
+        yield y if refiner is None else refiner.flush(y)
 
-    def _split(self, payload: bytes, frames: int, channels: int, quality: int,
-               bands: int | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
-        """A payload's symbols per channel, and with ``bands`` its refinement gains (channels, bands, n)."""
+    def _split(self, payload: bytes, frames: int, channels: int, quality: int, bands: int | None = None,
+               gain_frames: int = 0) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """A payload's symbols per channel, and with ``bands`` its refinement gains (channels, bands, n), at most
+        ``gain_frames`` frames of them."""
         fields = _fields(payload, channels * (2 if bands else 1))
         try:
             symbols = [self.entropy.decode(d, quality, frames) for d in fields[:: 2 if bands else 1]]
-            gains = [refine_layer.decode(d, bands) for d in fields[1::2]] if bands else None
+            gains = [refine_layer.decode(d, bands, gain_frames) for d in fields[1::2]] if bands else None
         except (ValueError, AssertionError, RuntimeError) as e:
-            raise FormatError(f"undecodable chunk payload ({e})") from None
+            raise FormatError(f"undecodable payload ({e})") from None
         if gains and len({g.shape[-1] for g in gains}) > 1:
-            raise FormatError("chunk payload's channels hold different numbers of refinement frames")
+            raise FormatError("the payload's channels hold different numbers of refinement frames")
         return symbols, None if gains is None else np.stack(gains)
 
 
@@ -246,12 +318,14 @@ def _fields(payload: bytes, count: int) -> list[bytes]:
     out, pos = [], 0
     for _ in range(count):
         if pos + 4 > len(payload):
-            raise FormatError("chunk payload is shorter than its channel lengths say")
+            raise FormatError("payload is shorter than its channel lengths say")
         (n,) = struct.unpack_from("<I", payload, pos)
         out.append(payload[pos + 4 : pos + 4 + n])
         if len(out[-1]) != n:
-            raise FormatError("chunk payload is shorter than its channel lengths say")
+            raise FormatError("payload is shorter than its channel lengths say")
         pos += 4 + n
+    if pos != len(payload):
+        raise FormatError(f"payload has {len(payload) - pos} bytes after its channels' data")
     return out
 
 
