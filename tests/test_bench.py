@@ -28,7 +28,7 @@ def test_quality_summary_and_tables(tmp_path):
     manifest = make_corpus(tmp_path)
     m = VAE(TINY).eval()
     rows = bench.quality(m, manifest, split="valid", max_clips=5)
-    assert len(rows) == 2 and {"pesq_wb", "stoi", "si_sdr", "mel_distance"} <= set(rows[0])
+    assert len(rows) == 2 and {"pesq_wb", "stoi", "si_sdr", "mel_distance", "ripple_ratio"} <= set(rows[0])
     summary = bench.summarize(rows)
     assert summary[0]["source"] == "all" and summary[0]["clips"] == 2
     assert summary[0]["mel_distance"] == pytest.approx(np.mean([r["mel_distance"] for r in rows]))
@@ -60,7 +60,7 @@ def test_codec_benchmark_rows_summary_and_plot(tmp_path):
                                  conditions=bench.codec_conditions(codec.model, [6.0], classics=False))
     assert [r["codec"] for r in rows] == ["posterior-mean", "audiovae"]
     assert math.isnan(rows[0]["kbps"]) and 0 < rows[1]["kbps"] <= 6.0
-    assert {"pesq_wb", "stoi", "visqol", "si_sdr", "mel_distance"} <= set(rows[1])
+    assert {"pesq_wb", "stoi", "visqol", "si_sdr", "mel_distance", "ripple_ratio"} <= set(rows[1])
     summary = bench.summarize_codec(rows)
     assert summary[1]["codec"] == "audiovae" and summary[1]["target_kbps"] == 6.0
     assert bench.plot_rate_quality(summary, tmp_path, "tiny codec").stat().st_size > 1000
@@ -84,3 +84,15 @@ def test_codec_conditions_and_targets_cover_12_kbps():
     music = bench.codec_targets([{**s, "pesq_wb": math.nan} for s in summary], 24000)
     assert music == ["NOT met: audiovae at <= 12 kbps above opus 12 kbps on visqol "
                      "(11.40 vs 14.40 kbps measured: visqol 3.5 vs 3.67)"]
+
+
+def test_ltas_ripple_sees_a_frame_rate_comb():
+    from audiovae import metrics
+
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(16000 * 3).astype(np.float32) * 0.1
+    comb = np.tile(noise[:320], 150)  # repeats every 320 samples: lines at multiples of 50 Hz
+    assert metrics.top_band(16000) == (4000, 7500)
+    assert metrics.ltas_ripple(noise, 16000) < 2.0 < 8.0 < metrics.ltas_ripple(comb, 16000)
+    assert metrics.ripple_ratio(noise, comb, 16000) > 4.0
+    assert metrics.ripple_ratio(noise, noise, 16000) == pytest.approx(1.0)

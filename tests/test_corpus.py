@@ -389,3 +389,50 @@ def test_real_fillets_subset(tmp_path, monkeypatch):
     assert len(entries) >= 5 and card["sources"][0]["unreadable"] == 0
     assert {e.labels["speaker"] for e in entries} <= {"fillets-cs:m", "fillets-cs:v"}
     assert all(e.labels["language"] == "cs" and 0.5 <= e.duration <= 10.0 for e in entries)
+
+
+def test_holdout_puts_whole_sources_and_speakers_in_the_unseen_split(tree, tmp_path):
+    srcs = recipe().sources
+    data = {"name": "tiny", "sample_rate": 16000, "sources": [
+        {"package": "fillets-ng-data-cs", "lister": "fillets", "holdout": True},
+        {"package": "tuxpaint-stamps-default", "lister": "tuxpaint", "holdout": "/math/"},
+        {"package": "asterisk-core-sounds-en-wav", "lister": "asterisk"},
+        {"package": "fake-music", "lister": "files", "options": {"under": MUSIC, "kind": "music"}},
+    ]}
+    assert len(srcs) == len(data["sources"])
+    card = build(parse_recipe(data, "test"), tmp_path / "corpora", jobs=1, system_root=tree)
+    entries, _ = read_manifest(tmp_path / "corpora" / "tiny" / "manifest.jsonl")
+    split_of = {}
+    for e in entries:  # every source file (and so every clip cut from it) is in exactly one split
+        split_of.setdefault(e.id.rsplit("#", 1)[0], set()).add(e.split)
+    assert all(len(s) == 1 for s in split_of.values())
+    held = {e.id for e in entries if e.split == "unseen"}
+    assert held and all(e.split == "unseen" for e in entries if e.source == "fillets-ng-data-cs")
+    tux = [e for e in entries if e.source == "tuxpaint-stamps-default"]
+    assert {e.split == "unseen" for e in tux} == {True, False}
+    assert all((e.split == "unseen") == ("/math/" in e.id) for e in tux)
+    assert not any(e.split == "unseen" for e in entries if e.source in ("asterisk-core-sounds-en-wav", "fake-music"))
+    assert card["splits"]["unseen"]["clips"] == len(held)
+    assert "(unseen: " in (tmp_path / "corpora" / "tiny" / "CARD.md").read_text()
+    with pytest.raises(RecipeError, match="holdout is not a regex"):
+        parse_recipe({**data, "sources": [{**data["sources"][0], "holdout": "("}]}, "test")
+    with pytest.raises(RecipeError, match="holdout must be"):
+        parse_recipe({**data, "sources": [{**data["sources"][0], "holdout": 3}]}, "test")
+
+
+def test_archive_lister_labels_from_named_groups(tmp_path):
+    root, wz = tmp_path / "sys", "/usr/share/games/game/base.zip"
+    (root / wz.lstrip("/")).parent.mkdir(parents=True)
+    with zipfile.ZipFile(root / wz.lstrip("/"), "w") as z:
+        for m in ("audio/voice/greek/civ/civ_female_attack_1.ogg", "audio/voice/latin/civ/civ_male_yes_1.ogg",
+                  "audio/voice/global/civ_dog_bark.ogg", "audio/music/theme.ogg", "audio/voice/readme.txt"):
+            z.writestr(m, b"x")
+    pkg = sources.Package("game-data", "game", root, tmp_path / "work", (wz, "/usr/share/doc/game-data/copyright"))
+    items = sources.archive(pkg, "/usr/share/games/*/*.zip", kind="speech", labels={"corpus": "x"},
+                            include=r"^audio/voice/(?P<language>greek|latin)/civ/civ_(?P<speaker>female|male)_",
+                            names={"greek": "grc", "latin": "la"})
+    assert [(i.member, i.labels["language"], i.labels["speaker"]) for i in items] == [
+        ("audio/voice/greek/civ/civ_female_attack_1.ogg", "grc", "game:grc:female"),
+        ("audio/voice/latin/civ/civ_male_yes_1.ogg", "la", "game:la:male")]
+    assert items[0].key == f"game{wz}/audio/voice/greek/civ/civ_female_attack_1.ogg"
+    assert items[0].labels["kind"] == "speech" and items[0].labels["corpus"] == "x"

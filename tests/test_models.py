@@ -1,3 +1,4 @@
+import math
 import random
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 
 from audiovae.config import ConfigError, LossConfig, ModelConfig, from_dict
 from audiovae.losses import ReconstructionLoss, kl_loss, kl_weight
-from audiovae.models.vae import VAE
+from audiovae.models.vae import VAE, phase_noise
 
 TINY = ModelConfig(enc_channels=16, enc_blocks=1, dec_channels=16, dec_blocks=2, latent_dim=4)
 
@@ -26,9 +27,11 @@ def test_shapes_and_rates():
     assert (post.kl() >= 0).all()
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_streaming_equals_whole(seed):
-    m = tiny_vae(seed)
+@pytest.mark.parametrize("seed,noise_bands", [(0, 0), (1, 0), (2, 0), (3, 4)])
+def test_streaming_equals_whole(seed, noise_bands):
+    m = tiny_vae(seed, noise_bands=noise_bands)
+    if noise_bands:
+        torch.nn.init.constant_(m.decoder.noise.bias, 2.0)  # gate mostly open: the phase noise matters
     rng = random.Random(seed)
     x = torch.randn(1, 16000 * 2) * 0.1
     with torch.no_grad():
@@ -50,6 +53,25 @@ def test_streaming_equals_whole(seed):
         y = torch.cat(outs, -1)
     assert zs.shape == z.shape and torch.allclose(zs, z, atol=1e-4)
     assert y.shape == whole.shape and torch.allclose(y, whole, atol=1e-4)
+
+
+def test_phase_noise_is_a_fixed_hash_of_frame_and_bin():
+    a = phase_noise(0, 50, 321)
+    assert a.shape == (321, 50) and a.min() >= -math.pi and a.max() < math.pi
+    assert torch.equal(torch.cat([phase_noise(0, 20, 321), phase_noise(20, 30, 321)], -1), a)
+    assert abs(float(a.mean())) < 0.05 and float(a.std()) == pytest.approx(math.pi / math.sqrt(3), rel=0.02)
+    assert float(a[0, 7]) == pytest.approx(float(phase_noise(7, 1, 321)[0, 0]))  # any block split, same value
+
+
+def test_noise_gate_starts_closed_and_opens_into_noise():
+    plain, gated = tiny_vae(0), tiny_vae(0, noise_bands=4)
+    missing, unexpected = gated.load_state_dict(plain.state_dict(), strict=False)
+    assert set(missing) == {"decoder.noise.weight", "decoder.noise.bias"} and not unexpected
+    z = torch.randn(1, 4, 40)
+    with torch.no_grad():
+        assert torch.allclose(gated.decode(z), plain.decode(z), atol=0.05 * float(plain.decode(z).abs().max()))
+        torch.nn.init.constant_(gated.decoder.noise.bias, 10.0)
+        assert not torch.allclose(gated.decode(z), plain.decode(z), atol=1e-3)
 
 
 def test_model_is_causal():

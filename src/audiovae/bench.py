@@ -175,7 +175,8 @@ def quality(model: VAE, manifest: str | Path, split: str = "test", max_clips: in
         y = reconstruct(model, x, sr)
         ref, est = x[0], y[0]
         row = {"id": e.id, "source": e.source, "seconds": round(e.duration, 2),
-               "mel_distance": metrics.mel_distance(ref, est, sr), "si_sdr": metrics.si_sdr(ref, est)}
+               "mel_distance": metrics.mel_distance(ref, est, sr), "si_sdr": metrics.si_sdr(ref, est),
+               "ripple_ratio": metrics.ripple_ratio(ref, est, sr)}
         if model.sample_rate == 16000:
             row["pesq_wb"] = metrics.pesq_wb(ref, est, sr)
             row["stoi"] = metrics.stoi(ref, est, sr)
@@ -187,7 +188,7 @@ def quality(model: VAE, manifest: str | Path, split: str = "test", max_clips: in
 
 def summarize(rows: list[dict], by: str = "source") -> list[dict]:
     """Mean of each metric over all rows and per ``by`` value."""
-    keys = [k for k in ("pesq_wb", "stoi", "si_sdr", "mel_distance") if k in rows[0]]
+    keys = [k for k in ("pesq_wb", "stoi", "si_sdr", "mel_distance", "ripple_ratio") if k in rows[0]]
     groups = {"all": rows} | {g: [r for r in rows if r[by] == g] for g in sorted({r[by] for r in rows})}
     out = []
     for g, rs in groups.items():
@@ -274,6 +275,7 @@ def codec_benchmark(codec, manifest: str | Path, split: str = "test", max_clips:
                    "encode_x_rt": e.duration / enc_s if enc_s else math.nan,
                    "decode_x_rt": e.duration / dec_s if dec_s else math.nan,
                    "si_sdr": metrics.si_sdr(ref, y), "mel_distance": metrics.mel_distance(ref, y, sr),
+                   "ripple_ratio": metrics.ripple_ratio(ref, y, sr),
                    "visqol": metrics.visqol(ref, y, sr, "speech" if speech else "audio")}
             if speech:
                 row["pesq_wb"], row["stoi"] = metrics.pesq_wb(ref, y, sr), metrics.stoi(ref, y, sr)
@@ -302,8 +304,8 @@ def _run_condition(codec, baselines, name: str, kbps: float, ref: np.ndarray, sr
 
 def summarize_codec(rows: list[dict]) -> list[dict]:
     """Mean of every metric per (codec, nominal kbps), in the order the conditions ran."""
-    keys = [k for k in ("kbps", "pesq_wb", "stoi", "visqol", "si_sdr", "mel_distance", "encode_x_rt",
-                        "decode_x_rt") if k in rows[0]]
+    keys = [k for k in ("kbps", "pesq_wb", "stoi", "visqol", "si_sdr", "mel_distance", "ripple_ratio",
+                        "encode_x_rt", "decode_x_rt") if k in rows[0]]
     out = []
     for cond in dict.fromkeys((r["codec"], r["nominal_kbps"]) for r in rows):
         rs = [r for r in rows if (r["codec"], r["nominal_kbps"]) == cond]

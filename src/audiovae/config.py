@@ -34,6 +34,7 @@ class ModelConfig:
     dec_blocks: int = 8
     expansion: int = 3
     kernel: int = 7
+    noise_bands: int = 0  # >0: a learned per-band gate of pseudo-random phase in the decoder (see models/vae.py)
 
     def validate(self) -> None:
         syn_hop = self.hop_length // self.upsample

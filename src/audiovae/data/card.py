@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from audiovae.data.manifest import SPLITS, Entry
+from audiovae.data.manifest import SPLITS, UNSEEN, Entry
 from audiovae.files import write_text
 
 LOSSY = {"ogg", "oga", "opus", "mp3", "m4a"}
@@ -35,7 +35,8 @@ def _source_row(b: dict, entries: list[Entry]) -> dict:
     mine = [e for e in entries if e.source == src.name]
     return {
         "name": src.name, "package": src.package, "also_install": src.also_install, "version": b["version"],
-        "lister": src.lister, "options": src.options, "note": src.note,
+        "lister": src.lister, "options": src.options, "note": src.note, "holdout": src.holdout,
+        "unseen_clips": sum(e.split == UNSEEN for e in mine),
         "license": b["license"], "copyright_license": b["copyright_license"],
         "file_licenses": dict(Counter(r["license"] for r in ok if r["license"])),
         "files": len(recs), "used": status["ok"], "too_short": status["too_short"],
@@ -109,7 +110,8 @@ def to_markdown(card: dict) -> str:
             lic += "; per file: " + ", ".join(f"{k} {v}" for k, v in r["file_licenses"].items())
         rates = ", ".join(f"{k}: {v}" for k, v in r["original_sample_rates"].items())
         fmts = ", ".join(f"{k} {v}" for k, v in r["formats"].items())
-        name = r["name"] + (" (synthetic)" if r["synthetic"] else "")
+        name = r["name"] + (" (synthetic)" if r["synthetic"] else "") + \
+            (f" (unseen: {r['unseen_clips']} clips)" if r.get("unseen_clips") else "")
         md.append(f"| {name} | {r['package']} {r['version']} | {lic} | {r['files']} | {r['used']} | "
                   f"{r['too_short']} | {r['unreadable']} | {r['clips']} | {r['hours']:.2f} | {fmts} | "
                   f"{rates} |")

@@ -15,6 +15,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -30,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from audiovae import audio
 from audiovae.data import sources
 from audiovae.data.card import write_card
-from audiovae.data.manifest import Entry, split_for, write_manifest
+from audiovae.data.manifest import UNSEEN, Entry, split_for, write_manifest
 from audiovae.errors import AudioVAEError
 from audiovae.files import write_text
 
@@ -56,6 +57,8 @@ class SourceConfig:
     enabled: bool = True
     note: str = ""  # shown in the card (why a source is disabled, what its labels mean)
     options: dict = field(default_factory=dict)  # keyword arguments of the lister
+    # the unseen-source split: true puts every file of the source there, a regex the files whose key matches
+    holdout: bool | str = False
 
 
 @dataclass
@@ -114,6 +117,13 @@ def parse_recipe(data, where: str) -> Recipe:
             raise RecipeError(f"{at}: duplicate source name '{src.name}'")
         seen.add(src.name)
         _check_options(src, at)
+        if not isinstance(src.holdout, bool | str):
+            raise RecipeError(f"{at}: holdout must be true, false or a regex, got {src.holdout!r}")
+        if isinstance(src.holdout, str):
+            try:
+                re.compile(src.holdout)
+            except re.error as e:
+                raise RecipeError(f"{at}: holdout is not a regex ({e})") from None
     return recipe
 
 
@@ -326,7 +336,8 @@ def entries_for(rec: dict, src: SourceConfig, license: str, recipe: Recipe) -> l
     """Manifest entries (clips) of one decoded file, all in the split of its source file."""
     if rec["status"] != "ok":
         return []
-    sr, split = recipe.sample_rate, split_for(rec["key"])
+    held = src.holdout is True or (isinstance(src.holdout, str) and re.search(src.holdout, rec["key"]))
+    sr, split = recipe.sample_rate, UNSEEN if held else split_for(rec["key"])
     return [Entry(id=f"{rec['key']}#{k}", path=rec["flac"], offset=a / sr, duration=(b - a) / sr,
                   sample_rate=sr, split=split, source=src.name, license=rec["license"] or license,
                   labels=rec["labels"])

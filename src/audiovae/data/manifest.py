@@ -18,7 +18,8 @@ from pathlib import Path
 from audiovae.errors import AudioVAEError
 from audiovae.files import replaced
 
-SPLITS = ("train", "valid", "test")
+UNSEEN = "unseen"  # whole sources held out of training and tuning (see SourceConfig.holdout)
+SPLITS = ("train", "valid", "test", UNSEEN)
 
 
 class ManifestError(AudioVAEError):

@@ -303,13 +303,36 @@ def espeak(pkg: Package, languages: list[str], per_language: int = 20,
 # --- music and sounds -----------------------------------------------------------------------------------
 
 def files(pkg: Package, under: str, kind: str, exts: tuple[str, ...] = PACKAGE_EXTENSIONS,
-          exclude: str = "", upstream: str = "") -> list[Item]:
-    """Every audio file under one folder (soundtracks, sound effects); ``exclude`` is a regex on the path.
-    With ``upstream`` (the folder's path in the copyright file), licenses are looked up per file."""
+          exclude: str = "", upstream: str = "", labels: dict | None = None) -> list[Item]:
+    """Every audio file under one folder (soundtracks, sound effects, voice lines); ``exclude`` is a regex
+    on the path; ``labels`` are added to every item (e.g. a language). With ``upstream`` (the folder's path
+    in the copyright file), licenses are looked up per file."""
     text = pkg.copyright() if upstream else ""
-    return [pkg.item(p, {"kind": kind, "name": p.rsplit("/", 1)[1].rsplit(".", 1)[0]},
+    return [pkg.item(p, {**(labels or {}), "kind": kind, "name": p.rsplit("/", 1)[1].rsplit(".", 1)[0]},
                      license=file_license(text, upstream + p[len(under):]) if upstream else "")
             for p in pkg.select(under, exts) if not (exclude and re.search(exclude, p))]
+
+
+def archive(pkg: Package, path: str, include: str, kind: str, labels: dict | None = None,
+            names: dict | None = None) -> list[Item]:
+    """Audio members of the zip archives (game data: .zip, .pk3, .wz) whose path in the package matches the
+    glob ``path``, kept where the regex ``include`` matches the member's path. Its named groups become labels
+    (their values renamed by ``names``, e.g. a folder name to a language code); a ``speaker`` is prefixed with
+    the source (and the language) so that it names one voice across sources."""
+    pattern, items = re.compile(include), []
+    for p in sorted(f for f in pkg.files if fnmatch.fnmatch(f, path) and pkg.path(f).is_file()):
+        with zipfile.ZipFile(pkg.path(p)) as z:
+            members = sorted(m for m in z.namelist() if m.lower().endswith(AUDIO_EXTENSIONS))
+        for m in members:
+            if not (found := pattern.search(m)):
+                continue
+            got = {k: (names or {}).get(v, v) for k, v in found.groupdict().items() if v}
+            if "speaker" in got:
+                got["speaker"] = ":".join([pkg.source, *([got["language"]] if "language" in got else []),
+                                           got["speaker"]])
+            name = m.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            items.append(pkg.item(p, {**(labels or {}), **got, "kind": kind, "name": name}, member=m))
+    return items
 
 
 def ufoai(pkg: Package, kind: str) -> list[Item]:
@@ -429,6 +452,6 @@ def folder(pkg: Package, path: str, label_from: str = "parent-dir") -> list[Item
     return items
 
 
-LISTERS = {f.__name__: f for f in (tuxpaint, fillets, klettres, asterisk, espeak, files, ufoai, hydrogen,
+LISTERS = {f.__name__: f for f in (tuxpaint, fillets, klettres, asterisk, espeak, files, archive, ufoai, hydrogen,
                                    sonic_pi, lmms, midi, folder)}
 

@@ -5,10 +5,17 @@ complex spectrum -> ConvNeXt blocks -> (mu, std) per latent frame. Decoder: Conv
 latent rate -> each latent frame predicts ``upsample`` STFT frames (log magnitude + phase, Vocos
 style) -> causal overlap-add. Everything is causal, so streaming is exact; the decoder's output
 lags by ``n_fft - hop`` samples (``latency``), which ``reconstruct`` pads for.
+
+With ``noise_bands``, the decoder also predicts a gate per band and synthesis frame that adds up to a
+full turn of pseudo-random phase to the bins of that band. Where the latents cannot say the phase (noise,
+reverberant tails), a deterministic decoder fed near-constant latents repeats itself every latent frame,
+a line spectrum at the frame rate (the "comb"); the gate lets it render noise there instead. The phase
+noise is a hash of (synthesis frame index, bin), so decoding is deterministic and streaming stays exact.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -70,21 +77,47 @@ class Decoder(nn.Module):
         self.proj = nn.Conv1d(cfg.latent_dim, cfg.dec_channels, 1)
         self.stack = ConvNeXtStack(cfg.dec_channels, cfg.dec_blocks, cfg.expansion, cfg.kernel)
         self.head = nn.Conv1d(cfg.dec_channels, cfg.upsample * 2 * self.bins, 1)
+        self.noise_bands = cfg.noise_bands
+        if cfg.noise_bands:
+            self.noise = nn.Conv1d(cfg.dec_channels, cfg.upsample * cfg.noise_bands, 1)
+            nn.init.zeros_(self.noise.weight)
+            nn.init.constant_(self.noise.bias, -5.0)  # starts (almost) closed: the decoder it was added to
         self.istft = CausalISTFT(cfg.n_fft, cfg.hop_length // cfg.upsample)
 
-    def spectrum(self, z: Tensor, state: list | None = None) -> tuple[Tensor, list]:
+    def _frames(self, x: Tensor) -> Tensor:
+        """(b, c * upsample, t) at the latent rate -> (b, c, t * upsample) synthesis frames."""
+        b, _, t = x.shape
+        return x.reshape(b, self.upsample, -1, t).permute(0, 2, 3, 1).reshape(b, -1, t * self.upsample)
+
+    def spectrum(self, z: Tensor, state: list | None = None, start: int = 0) -> tuple[Tensor, list]:
+        """Complex spectra of the synthesis frames; ``start`` is the index of the first one in the stream."""
         h, s_stack = self.stack(self.proj(z), state)
-        b, _, t = h.shape
-        out = self.head(h).reshape(b, self.upsample, 2 * self.bins, t)
-        out = out.permute(0, 2, 3, 1).reshape(b, 2 * self.bins, t * self.upsample)
-        logmag, phase = out.chunk(2, dim=1)
+        logmag, phase = self._frames(self.head(h)).chunk(2, dim=1)
+        if self.noise_bands:
+            gate = torch.sigmoid(self._frames(self.noise(h)))  # (b, bands, frames)
+            gate = F.interpolate(gate.transpose(1, 2), size=self.bins, mode="linear", align_corners=True)
+            phase = phase + gate.transpose(1, 2) * phase_noise(start, phase.shape[-1], self.bins).to(phase)
         mag = torch.exp(logmag.clamp(max=8.0))
         return torch.polar(mag, phase), s_stack
 
     def forward(self, z: Tensor, state: list | None = None) -> tuple[Tensor, list]:
-        spec, s_stack = self.spectrum(z, None if state is None else state[0])
+        start = 0 if state is None else state[2]
+        spec, s_stack = self.spectrum(z, None if state is None else state[0], start)
         y, s_ola = self.istft(spec, None if state is None else state[1])
-        return y, [s_stack, s_ola]
+        return y, [s_stack, s_ola, start + spec.shape[-1]]
+
+
+def phase_noise(start: int, frames: int, bins: int) -> Tensor:
+    """(bins, frames) phases in [-pi, pi) from an integer hash of (frame index, bin): the same on every
+    machine and for any split of a stream into blocks."""
+    t = torch.arange(start, start + frames, dtype=torch.int64)[None, :]
+    k = torch.arange(bins, dtype=torch.int64)[:, None]
+    mask = 0xFFFFFFFF
+    x = ((t * 73856093) ^ (k * 19349663) ^ 0x5BD1E995) & mask
+    for _ in range(2):
+        x = (((x >> 16) ^ x) * 0x45D9F3B) & mask
+    x = (x >> 16) ^ x
+    return (x.to(torch.float64) / 2.0**32 * 2 * math.pi - math.pi).to(torch.float32)
 
 
 class VAE(nn.Module):

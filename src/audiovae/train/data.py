@@ -40,6 +40,7 @@ from audiovae.config import ConfigError
 from audiovae.data.manifest import SPLITS, Entry, read_manifest
 from audiovae.errors import AudioVAEError
 from audiovae.files import write_text
+from audiovae.train.augment import AugmentConfig, augment, draw_speed
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,10 @@ class DataConfig:
     shuffle_buffer: int = 1000  # samples held for shuffling a shard stream
     preload: bool = False  # decode each split's files into memory once (small corpora, fast accelerators)
     seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training crops only
 
     def validate(self) -> None:
+        self.augment.validate()
         if self.crop_seconds <= 0 or self.eval_seconds <= 0 or self.min_seconds < 0:
             raise ConfigError("data: crop_seconds and eval_seconds must be > 0, min_seconds >= 0")
         if len(self.gain_db) != 2 or self.gain_db[0] > self.gain_db[1]:
@@ -121,10 +124,20 @@ def _window(region: int, want: int, rng: np.random.Generator | None, eval_crop: 
     return (0 if eval_crop == "start" else (region - n) // 2), n
 
 
-def _finish(x: np.ndarray, sr: int, c: DataConfig, rng: np.random.Generator | None) -> torch.Tensor:
-    """Resample, set channels, cut or zero-pad to the crop length, then (training) gain and polarity."""
+def _speed(c: DataConfig, rng: np.random.Generator | None) -> float:
+    """A training crop's speed factor (``augment.draw_speed``; 1.0 for evaluation crops)."""
+    return draw_speed(c.augment, rng) if rng is not None and c.augment.speed else 1.0
+
+
+def _finish(x: np.ndarray, sr: int, c: DataConfig, rng: np.random.Generator | None,
+            speed: float = 1.0) -> torch.Tensor:
+    """Resample, set channels, (training) augment, cut or zero-pad to the crop length, then (training) gain and
+    polarity; ``x`` holds ``speed`` times the crop's duration."""
     frames = int(round(c.seconds(rng is not None) * c.sample_rate))
-    x = audio.to_channels(audio.resample(x, sr, c.sample_rate), c.channels)[:, :frames]
+    x = audio.to_channels(audio.resample(x, sr, c.sample_rate), c.channels)
+    if rng is not None and c.augment.active:
+        x = augment(x, c.sample_rate, c.augment, rng, speed)
+    x = x[:, :frames]
     if x.shape[1] < frames:
         x = np.pad(x, ((0, 0), (0, frames - x.shape[1])))
     if rng is not None:
@@ -220,11 +233,12 @@ class ClipDataset(Dataset):
         c, sr = self.config, e.sample_rate
         first = int(round(e.offset * sr))
         region = int(round((e.offset + e.duration) * sr)) - first
-        start, n = _window(region, int(round(c.seconds(rng is not None) * sr)), rng, c.eval_crop)
+        speed = _speed(c, rng)
+        start, n = _window(region, int(round(c.seconds(rng is not None) * sr * speed)), rng, c.eval_crop)
         if e.path in self._cache:
-            return _finish(self._cache[e.path][:, first + start : first + start + n], sr, c, rng)
+            return _finish(self._cache[e.path][:, first + start : first + start + n], sr, c, rng, speed)
         x, _ = audio.load(e.path, mono=c.channels == 1, offset=(first + start) / sr, duration=n / sr)
-        return _finish(x, sr, c, rng)
+        return _finish(x, sr, c, rng, speed)
 
 
 class ClipSampler(Sampler[tuple[int, int]]):
@@ -330,8 +344,9 @@ class ShardDataset(IterableDataset):
                 self.skipped += 1
                 log.warning("skipping shard sample %s (%s): %s", s.get("__key__"), s.get("__url__"), e)
                 continue
-            start, n = _window(x.shape[0], int(round(c.seconds(rng is not None) * sr)), rng, c.eval_crop)
-            yield {"audio": _finish(x[start : start + n].T, sr, c, rng), "label": label}
+            speed = _speed(c, rng)
+            start, n = _window(x.shape[0], int(round(c.seconds(rng is not None) * sr * speed)), rng, c.eval_crop)
+            yield {"audio": _finish(x[start : start + n].T, sr, c, rng, speed), "label": label}
 
 
 def write_shards(

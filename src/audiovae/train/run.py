@@ -32,10 +32,11 @@ def initial_weights(init: str) -> tuple[ModelConfig, dict, dict | None]:
 
 
 def load_grown(vae, state: dict, blocks: int) -> None:
-    """Load ``state`` into ``vae``, whose decoder may have more blocks than the ``blocks`` of ``state``: those
-    start with a zero layer scale, so the model computes what ``state``'s did."""
+    """Load ``state`` into ``vae``, whose decoder may have more blocks than the ``blocks`` of ``state`` (they
+    start with a zero layer scale) or a phase-noise gate that ``state`` lacks (it starts almost closed), so the
+    model computes what ``state``'s did."""
     missing, unexpected = vae.load_state_dict(state, strict=False)
-    grown = [f"decoder.stack.blocks.{i}." for i in range(blocks, len(vae.decoder.stack.blocks))]
+    grown = [f"decoder.stack.blocks.{i}." for i in range(blocks, len(vae.decoder.stack.blocks))] + ["decoder.noise."]
     wrong = unexpected + [k for k in missing if not k.startswith(tuple(grown))]
     if wrong:
         raise AudioVAEError(f"--init: the weights do not fit the model ({', '.join(wrong[:3])})")
@@ -70,7 +71,8 @@ def train(
         raise AudioVAEError("grow_decoder adds blocks to a trained decoder: give --init, the model to grow")
     if init:
         model_cfg, state, scales = initial_weights(init)
-        cfg = replace(cfg, model=replace(model_cfg, dec_blocks=model_cfg.dec_blocks + cfg.grow_decoder))
+        cfg = replace(cfg, model=replace(model_cfg, dec_blocks=model_cfg.dec_blocks + cfg.grow_decoder,
+                                         noise_bands=cfg.model.noise_bands or model_cfg.noise_bands))
     module = VAEModule(cfg, str(run_dir))
     if init and not resume:
         load_grown(module.vae, state, model_cfg.dec_blocks)
