@@ -77,5 +77,5 @@ def test_clip_dataset_augments_training_crops_only(tmp_path):
     a, b = with_aug[(0, 5)]["audio"], with_aug[(0, 5)]["audio"]
     assert a.shape == (1, SR // 2) and (a == b).all()  # same draw, same crop
     assert not np.allclose(a.numpy(), without[(0, 5)]["audio"].numpy(), atol=1e-3)
-    ev = ClipDataset([e], cfg, root=tmp_path, train=False)
-    assert (ev[0]["audio"] == ClipDataset([e], plain, root=tmp_path, train=False)[0]["audio"]).all()  # evaluation crops are never augmented
+    ev = ClipDataset([e], cfg, root=tmp_path, train=False)  # evaluation crops are never augmented
+    assert (ev[0]["audio"] == ClipDataset([e], plain, root=tmp_path, train=False)[0]["audio"]).all()
