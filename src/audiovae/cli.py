@@ -735,6 +735,8 @@ def compress(
     quality: int | None = typer.Option(None, "--quality", help="Quality level 1 (smallest) .. 16 (best)."),
     refine: bool | None = typer.Option(None, "--refine/--no-refine", help="Add the envelope refinement layer "
                                        "(default: with --kbps from quality 4 on, without with --quality)."),
+    extend: bool = typer.Option(True, "--extend/--no-extend", help="Rebuild the band above the model's from a "
+                                "coded envelope (bandwidth extension; on where the input's rate has that band)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Compress audio with the neural codec, block by block (memory does not grow with the length)."""
@@ -759,7 +761,7 @@ def compress(
         blocks = audio.blocks(src, block_frames(meta.sample_rate))
         with _output(output) as f:
             q = codec.write_blocks(f, blocks, meta.sample_rate, meta.channels, meta.frames, kbps=kbps, quality=quality,
-                                   refine=refine)
+                                   refine=refine, extend=None if extend else False)
             size = f.tell()
     rate = size * 8 / meta.duration / 1000
     err_console.print(f"{input} -> {output}: {size} bytes, {rate:.2f} kbps, quality {q}")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from audiovae.audio import resampled_length, validate
+from audiovae.codec import extend as extend_layer
 from audiovae.codec import refine as refine_layer
 from audiovae.codec.entropy import VERSION as ENTROPY_VERSION
 from audiovae.codec.entropy import EntropyModel, fit_entropy_model, step_multipliers
@@ -29,7 +30,7 @@ from audiovae.models.vae import VAE
 CHUNK_FRAMES = 250  # the most frames a chunk holds (a decoder refuses more)
 CHANNEL_GROUP = 8  # channels decoded together: the channel count does not multiply the decoder's memory
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000  # the original sample rates a decoder accepts
-_CODEC_KEYS = {"entropy_sha256": str, "samples": int, "streamed": bool, "refine": int,
+_CODEC_KEYS = {"entropy_sha256": str, "samples": int, "streamed": bool, "refine": int, "extend": int,
                "frames": int, "chunk_frames": int}  # codec keys and their JSON types (the last two: version 1)
 _JSON_TYPES = {str: "a string", int: "an integer", bool: "true or false"}
 DEFAULT_QUALITY = 7
@@ -51,21 +52,23 @@ class Codec:
         self.entropy_sha256 = self.model.card["entropy"]["sha256"]
 
     def compress(self, wave: np.ndarray, sample_rate: int, kbps: float | None = None,
-                 quality: int | None = None, refine: bool | None = None) -> bytes:
+                 quality: int | None = None, refine: bool | None = None, extend: bool | None = None) -> bytes:
         out = io.BytesIO()
-        self.write(out, wave, sample_rate, kbps=kbps, quality=quality, refine=refine)
+        self.write(out, wave, sample_rate, kbps=kbps, quality=quality, refine=refine, extend=extend)
         return out.getvalue()
 
     def write(self, fileobj, wave: np.ndarray, sample_rate: int, kbps: float | None = None,
-              quality: int | None = None, refine: bool | None = None) -> int:
+              quality: int | None = None, refine: bool | None = None, extend: bool | None = None) -> int:
         """Encode ``wave`` (channels, samples) into ``fileobj``; returns the quality used (see ``write_blocks``)."""
         wave = wave[None] if wave.ndim == 1 else wave
         validate(wave)
         blocks = split(wave, block_frames(sample_rate))
-        return self.write_blocks(fileobj, blocks, sample_rate, wave.shape[0], wave.shape[1], kbps, quality, refine)
+        return self.write_blocks(fileobj, blocks, sample_rate, wave.shape[0], wave.shape[1], kbps, quality, refine,
+                                 extend)
 
     def write_blocks(self, fileobj, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, length: int,
-                     kbps: float | None = None, quality: int | None = None, refine: bool | None = None) -> int:
+                     kbps: float | None = None, quality: int | None = None, refine: bool | None = None,
+                     extend: bool | None = None) -> int:
         """Encode a ``length``-sample signal arriving as (channels, n) blocks into ``fileobj``, chunk by
         chunk; returns the quality used. Blocks of ``block_frames(sample_rate)`` give the bytes of ``write``.
 
@@ -74,28 +77,33 @@ class Codec:
         and sums each quality's ideal code length, then the file is coded (again at lower qualities while it
         is too large). ``refine`` (the envelope refinement layer): None adds it with ``kbps`` from quality
         ``REFINE_FROM`` on, where it is worth more than finer latents, and leaves it out with a quality; its
-        size is estimated from the first chunk's (exact for files of one chunk)."""
+        size is estimated from the first chunk's (exact for files of one chunk). ``extend`` (the bandwidth
+        extension, extend.py): None adds it where the input has band above the model's; its bytes do not
+        depend on the quality and come off the budget."""
         if kbps is not None and kbps <= 0:
             raise CodecError(f"--kbps must be positive, got {kbps:g}")
         if kbps is None:
             enc = self.stream_encoder(sample_rate, channels, DEFAULT_QUALITY if quality is None else quality,
-                                      length=length, refine=bool(refine))
+                                      length=length, refine=bool(refine), extend=extend)
             for block in blocks:
                 fileobj.write(enc(block))
             fileobj.write(enc.finish())
             return enc.quality
         if quality is not None:
             raise CodecError("give --kbps or --quality, not both")
-        chunker = _Chunker(self.model, sample_rate, channels, length, keep_samples=refine is not False)
+        extend = self._extend(extend, sample_rate)
+        chunker = _Chunker(self.model, sample_rate, channels, length, keep_samples=refine is not False,
+                           extend=extend)
         budget = kbps * 1000 * length / sample_rate / 8  # bytes
-        sizes, bits = [], np.zeros(self.entropy.qualities)
+        sizes, bits, envelopes = [], np.zeros(self.entropy.qualities), []
         shape = (channels, self.model.latent_dim)
         with tempfile.TemporaryFile() as spool:
-            for means, x in chunker.run(blocks):
+            for means, x, envelope in chunker.run(blocks):
                 spool.write(means.astype("<f4").tobytes())
                 if x is not None:
                     spool.write(x.astype("<f4").tobytes())
                 sizes.append(means.shape[-1])
+                envelopes.append(envelope)
                 bits += sum(self.entropy.bits_per_quality(m) for m in means)
 
             def chunks():
@@ -104,32 +112,35 @@ class Codec:
                     means = np.frombuffer(spool.read(4 * n * shape[0] * shape[1]), "<f4").reshape(*shape, n)
                     x = None if chunker.samples is None else \
                         np.frombuffer(spool.read(4 * n * self.model.hop_length * channels), "<f4").reshape(channels, -1)
-                    yield means, x, i == len(sizes) - 1
+                    yield means, x, envelopes[i], i == len(sizes) - 1
 
-            def best(extra: float = 0.0) -> int:
+            fixed = sum(4 + len(e) for e in envelopes if e is not None)  # the extension's bytes
+
+            def best(extra: float = fixed) -> int:
                 fits = np.flatnonzero(bits / 8 + extra <= budget)
                 return int(fits[-1]) + 1 if fits.size else 1
 
             quality = best()
             refined = bool(refine) or (refine is None and quality >= REFINE_FROM)
             if refined:
-                container = len(self.header(channels, sample_rate, quality, length, True).to_bytes()) + 30 \
-                    + 16 * len(sizes)  # preamble, header, trailer, chunk records
+                container = len(self.header(channels, sample_rate, quality, length, True, extend).to_bytes()) + 30 \
+                    + 16 * len(sizes) + fixed  # preamble, header, trailer, chunk records, extension
                 quality = self._refined_quality(next(chunks()), quality, sum(sizes), container, best)
                 if refine is None and quality < REFINE_FROM:
                     refined, quality = False, best()
             while True:
                 with tempfile.TemporaryFile() as out:
-                    writer = Writer(out, self.header(channels, sample_rate, quality, length, refined))
+                    writer = Writer(out, self.header(channels, sample_rate, quality, length, refined, extend))
                     refiner = _RefineEncoder(self.model, channels) if refined else None
-                    for means, x, last in chunks():
-                        writer.write_chunk(self.chunk_payload(means, quality, x, refiner, last), means.shape[-1])
+                    for means, x, envelope, last in chunks():
+                        writer.write_chunk(self.chunk_payload(means, quality, x, refiner, last, envelope),
+                                           means.shape[-1])
                     writer.close()
                     if out.tell() <= budget or (quality == 1 and (refine or not refined)):
                         out.seek(0)
                         shutil.copyfileobj(out, fileobj)
                         return quality
-                    extra = out.tell() - bits[quality - 1] / 8  # the container's and the refinement's bytes
+                    extra = out.tell() - bits[quality - 1] / 8  # the container's and the layers' bytes
                 if refined and refine is None and best(extra) < REFINE_FROM:
                     refined, quality = False, best()  # the layer costs more than the latents can give up
                 elif refined:
@@ -141,11 +152,12 @@ class Codec:
         """The quality at which the refined file should fit: ``best(extra bytes)`` with the layer's bytes
         extrapolated from the first chunk's to ``frames``, measured again as the quality drops (coarser
         latents leave the decoder more to refine)."""
-        means, x, last = first_chunk
+        means, x, envelope, last = first_chunk
         for _ in range(3):
-            payload = self.chunk_payload(means, quality, x, _RefineEncoder(self.model, means.shape[0]), last)
+            payload = self.chunk_payload(means, quality, x, _RefineEncoder(self.model, means.shape[0]), last, envelope)
             layer = len(payload) - sum(self.entropy.bits(self.entropy.quantize(m, quality), quality)
                                        for m in means) / 8
+            layer -= 0 if envelope is None else 4 + len(envelope)  # in ``container`` already
             extra = layer * (1 + (frames / means.shape[-1] - 1) * 1.03) + container
             if best(extra) >= quality:
                 break
@@ -156,8 +168,16 @@ class Codec:
         if not 1 <= quality <= self.entropy.qualities:
             raise CodecError(f"--quality must be 1..{self.entropy.qualities}, got {quality}")
 
+    def _extend(self, extend: bool | None, sample_rate: int) -> bool:
+        """Whether to add the bandwidth extension: None where the input has band above the model's."""
+        possible = extend_layer.possible(sample_rate, self.model.sample_rate)
+        if extend and not possible:
+            raise CodecError(f"no band to extend: a {sample_rate} Hz input has less than "
+                             f"{extend_layer.MIN_WIDTH_HZ} Hz above the model's {self.model.sample_rate // 2} Hz")
+        return possible if extend is None else extend
+
     def header(self, channels: int, sample_rate: int, quality: int, length: int | None = None,
-               refine: bool = False) -> Header:
+               refine: bool = False, extend: bool = False) -> Header:
         """The file header of a ``length``-sample signal; None (``original_length`` 0, ``codec['streamed']``)
         when the length is not known up front."""
         m = self.model
@@ -167,26 +187,32 @@ class Codec:
             codec = {"samples": resampled_length(length, sample_rate, m.sample_rate)}
         if refine:
             codec["refine"] = refine_layer.VERSION
+        if extend:
+            codec["extend"] = extend_layer.VERSION
         return Header(model_id=m.name, model_sha256=m.card["sha256"], sample_rate=m.sample_rate,
                       channels=channels, original_length=length or 0, original_sample_rate=sample_rate,
                       quality=quality, entropy_model=f"{self.entropy.kind}-v{ENTROPY_VERSION}",
                       codec={"entropy_sha256": self.entropy_sha256[:HASH_PREFIX_DIGITS], **codec})
 
     def chunk_payload(self, means: np.ndarray, quality: int, x: np.ndarray | None = None,
-                      refiner: _RefineEncoder | None = None, last: bool = False) -> bytes:
+                      refiner: _RefineEncoder | None = None, last: bool = False,
+                      envelope: bytes | None = None) -> bytes:
         """(channels, latent_dim, frames) posterior means -> one chunk's payload (see docs/format.md); with a
-        ``refiner``, each channel's refinement gains follow its latents (``x``: the chunk's samples)."""
+        ``refiner``, each channel's refinement gains follow its latents (``x``: the chunk's samples); the coded
+        extension ``envelope``, when given, comes last."""
         symbols = [self.entropy.quantize(c, quality) for c in means]
         parts = [[self.entropy.encode(q, quality)] for q in symbols]
         if refiner is not None:
             z = np.stack([self.entropy.dequantize(q, quality) for q in symbols])
             for part, gains in zip(parts, refiner(x, z, last), strict=True):
                 part.append(gains)
+        if envelope is not None:
+            parts.append([envelope])
         return b"".join(struct.pack("<I", len(p)) + p for part in parts for p in part)
 
     def stream_encoder(self, sample_rate: int, channels: int, quality: int = DEFAULT_QUALITY,
-                       length: int | None = None, refine: bool = False) -> StreamEncoder:
-        return StreamEncoder(self, sample_rate, channels, quality, length, refine)
+                       length: int | None = None, refine: bool = False, extend: bool | None = None) -> StreamEncoder:
+        return StreamEncoder(self, sample_rate, channels, quality, length, refine, self._extend(extend, sample_rate))
 
     @classmethod
     def for_header(cls, header: Header, model: str | VAE | None = None, name: str | None = None) -> Codec:
@@ -217,9 +243,14 @@ class Codec:
         h = reader.header
         self.check(h, reader.name)
         known = "streamed" not in h.codec
-        blocks = self._decode_chunks(reader, h)
-        return to_rate(blocks, h.sample_rate, h.original_sample_rate, h.channels,
-                       h.codec.get("samples", 0) if known else None, h.original_length if known else None)
+        limit, length = (h.codec.get("samples", 0), h.original_length) if known else (None, None)
+        if "extend" not in h.codec:
+            return to_rate(self._decode_chunks(reader, h), h.sample_rate, h.original_sample_rate, h.channels, limit,
+                           length)
+        # the extension sees the decoder's tail, as in a streamed file, and the length is cut after it
+        extender = extend_layer.Extender(h.channels, h.original_sample_rate, h.sample_rate)
+        blocks = to_rate(self._decode_chunks(reader, h, extender), h.sample_rate, h.original_sample_rate, h.channels)
+        return to_rate(extender.run(blocks), h.original_sample_rate, h.original_sample_rate, h.channels, length, length)
 
     def check(self, h: Header, name: str | None = None) -> None:
         """Refuse, before any chunk is read, a header this codec cannot decode as written: another model or
@@ -250,6 +281,12 @@ class Codec:
         if h.codec.get("refine", refine_layer.VERSION) != refine_layer.VERSION:
             raise CodecError(f"{where}envelope refinement version {h.codec['refine']!r} is not supported "
                              f"(this codec reads version {refine_layer.VERSION})")
+        if h.codec.get("extend", extend_layer.VERSION) != extend_layer.VERSION:
+            raise CodecError(f"{where}bandwidth extension version {h.codec['extend']!r} is not supported "
+                             f"(this codec reads version {extend_layer.VERSION})")
+        if "extend" in h.codec and not extend_layer.possible(h.original_sample_rate, m.sample_rate):
+            raise CodecError(f"{where}a bandwidth extension from {m.sample_rate} Hz to {h.original_sample_rate} Hz "
+                             "has no band to extend")
         if "streamed" in h.codec:
             if not h.codec["streamed"] or "samples" in h.codec or h.original_length:
                 raise CodecError(f"{where}a streamed file records no length (codec streamed true, no samples, "
@@ -260,16 +297,18 @@ class Codec:
             raise CodecError(f"{where}header codec key 'samples' is {h.codec.get('samples', 'missing')}, but "
                              f"original_length {h.original_length} at {h.original_sample_rate} Hz gives {expected}")
 
-    def _decode_chunks(self, reader: Reader, h: Header) -> Iterator[np.ndarray]:
+    def _decode_chunks(self, reader: Reader, h: Header,
+                       extender: extend_layer.Extender | None = None) -> Iterator[np.ndarray]:
         """Audio (channels, n) at the model's rate, one block per chunk, then the decoder's tail. Each chunk's
         frames are checked before it is decoded: at most ``CHUNK_FRAMES``, in all exactly the frames that
-        ``samples`` needs (a streamed file: any number)."""
+        ``samples`` needs (a streamed file: any number). Each chunk's extension envelope goes to ``extender``
+        (at most the frames that the latents so far can span)."""
         m, q, where = self.model, int(h.quality), f"{reader.name}: " if reader.name else ""
         need = None if "streamed" in h.codec else m.padded_length(h.codec["samples"]) // m.hop_length
         groups = [slice(c, c + CHANNEL_GROUP) for c in range(0, h.channels, CHANNEL_GROUP)]
         decoders = [m.stream_decoder() for _ in groups]
         refiner = refine_layer.Refiner(h.channels, m.sample_rate, m.hop_length) if "refine" in h.codec else None
-        frames = gain_frames = 0
+        frames = gain_frames = envelope_frames = 0
         for chunk in reader:
             frames += chunk.frames
             if chunk.frames > CHUNK_FRAMES:
@@ -279,7 +318,14 @@ class Codec:
                 raise FormatError(f"{where}chunk {chunk.index}: the chunks pass the {need} frames that "
                                   f"{h.codec['samples']} samples need (file damaged)")
             try:  # gains: at most one frame more than the latents decoded so far
-                symbols, gains = self._split(chunk.payload, chunk.frames, h.channels, q,
+                payload = chunk.payload
+                if extender is not None:
+                    payload, envelope = _last_field(payload, h.channels * (2 if refiner else 1))
+                    bound = extender.layout.max_frames(frames * m.hop_length, m.sample_rate, h.original_sample_rate)
+                    envelope = _decoded(extend_layer.decode, envelope, h.channels, bound - envelope_frames)
+                    envelope_frames += envelope[0].shape[-1]
+                    extender.envelope(*envelope)
+                symbols, gains = self._split(payload, chunk.frames, h.channels, q,
                                              refiner and len(refiner.starts), frames + 1 - gain_frames)
             except FormatError as e:
                 raise FormatError(f"{where}chunk {chunk.index}: {e}") from None
@@ -313,6 +359,20 @@ class Codec:
         return symbols, None if gains is None else np.stack(gains)
 
 
+def _last_field(payload: bytes, count: int) -> tuple[bytes, bytes]:
+    """A payload of ``count`` fields and one more -> the first ``count`` fields' bytes, the last field."""
+    last = _fields(payload, count + 1)[-1]
+    return payload[: len(payload) - 4 - len(last)], last
+
+
+def _decoded(decode, *args):
+    """``decode(*args)``, its refusals as a FormatError."""
+    try:
+        return decode(*args)
+    except (ValueError, AssertionError, RuntimeError) as e:
+        raise FormatError(f"undecodable payload ({e})") from None
+
+
 def _fields(payload: bytes, count: int) -> list[bytes]:
     """``count`` consecutive fields of a payload, each a u32 byte length then that many bytes."""
     out, pos = [], 0
@@ -336,19 +396,22 @@ def _names(stored: str, sha256: str) -> bool:
 
 class _Chunker:
     """(channels, n) audio blocks -> posterior means in chunks of ``CHUNK_FRAMES`` frames (channels, dim, n),
-    each with its ``n * hop`` samples at the model's rate when ``keep_samples`` (else None); with ``length``,
-    the signal must have exactly that many samples."""
+    each with its ``n * hop`` samples at the model's rate when ``keep_samples`` (else None) and with ``extend``
+    its coded extension envelope (else None); with ``length``, the signal must have exactly that many samples."""
 
     def __init__(self, model: VAE, sample_rate: int, channels: int, length: int | None = None,
-                 keep_samples: bool = False):
+                 keep_samples: bool = False, extend: bool = False):
         if length is not None and length < 1:
             raise CodecError("no audio samples (length 0)")
         self.stream = EncodeStream(model, sample_rate, channels, self._keep if keep_samples else None)
         self.channels, self.length, self.hop = channels, length, model.hop_length
         self.pending = np.zeros((channels, model.latent_dim, 0), np.float32)
         self.samples = np.zeros((channels, 0), np.float32) if keep_samples else None
+        self.extend = extend_layer.Analyzer(channels, sample_rate, model.sample_rate, model.hop_length) \
+            if extend else None
+        self.taken = 0  # frames in the chunks so far
 
-    def push(self, block: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def push(self, block: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None, bytes | None]]:
         block = block[None] if block.ndim == 1 else block
         if block.shape[0] != self.channels:
             raise CodecError(f"stream of {self.channels} channel(s) got a block of {block.shape[0]}")
@@ -356,30 +419,37 @@ class _Chunker:
             validate(block, "stream block")
         if self.length is not None and self.stream.received + block.shape[1] > self.length:
             raise CodecError(f"the signal is longer than the {self.length} samples announced")
+        if self.extend is not None:
+            self.extend.push(block)
         return self._split(self.stream.push(block).numpy())
 
-    def run(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    def run(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray | None, bytes | None]]:
         for block in blocks:
             yield from self.push(block)
         yield from self.finish()
 
-    def finish(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def finish(self) -> list[tuple[np.ndarray, np.ndarray | None, bytes | None]]:
         if self.length is not None and self.stream.received != self.length:
             raise CodecError(f"the signal has {self.stream.received} samples, not the {self.length} announced")
-        chunks = self._split(self.stream.finish().numpy())
-        return chunks + [self._take(self.pending.shape[-1])] if self.pending.shape[-1] else chunks
+        self.pending = np.concatenate([self.pending, self.stream.finish().numpy()], axis=-1)
+        n = self.pending.shape[-1]
+        sizes = [CHUNK_FRAMES] * (n // CHUNK_FRAMES) + [n % CHUNK_FRAMES] * (n % CHUNK_FRAMES > 0)
+        return [self._take(k, last=i == len(sizes) - 1) for i, k in enumerate(sizes)]
 
     def _keep(self, x: np.ndarray) -> None:
         self.samples = np.concatenate([self.samples, x], axis=1)
 
-    def _take(self, frames: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def _take(self, frames: int, last: bool = False) -> tuple[np.ndarray, np.ndarray | None, bytes | None]:
+        """The next chunk; the ``last`` one's envelope holds every frame left."""
         means, self.pending = self.pending[..., :frames], self.pending[..., frames:]
+        self.taken += frames
+        envelope = None if self.extend is None else extend_layer.encode(*self.extend.take(self.taken, last))
         if self.samples is None:
-            return means, None
+            return means, None, envelope
         x, self.samples = self.samples[:, : frames * self.hop], self.samples[:, frames * self.hop :]
-        return means, x
+        return means, x, envelope
 
-    def _split(self, means: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def _split(self, means: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None, bytes | None]]:
         self.pending = np.concatenate([self.pending, means], axis=-1)
         chunks = []
         while self.pending.shape[-1] >= CHUNK_FRAMES:
@@ -409,16 +479,16 @@ class StreamEncoder:
     completed so far (the header, then whole chunks), ``finish`` the rest. With ``length`` (samples, known
     up front) the bytes equal ``Codec.compress``'s; without, the header records no length (``streamed``)
     and a decoder returns every decoded sample, the padding tail included. ``refine`` adds the envelope
-    refinement layer (refine.py)."""
+    refinement layer (refine.py), ``extend`` the bandwidth extension (extend.py)."""
 
     def __init__(self, codec: Codec, sample_rate: int, channels: int, quality: int = DEFAULT_QUALITY,
-                 length: int | None = None, refine: bool = False):
+                 length: int | None = None, refine: bool = False, extend: bool = False):
         codec.check_quality(quality)
         self.codec, self.quality = codec, quality
-        self.chunker = _Chunker(codec.model, sample_rate, channels, length, keep_samples=refine)
+        self.chunker = _Chunker(codec.model, sample_rate, channels, length, keep_samples=refine, extend=extend)
         self.refiner = _RefineEncoder(codec.model, channels) if refine else None
         self.out = io.BytesIO()
-        self.writer = Writer(self.out, codec.header(channels, sample_rate, quality, length, refine))
+        self.writer = Writer(self.out, codec.header(channels, sample_rate, quality, length, refine, extend))
 
     def __call__(self, block: np.ndarray) -> bytes:
         self._write(self.chunker.push(block))
@@ -431,8 +501,9 @@ class StreamEncoder:
         return self._take()
 
     def _write(self, chunks: list, last: bool = False) -> None:
-        for i, (means, x) in enumerate(chunks):
-            payload = self.codec.chunk_payload(means, self.quality, x, self.refiner, last and i == len(chunks) - 1)
+        for i, (means, x, envelope) in enumerate(chunks):
+            payload = self.codec.chunk_payload(means, self.quality, x, self.refiner, last and i == len(chunks) - 1,
+                                               envelope)
             self.writer.write_chunk(payload, means.shape[-1])
 
     def _take(self) -> bytes:

@@ -1,0 +1,309 @@
+"""Bandwidth extension: an optional layer of the codec that rebuilds the band above the model's Nyquist.
+
+The model codes the signal at its own rate (speech16k: 8 kHz of band, music24k: 12 kHz), so a 44.1 kHz
+input came back without its top octave. With the extension, the encoder measures the original's envelope
+above the model's Nyquist frequency, at the original rate: per frame and band a level in ``STEP_DB`` decibel
+steps and a noise flag, coded after the chunk's latents (a few hundred bits per second). The decoder takes its
+output after resampling to the original rate, fills the band by translating the decoded band below the
+crossover upwards (spectral band replication, shifted by an even number of bins so that the 50 % overlapped
+frames stay in phase), or with noise where the flag says the original is noise-like and its source band is
+not, and scales each band to the coded level.
+
+Frames are those of refine.py at the original rate with ``hop = sample_rate // FRAME_RATE``. Channels after
+the first are coded as differences from the first: channels that agree cost almost nothing.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from audiovae.codec.entropy import _CATEGORICAL, RADIUS, TOTAL, _models, _queue, exact_pmf, logistic_tables
+from audiovae.codec.refine import _Frames, frame_count
+
+VERSION = 1
+FRAME_RATE = 40  # frames per second: hop = sample_rate // FRAME_RATE (25 ms), window twice that
+BANDS = 8  # bands of equal width from the model's Nyquist frequency to the top
+TOP_HZ = 20000  # the band ends here, or at the input's Nyquist frequency below it
+MIN_WIDTH_HZ = 1000  # a narrower band above the model's is not extended
+STEP_DB = 3.0
+HOLD = 0.75  # steps: the encoder keeps a band's level while it is off by less (at most 2.25 dB)
+LEVELS = 48  # level 0: silent; level s > 0: mean bin power (rfft of a windowed frame, / hop) 3 (s - ZERO) dB
+ZERO = 36
+MODES = 4  # per channel: 0 coded against channel 0, 1 + w in time with band weight w / 2 (channel 0: 1 .. 3)
+CENTER_LIMIT = 32  # |band centers| of the coded residuals: with |residual| <= 2 LEVELS no symbol escapes
+NOISE_MARGIN = 0.2  # a band is noise when its flatness exceeds that of its source band by this much
+PATCH_FLOOR_DB = 60.0  # a source band this far below its target is too faint to scale: noise instead
+_TABLES = logistic_tables()
+_PMF = exact_pmf(_TABLES)
+_COST = np.log2(TOTAL / _TABLES[:, 0])  # (scales, symbols): tables centred on the band's center
+_FLAG_PMF = exact_pmf(np.array([[TOTAL - (TOTAL >> (k + 1)), TOTAL >> (k + 1)] for k in range(16)]))
+_FLAG_COST = np.log2(TOTAL / np.array([[TOTAL - (TOTAL >> (k + 1)), TOTAL >> (k + 1)] for k in range(16)]))
+_UNIFORM = _models.Uniform(LEVELS)
+_BAND = struct.Struct("<bB")  # a band's residual center and table index
+
+
+def possible(sample_rate: int, model_rate: int) -> bool:
+    """Whether an input at ``sample_rate`` has at least ``MIN_WIDTH_HZ`` of band above the model's."""
+    return min(sample_rate, 2 * TOP_HZ) - model_rate >= 2 * MIN_WIDTH_HZ
+
+
+class Layout:
+    """Frame hop, band edges (rfft bins of a ``2 * hop`` frame) and the source bin of every extended bin."""
+
+    def __init__(self, sample_rate: int, model_rate: int):
+        if not possible(sample_rate, model_rate):
+            raise ValueError(f"no band to extend from {model_rate} Hz to {sample_rate} Hz")
+        self.hop = hop = sample_rate // FRAME_RATE
+        low = -(-model_rate * hop // sample_rate)  # ceil(model Nyquist / bin width)
+        top = min(hop, -(-2 * TOP_HZ * hop // sample_rate))
+        self.edges = low + (top - low) * np.arange(BANDS + 1) // BANDS
+        shift = min(top - low, low // 2) // 2 * 2  # even: frames hop by half their length
+        self.source = low - shift + (np.arange(low, top) - low) % shift
+        self.band = np.repeat(np.arange(BANDS), np.diff(self.edges))  # band of each extended bin
+
+    def frames_until(self, model_samples: int, model_rate: int, sample_rate: int) -> int:
+        """Frames complete within the input that the first ``model_samples`` samples at the model's rate span."""
+        return max(0, model_samples * sample_rate // model_rate // self.hop - 1)
+
+    def max_frames(self, model_samples: int, model_rate: int, sample_rate: int) -> int:
+        """The most frames an input can have whose first ``model_samples`` samples at the model's rate (its
+        padded length) decode: the decoder's bound on the frames a file carries."""
+        return frame_count(model_samples * sample_rate // model_rate + sample_rate // model_rate + 1, self.hop)
+
+
+def _flatness(power: np.ndarray, band: np.ndarray) -> np.ndarray:
+    """Spectral flatness (geometric over arithmetic mean) per band: (..., bins) -> (..., BANDS)."""
+    count = np.bincount(band, minlength=BANDS)
+    log_mean = _band_sum(np.log(power + 1e-30), band) / count
+    return np.exp(log_mean) / (_band_sum(power, band) / count + 1e-30)
+
+
+def _band_sum(values: np.ndarray, band: np.ndarray) -> np.ndarray:
+    starts = np.flatnonzero(np.r_[True, band[1:] != band[:-1]])
+    return np.add.reduceat(values, starts, axis=-1)
+
+
+class Analyzer:
+    """Encoder side: the original (channels, n) at its rate, pushed as it comes -> levels and noise flags
+    (channels, BANDS, frames) of the frames a chunk carries."""
+
+    def __init__(self, channels: int, sample_rate: int, model_rate: int, model_hop: int):
+        self.layout = Layout(sample_rate, model_rate)
+        self.rates, self.model_hop = (model_rate, sample_rate), model_hop
+        self.x = _Frames(channels, self.layout.hop)
+        self.received = 0
+        self.last = np.full((channels, BANDS), -LEVELS)  # the previous frame's levels
+
+    def push(self, block: np.ndarray) -> None:
+        self.x.push(np.asarray(block, np.float64))
+        self.received += block.shape[1]
+
+    def take(self, model_frames: int, last: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The frames complete within the first ``model_frames`` latent frames; the ``last`` chunk's: all the
+        rest of the signal received (zeros after it)."""
+        if last:
+            n = frame_count(self.received, self.x.hop)
+            self.x.pad_to(n)
+        else:
+            n = self.layout.frames_until(model_frames * self.model_hop, *self.rates)
+        return self._measure(min(max(0, n - self.x.next), self.x.ready()))  # ready: always, short of a bug
+
+    def _measure(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        lay = self.layout
+        power = np.abs(self.x.take(n)) ** 2  # (channels, n, bins)
+        band = power[..., lay.edges[0] : lay.edges[-1]]
+        energy = _band_sum(band, lay.band) / np.diff(lay.edges)
+        steps = np.clip(10 * np.log10(energy / lay.hop + 1e-30) / STEP_DB + ZERO, 0, LEVELS - 1)
+        levels = np.empty(steps.shape, np.int32)
+        for t in range(n):  # hysteresis: a level moves only when off by HOLD steps (fewer bits on steady bands)
+            self.last = np.where(np.abs(steps[:, t] - self.last) < HOLD, self.last, np.rint(steps[:, t]))
+            levels[:, t] = self.last
+        noise = _flatness(band, lay.band) > _flatness(power[..., lay.source], lay.band) + NOISE_MARGIN
+        return levels.transpose(0, 2, 1), noise.transpose(0, 2, 1).astype(np.int32)
+
+
+class Extender:
+    """Decoder side: decoded audio (channels, n) at the original rate and the coded envelope, pushed as they
+    come -> the audio with its band filled, ``hop`` samples behind; ``flush`` returns the rest. A frame that
+    no chunk carries gets no band."""
+
+    def __init__(self, channels: int, sample_rate: int, model_rate: int):
+        self.layout = lay = Layout(sample_rate, model_rate)
+        self.y = _Frames(channels, lay.hop)
+        self.levels = np.zeros((channels, BANDS, 0), np.int32)  # from frame ``first_envelope`` on
+        self.noise = np.zeros((channels, BANDS, 0), np.int32)
+        self.first_envelope = 0
+        self.raw = np.zeros((channels, 0), np.float32)  # decoded samples not yet returned
+        self.tail = np.zeros((channels, lay.hop))  # the last frame's second half
+        self.rng = np.random.Generator(np.random.PCG64(0))  # noise, drawn frame by frame in order
+        self.samples = 0
+
+    def run(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Extended audio, block by block (the envelope pushed meanwhile), then the rest."""
+        for y in blocks:
+            yield self.push(y)
+        yield self.flush()
+
+    def envelope(self, levels: np.ndarray, noise: np.ndarray) -> None:
+        self.levels = np.concatenate([self.levels, levels], axis=-1)
+        self.noise = np.concatenate([self.noise, noise], axis=-1)
+
+    def push(self, y: np.ndarray) -> np.ndarray:
+        self.y.push(y)
+        self.raw = np.concatenate([self.raw, y], axis=1)
+        self.samples += y.shape[1]
+        return self._run(self.y.ready())
+
+    def flush(self) -> np.ndarray:
+        frames = frame_count(self.samples, self.layout.hop)
+        self.y.pad_to(frames)
+        return self._run(max(0, frames - self.y.next))
+
+    def _envelope(self, first: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Levels and flags of frames ``first .. first + n - 1`` (zeros where none came); drops them."""
+        skip = first - self.first_envelope  # > 0 where frames were done before their envelope came
+        levels, noise = self.levels[..., skip : skip + n], self.noise[..., skip : skip + n]
+        drop = min(skip + n, self.levels.shape[-1])
+        self.levels, self.noise = self.levels[..., drop:], self.noise[..., drop:]
+        self.first_envelope += drop
+        pad = ((0, 0), (0, 0), (0, n - levels.shape[-1]))
+        return np.pad(levels, pad), np.pad(noise, pad)
+
+    def _run(self, n: int) -> np.ndarray:
+        if n == 0:
+            return np.zeros((self.raw.shape[0], 0), np.float32)
+        lay, hop, first = self.layout, self.layout.hop, self.y.next
+        spectra = self.y.take(n)  # (channels, n, bins)
+        levels, noise = self._envelope(first, n)
+        target = np.where(levels > 0, 10.0 ** ((levels - ZERO) * STEP_DB / 10) * hop, 0.0).transpose(0, 2, 1)
+        patch = spectra[..., lay.source]
+        have_db = 10 * np.log10(_band_sum(np.abs(patch) ** 2, lay.band) / np.diff(lay.edges) + 1e-30)
+        faint = have_db < 10 * np.log10(target + 1e-30) - PATCH_FLOOR_DB
+        use_noise = (noise.transpose(0, 2, 1) > 0) | faint  # (channels, n, BANDS)
+        gain = np.sqrt(target / (10 ** (have_db / 10)))
+        phases = np.exp(2j * np.pi * self.rng.random(patch.shape[1::-1] + patch.shape[2:])).transpose(1, 0, 2)
+        fill = np.where(use_noise[..., lay.band], phases * np.sqrt(2 * target)[..., lay.band],
+                        patch * gain[..., lay.band])  # random phases: half the windowed frame's power
+        full = np.zeros_like(spectra)
+        full[..., lay.edges[0] : lay.edges[-1]] = fill
+        frames = np.fft.irfft(full, n=2 * hop, axis=-1) * self.y.window
+        out = frames[..., :hop] + np.concatenate([self.tail[:, None], frames[:, :-1, hop:]], axis=1)
+        self.tail = frames[:, -1, hop:]
+        out = out.reshape(out.shape[0], -1)[:, hop if first == 0 else 0 :]  # frame 0 starts before the signal
+        out = out[:, : self.raw.shape[1]]
+        done, self.raw = self.raw[:, : out.shape[1]] + out, self.raw[:, out.shape[1] :]
+        return done.astype(np.float32)
+
+
+def encode(levels: np.ndarray, noise: np.ndarray) -> bytes:
+    """Levels and noise flags (channels, BANDS, frames) -> bytes (docs/format.md, "Bandwidth extension")."""
+    channels, _, n = levels.shape
+    if n == 0:
+        return struct.pack("<H", 0)
+    q = levels.astype(np.int64)
+    modes = [1 + int(np.argmin([_cost(_field(q, 0, m)) for m in range(1, MODES)]))]
+    modes += [int(np.argmin([_cost(_field(q, c, m)) for m in range(MODES)])) for c in range(1, channels)]
+    changes = [noise[0] ^ np.concatenate([np.zeros((BANDS, 1), noise.dtype), noise[0, :, :-1]], axis=1)]
+    changes += [noise[c] ^ noise[0] for c in range(1, channels)]
+    head = struct.pack("<H", n) + bytes(modes)
+    symbols, pmfs = [], []
+    for c, mode in enumerate(modes):
+        r = _field(q, c, mode)
+        center = _centers(r)
+        sym = r - center[:, None] + RADIUS
+        scale = _COST[:, sym].sum(-1).argmin(0) if r.size else np.zeros(BANDS, np.int64)
+        head += b"".join(_BAND.pack(int(c), int(s)) for c, s in zip(center, scale, strict=True))
+        symbols.append(sym.T.ravel())
+        pmfs.append(_PMF[np.tile(scale, sym.shape[1]), 0])
+    flag_tables = [int(_FLAG_COST[:, f.ravel()].sum(-1).argmin()) for f in changes]
+    head += bytes(flag_tables)
+    coder = _queue.RangeEncoder()
+    _code(coder, q[np.array(modes) > 0, :, 0].ravel(), np.concatenate(symbols), np.concatenate(pmfs),
+          np.concatenate([f.T.ravel() for f in changes]), np.repeat(flag_tables, BANDS * n))
+    return head + coder.get_compressed().astype("<u4").tobytes()
+
+
+def decode(data: bytes, channels: int, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes of ``encode`` -> levels and noise flags (channels, BANDS, frames); every field is checked
+    before it is used, more than ``max_frames`` frames is an error."""
+    if len(data) < 2:
+        raise ValueError("extension data is shorter than its frame count")
+    (n,) = struct.unpack_from("<H", data)
+    if n > max_frames:
+        raise ValueError(f"extension data holds {n} frames, more than the {max_frames} the latents allow")
+    if n == 0:
+        if len(data) != 2:
+            raise ValueError("extension data of no frames has bytes after its frame count")
+        return np.zeros((channels, BANDS, 0), np.int32), np.zeros((channels, BANDS, 0), np.int32)
+    size = 2 + channels * (2 + BANDS * _BAND.size)
+    if len(data) < size or (len(data) - size) % 4:
+        raise ValueError("extension data is not a whole header and 32-bit words")
+    modes = np.frombuffer(data[2 : 2 + channels], np.uint8).astype(np.int64)
+    bands = np.array(list(_BAND.iter_unpack(data[2 + channels : size - channels])), np.int64)
+    bands = bands.reshape(channels, BANDS, 2)
+    flag_tables = np.frombuffer(data[size - channels : size], np.uint8).astype(np.int64)
+    if not 0 < modes[0] < MODES or (modes >= MODES).any() or (np.abs(bands[..., 0]) > CENTER_LIMIT).any() \
+            or (bands[..., 1] >= len(_TABLES)).any() or (flag_tables >= len(_FLAG_PMF)).any():
+        raise ValueError("extension data has a field outside its range")
+    timed = modes > 0  # channels coded in time (a first frame, then steps) rather than against channel 0
+    counts = BANDS * np.where(timed, n - 1, n)
+    pmf = np.concatenate([_PMF[np.tile(bands[c, :, 1], k // BANDS), 0] for c, k in enumerate(counts)])
+    flag_pmf = _FLAG_PMF[np.repeat(flag_tables, BANDS * n)]
+    coder = _queue.RangeDecoder(np.frombuffer(data[size:], dtype="<u4").astype(np.uint32))
+    first = coder.decode(_UNIFORM, BANDS * int(timed.sum())).astype(np.int64)
+    sym = coder.decode(_CATEGORICAL, pmf).astype(np.int64)
+    flags = coder.decode(_CATEGORICAL, flag_pmf).astype(np.int64)
+    levels, pos, starts = np.zeros((channels, BANDS, n), np.int64), 0, iter(first.reshape(-1, BANDS))
+    for c, k in enumerate(counts):
+        r = sym[pos : pos + k].reshape(-1, BANDS).T + bands[c, :, :1] - RADIUS
+        pos += k
+        levels[c] = levels[0] + r if not timed[c] else \
+            np.concatenate([next(starts)[:, None], _undo_residuals(r, modes[c] - 1)], axis=1).cumsum(1)
+        if levels[c].min() < 0 or levels[c].max() >= LEVELS:  # before channel c + 1 builds on it
+            raise ValueError("extension data decodes to levels out of range")
+    changes = flags.reshape(channels, n, BANDS).transpose(0, 2, 1)
+    noise = changes.copy()
+    noise[0] = np.bitwise_xor.accumulate(changes[0], axis=1)
+    noise[1:] ^= noise[0]
+    check = _queue.RangeEncoder()
+    _code(check, first, sym, pmf, flags, np.repeat(flag_tables, BANDS * n))
+    if check.get_compressed().astype("<u4").tobytes() != data[size:]:  # also catches words left over or missing
+        raise ValueError("extension data is not the coding of its envelope")
+    return levels.astype(np.int32), noise.astype(np.int32)
+
+
+def _code(coder, first: np.ndarray, sym: np.ndarray, pmf: np.ndarray, flags: np.ndarray, tables: np.ndarray):
+    """The range coder's symbols in order: the first frame's levels, the level residuals, the flag changes."""
+    coder.encode(np.asarray(first, np.int32), _UNIFORM)
+    coder.encode(np.asarray(sym, np.int32), _CATEGORICAL, pmf)
+    coder.encode(np.asarray(flags, np.int32), _CATEGORICAL, _FLAG_PMF[np.asarray(tables, np.int64)])
+
+
+def _field(q: np.ndarray, c: int, mode: int) -> np.ndarray:
+    """What channel ``c``'s levels are coded as: in ``mode`` 0 their difference from channel 0's (BANDS, frames),
+    else their steps in time less ``(mode - 1) / 2`` of the band below's step in the frame (BANDS, frames - 1)."""
+    if mode == 0:
+        return q[c] - q[0]
+    d = np.diff(q[c], axis=1)
+    return d - (((mode - 1) * np.concatenate([np.zeros_like(d[:1]), d[:-1]])) >> 1)
+
+
+def _undo_residuals(r: np.ndarray, weight: int) -> np.ndarray:
+    d = r.copy()
+    for b in range(1, BANDS):
+        d[b] += (weight * d[b - 1]) >> 1
+    return d
+
+
+def _centers(r: np.ndarray) -> np.ndarray:
+    if not r.size:
+        return np.zeros(BANDS, np.int64)
+    return np.clip(np.rint(r.mean(1)), -CENTER_LIMIT, CENTER_LIMIT).astype(np.int64)
+
+
+def _cost(r: np.ndarray) -> float:
+    """Bits of residuals (BANDS, n) under each band's cheapest table."""
+    return float(_COST[:, r - _centers(r)[:, None] + RADIUS].sum(-1).min(0).sum()) if r.size else 0.0

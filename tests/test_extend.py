@@ -1,0 +1,231 @@
+"""The bandwidth extension: exact envelope coding, streaming == whole, the band's energy, old files, hostile data."""
+
+import io
+import struct
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy.signal import butter, sosfilt
+
+from audiovae import metrics
+from audiovae.codec import extend, stream
+from audiovae.codec.format import FormatError, Reader, Writer
+from audiovae.codec.stream import Codec, CodecError
+from audiovae.errors import AudioVAEError
+from tests import test_codec
+
+SR, MODEL_SR, HOP = 48000, 16000, 320
+model_dir = test_codec.model_dir  # the tiny model of the codec tests (16 kHz)
+
+
+def signal(seconds, sr=SR, channels=2, seed=0, tonal=True):
+    """A harmonic low band (or noise) and band-passed noise with a moving envelope above 8 kHz."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    low = sum(np.sin(2 * np.pi * 180 * k * t) / k for k in range(1, 40) if 180 * k < 7000) if tonal else \
+        sosfilt(butter(4, 7000, fs=sr, output="sos"), rng.standard_normal(n))
+    out = []
+    for c in range(channels):
+        high = sosfilt(butter(6, [8500, min(19000, sr * 0.45)], "bandpass", fs=sr, output="sos"),
+                       rng.standard_normal(n)) if sr > 20000 else 0
+        out.append(0.1 * low * (1 - 0.2 * c) + 0.05 * high * (1 + np.sin(2 * np.pi * (1.5 + c) * t)))
+    return np.stack(out).astype(np.float32)
+
+
+def band_db(x, sr, lo, hi):
+    spectrum = np.abs(np.fft.rfft(x, axis=-1)) ** 2
+    f = np.fft.rfftfreq(x.shape[-1], 1 / sr)
+    return 10 * np.log10(spectrum[..., (f >= lo) & (f < hi)].mean(-1))
+
+
+def envelope(x, sr=SR):
+    analyzer = extend.Analyzer(x.shape[0], sr, MODEL_SR, HOP)
+    analyzer.push(x)
+    return analyzer.take(0, last=True)
+
+
+@pytest.fixture(scope="module")
+def codec(model_dir):
+    return Codec(str(model_dir))
+
+
+@pytest.mark.parametrize("channels,frames", [(1, 1), (1, 2), (2, 57), (3, 300)])
+def test_envelope_coding_is_exact(channels, frames):
+    rng = np.random.default_rng(frames)
+    levels = np.clip(rng.integers(0, extend.LEVELS, (1, extend.BANDS, frames)) + rng.integers(-2, 3, (channels, 1, 1)),
+                     0, extend.LEVELS - 1).astype(np.int32)
+    levels[:, :, : frames // 2] = 20  # flat and random stretches
+    noise = rng.integers(0, 2, (channels, extend.BANDS, frames)).astype(np.int32)
+    got = extend.decode(extend.encode(levels, noise), channels, frames)
+    np.testing.assert_array_equal(got[0], levels)
+    np.testing.assert_array_equal(got[1], noise)
+
+
+def test_a_measured_envelope_codes_exactly_and_cheaply():
+    levels, noise = envelope(signal(3.0))
+    data = extend.encode(levels, noise)
+    got = extend.decode(data, 2, levels.shape[-1])
+    assert (got[0] == levels).all() and (got[1] == noise).all()
+    assert len(data) * 8 / 3.0 < 1500  # bits per second, two channels
+    assert extend.decode(extend.encode(levels[:, :, :0], noise[:, :, :0]), 2, 0)[0].shape == (2, extend.BANDS, 0)
+
+
+def test_damaged_envelope_data_is_refused():
+    levels, noise = envelope(signal(1.0))
+    data = extend.encode(levels, noise)
+    n = levels.shape[-1]
+    for bad, match in [(data[:1], "shorter"), (data[:-1], "whole header"), (data + b"\0" * 4, "not the coding"),
+                       (data[:2] + b"\x00" + data[3:], "outside its range"),
+                       (data[:3] + b"\x7f" + data[4:], "outside its range"),
+                       (struct.pack("<H", 0) + b"\0", "no frames")]:
+        with pytest.raises(ValueError, match=match):
+            extend.decode(bad, 2, n)
+    with pytest.raises(ValueError, match="more than the 3"):
+        extend.decode(data, 2, 3)
+
+
+def test_streamed_extension_equals_whole():
+    x = signal(2.0, channels=1)
+    levels, noise = envelope(x)
+    y = sosfilt(butter(8, 7500, fs=SR, output="sos"), x).astype(np.float32)
+    whole = extend.Extender(1, SR, MODEL_SR)
+    whole.envelope(levels, noise)
+    ref = np.concatenate([whole.push(y), whole.flush()], axis=1)
+    parts = extend.Extender(1, SR, MODEL_SR)
+    out = []
+    for a, b in [(0, 1), (1, 4000), (4000, 4001), (4001, 50000), (50000, y.shape[1])]:
+        parts.envelope(levels[..., a // 1200 : b // 1200], noise[..., a // 1200 : b // 1200])  # ahead of the audio
+        out.append(parts.push(y[:, a:b]))
+    parts.envelope(levels[..., y.shape[1] // 1200 :], noise[..., y.shape[1] // 1200 :])
+    out = np.concatenate([*out, parts.flush()], axis=1)
+    assert out.shape == ref.shape == y.shape
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("sr", [44100, 48000])
+def test_the_band_energy_tracks_the_original(sr):
+    """The low band alone, extended with the original's envelope: per 1 kHz band within 2 dB of the original."""
+    x = signal(3.0, sr)
+    levels, noise = envelope(x, sr)
+    y = sosfilt(butter(10, 7800, fs=sr, output="sos"), x).astype(np.float32)
+    ext = extend.Extender(2, sr, MODEL_SR)
+    ext.envelope(levels, noise)
+    out = np.concatenate([ext.push(y), ext.flush()], axis=1)
+    for lo in range(9000, 19000, 1000):
+        assert np.abs(band_db(out, sr, lo, lo + 1000) - band_db(x, sr, lo, lo + 1000)).max() < 2.0, lo
+    assert np.abs(out - y).max() > 0.01 and (band_db(out, sr, 0, 7000) - band_db(y, sr, 0, 7000) < 0.05).all()
+
+
+def test_no_tonal_artefacts_on_noise():
+    """On a noise-like signal the extended band's LTAS ripple is at most 1.5 times the original's."""
+    x = signal(4.0, channels=1, tonal=False)
+    levels, noise = envelope(x)
+    y = sosfilt(butter(10, 7800, fs=SR, output="sos"), x).astype(np.float32)
+    ext = extend.Extender(1, SR, MODEL_SR)
+    ext.envelope(levels, noise)
+    out = np.concatenate([ext.push(y), ext.flush()], axis=1)
+    band = (8500.0, 18500.0)
+    assert metrics.ltas_ripple(out[0], SR, band=band) <= 1.5 * metrics.ltas_ripple(x[0], SR, band=band)
+
+
+def test_codec_fills_the_band_and_streams_like_the_whole_file(codec, monkeypatch):
+    monkeypatch.setattr(stream, "CHUNK_FRAMES", 40)  # several chunks
+    x = signal(2.5)
+    data = codec.compress(x, SR, quality=6)
+    assert Reader(io.BytesIO(data)).header.codec["extend"] == extend.VERSION
+    plain = codec.compress(x, SR, quality=6, extend=False)
+    assert "extend" not in Reader(io.BytesIO(plain)).header.codec and len(data) > len(plain)
+    enc = codec.stream_encoder(SR, 2, quality=6, length=x.shape[1])
+    pushed = b"".join([enc(x[:, i : i + 7777]) for i in range(0, x.shape[1], 7777)] + [enc.finish()])
+    assert pushed == data
+    y, sr = codec.decompress(data)
+    blocks = list(codec.stream_decode(Reader(io.BytesIO(data))))
+    np.testing.assert_allclose(np.concatenate(blocks, axis=1), y, atol=1e-6)
+    old, _ = codec.decompress(plain)
+    assert sr == SR and y.shape == x.shape == old.shape
+    for lo in range(9000, 18000, 1000):
+        assert np.abs(band_db(y, SR, lo, lo + 1000) - band_db(x, SR, lo, lo + 1000)).max() < 3.0, lo
+        assert (band_db(old, SR, lo, lo + 1000) < band_db(x, SR, lo, lo + 1000) - 20).all()
+
+
+def test_extension_off_gives_the_output_of_a_file_without_it(codec):
+    """A file written without the layer (as before it existed) decodes as before; extension off writes it."""
+    x = signal(1.5, channels=1)
+    plain = codec.compress(x, SR, quality=5, extend=False)
+    h = Reader(io.BytesIO(plain)).header
+    assert set(h.codec) == {"entropy_sha256", "samples"}
+    y, _ = codec.decompress(plain)
+    z = np.concatenate(list(stream.to_rate(codec._decode_chunks(Reader(io.BytesIO(plain)), h), MODEL_SR, SR, 1,
+                                           h.codec["samples"], h.original_length)), axis=1)
+    np.testing.assert_array_equal(y, z)
+
+
+def test_kbps_counts_the_extension(codec):
+    x = signal(3.0)
+    for kbps in (6.0, 12.0):
+        data = codec.compress(x, SR, kbps=kbps)
+        assert "extend" in Reader(io.BytesIO(data)).header.codec
+        assert len(data) * 8 / 3.0 / 1000 <= kbps or Reader(io.BytesIO(data)).header.quality == 1
+
+
+def test_where_there_is_no_band_to_extend(codec):
+    x = signal(1.0, sr=16000, channels=1)
+    assert "extend" not in Reader(io.BytesIO(codec.compress(x, 16000, quality=3))).header.codec
+    with pytest.raises(CodecError, match="no band to extend"):
+        codec.compress(signal(1.0, sr=17000, channels=1), 17000, quality=3, extend=True)
+
+
+def test_hostile_extension_fields_give_one_line_errors(codec):
+    x = signal(1.0, channels=1)
+    data = codec.compress(x, SR, quality=4)
+    h = Reader(io.BytesIO(data)).header
+    chunks = list(Reader(io.BytesIO(data)))
+
+    def rewrite(header, payload=None):
+        buf = io.BytesIO()
+        with Writer(buf, header) as w:
+            for c in chunks:
+                w.write_chunk(payload(c.payload) if payload else c.payload, c.frames)
+        return buf.getvalue()
+
+    def with_envelope(envelope):
+        def edit(p):
+            head, _ = stream._last_field(p, 1)
+            return head + struct.pack("<I", len(envelope)) + envelope
+        return edit
+
+    cases = [rewrite(replace(h, codec={**h.codec, "extend": 9})),
+             rewrite(replace(h, original_sample_rate=17000, original_length=17000,
+                             codec={**h.codec, "samples": 16000})),
+             rewrite(h, with_envelope(struct.pack("<H", 0xFFFF) + b"\0" * 64)),
+             rewrite(h, with_envelope(b"\x05")),
+             rewrite(h, lambda p: p[: len(p) - 1]),
+             rewrite(h, with_envelope(struct.pack("<HB", 10, 0) + b"\x7f\x00" * 8 + b"\0" + b"\xff" * 40))]
+    for bad in cases:
+        with pytest.raises((AudioVAEError, FormatError)) as e:
+            codec.read(io.BytesIO(bad), name="bad.avae")
+        assert "\n" not in str(e.value) and str(e.value).startswith("bad.avae: ")
+
+
+def test_cli_no_extend(model_dir, tmp_path):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from audiovae.cli import app
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, signal(1.0).T, SR)
+    runner = CliRunner()
+    for flag, expect in [([], True), (["--no-extend"], False)]:
+        out = tmp_path / f"out{len(flag)}.avae"
+        result = runner.invoke(app, ["compress", str(wav), str(out), "--model", str(model_dir), "--quality",
+                                     "4", *flag])
+        assert result.exit_code == 0, result.output
+        assert ("extend" in Reader(io.BytesIO(out.read_bytes())).header.codec) == expect
+        back = tmp_path / f"back{len(flag)}.wav"
+        result = runner.invoke(app, ["decompress", str(out), str(back), "--model", str(model_dir)])
+        assert result.exit_code == 0, result.output
+        y, sr = sf.read(back)
+        assert sr == SR and y.shape == (SR, 2)
