@@ -184,9 +184,10 @@ class Extender:
         faint = have_db < 10 * np.log10(target + 1e-30) - PATCH_FLOOR_DB
         use_noise = (noise.transpose(0, 2, 1) > 0) | faint  # (channels, n, BANDS)
         gain = np.sqrt(target / (10 ** (have_db / 10)))
-        phases = np.exp(2j * np.pi * self.rng.random(patch.shape[1::-1] + patch.shape[2:])).transpose(1, 0, 2)
-        fill = np.where(use_noise[..., lay.band], phases * np.sqrt(2 * target)[..., lay.band],
-                        patch * gain[..., lay.band])  # random phases: half the windowed frame's power
+        fill = patch * gain[..., lay.band]
+        mask = use_noise[..., lay.band].transpose(1, 0, 2)  # frame by frame: the draws do not depend on the blocks
+        phases = np.exp(2j * np.pi * self.rng.random(int(mask.sum())))  # random phases: half a frame's power
+        fill.transpose(1, 0, 2)[mask] = phases * np.sqrt(2 * target)[..., lay.band].transpose(1, 0, 2)[mask]
         full = np.zeros_like(spectra)
         full[..., lay.edges[0] : lay.edges[-1]] = fill
         frames = np.fft.irfft(full, n=2 * hop, axis=-1) * self.y.window
