@@ -29,6 +29,9 @@ from audiovae.errors import AudioVAEError
 from audiovae.files import replaced
 
 MAX_CHANNELS = 8
+# Sample rates a file may declare: below, resampling a few header bytes up to a model's rate would run for
+# hours; above, one block of samples would not fit in memory.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".m4a")
 WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
 # libsndfile error codes meaning "not a format I know" (1: unrecognised, 4: unsupported encoding,
@@ -77,6 +80,13 @@ def _check_path(path: str | os.PathLike) -> Path:
 def _check_channels(name: str, channels: int) -> None:
     if not 1 <= channels <= MAX_CHANNELS:
         raise AudioError(f"{name}: unsupported channel count {channels} (1 to {MAX_CHANNELS} supported)")
+
+
+def check_sample_rate(name: str, sample_rate: int) -> None:
+    """Refuse a rate outside [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] Hz, before anything is sized by it."""
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{name}: unsupported sample rate {sample_rate} Hz "
+                         f"({MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz supported)")
 
 
 def _sf_open(p: Path) -> sf.SoundFile | None:
@@ -131,8 +141,10 @@ def info(path: str | os.PathLike) -> AudioInfo:
         with tempfile.TemporaryDirectory(prefix="audiovae-") as d:
             _ffmpeg_to_wav(p, Path(d) / "decoded.wav")
             i = sf.info(str(Path(d) / "decoded.wav"))
+        check_sample_rate(str(p), int(i.samplerate))
         return AudioInfo(str(p), int(i.samplerate), int(i.channels), int(i.frames), "ffmpeg", "FLOAT")
     with f:
+        check_sample_rate(str(p), int(f.samplerate))
         frames = f.frames
         if f.format == "MP3" or not 0 <= frames < 2**62:
             buf = np.empty((65536, f.channels), dtype=np.float32)
@@ -174,15 +186,17 @@ def load(
     p = _check_path(path)
     if offset < 0 or (duration is not None and duration <= 0):
         raise AudioError(f"{p}: need offset >= 0 and duration > 0 (got {offset}, {duration})")
-    if sample_rate is not None and sample_rate <= 0:
-        raise AudioError(f"{p}: target sample rate must be positive (got {sample_rate})")
+    if sample_rate is not None:
+        check_sample_rate(f"{p}: target", sample_rate)
     f = _sf_open(p)
     if f is None:
         x, sr = _ffmpeg_decode(p, offset, duration)
+        check_sample_rate(str(p), sr)
     else:
         with f:
             sr = int(f.samplerate)
-            _check_channels(str(p), f.channels)  # before decoding what would be refused anyway
+            check_sample_rate(str(p), sr)  # before decoding what would be refused anyway
+            _check_channels(str(p), f.channels)
             frames = None if duration is None else max(1, round(duration * sr))
             x = _read_segment(p, f, round(offset * sr), frames)
     if x.shape[1] == 0 and offset > 0:
@@ -215,6 +229,7 @@ def _sf_blocks(f: sf.SoundFile, p: Path, frames: int) -> Iterator[np.ndarray]:
     seek to a multiple of the MPEG frame, at least ``_MP3_PREROLL`` samples before it, decoded and dropped
     (this equals a one-piece decode exactly; unaligned seeks do not)."""
     with f:
+        check_sample_rate(str(p), int(f.samplerate))
         _check_channels(str(p), f.channels)
         mp3 = f.format == "MP3"
         buf = np.empty((frames + (_MP3_PREROLL + _MP3_FRAME if mp3 else 0), f.channels), dtype=np.float32)
@@ -249,8 +264,8 @@ def validate(x: np.ndarray, name: str = "audio") -> None:
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Resample (channels, samples) float32 with soxr (high quality); length becomes n * sr_out / sr_in."""
-    if sr_in <= 0 or sr_out <= 0:
-        raise AudioError(f"sample rates must be positive (got {sr_in} -> {sr_out})")
+    check_sample_rate("resampling from", sr_in)
+    check_sample_rate("resampling to", sr_out)
     if sr_in == sr_out:
         return x
     y = soxr.resample(np.ascontiguousarray(x.T, dtype=np.float32), sr_in, sr_out, quality="HQ")
@@ -307,6 +322,7 @@ def save_blocks(path: str | os.PathLike, blocks: Iterable[np.ndarray], sample_ra
         raise AudioError(f"{p}: already exists (not overwriting it)")
     if not p.parent.is_dir():
         raise AudioError(f"{p}: folder {p.parent} does not exist")
+    check_sample_rate(str(p), sample_rate)
     try:
         with replaced(p, overwrite) as tmp:
             frames = 0

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
+import os
+import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,14 +42,14 @@ def info(
     plot: Path | None = typer.Option(None, "--plot", help="Write a spectrogram PNG to this path."),
 ) -> None:
     """Duration, sample rate, channels, peak and loudness of an audio file."""
-    import math
-
     from rich.markup import escape
 
     from audiovae import audio
 
     if plot is not None and not plot.parent.is_dir():  # before the work, not after it
         raise AudioVAEError(f"{plot}: folder {plot.parent} does not exist")
+    if plot is not None:
+        _refuse_existing(plot, True, file)
     meta = audio.info(file)
     x, sr = audio.load(file)
     peak = float(abs(x).max())
@@ -208,8 +212,7 @@ def reconstruct(
     from audiovae.inference import block_frames, reconstruct_blocks
     from audiovae.registry import load
 
-    if output.exists() and not force:
-        raise AudioVAEError(f"{output}: already exists (use --force to overwrite)")
+    _refuse_existing(output, force, input)
     meta = _audio_info(input)
     blocks = audio.blocks(input, block_frames(meta.sample_rate))
     audio.save_blocks(output, reconstruct_blocks(load(model), blocks, meta.sample_rate, meta.channels, meta.frames),
@@ -439,6 +442,7 @@ def embed(
     if not out.parent.is_dir():
         raise AudioVAEError(f"{out}: folder {out.parent} does not exist")
     items = _audio_items(files)
+    _refuse_existing(out, True, *(it.path for it in items))
     m = load(model)
     x, kept, failed = _embed_with_progress(items, "vae", m, f"embedding with {m.name}", pooling=pooling)
     if not kept:
@@ -553,6 +557,8 @@ def classify_predict(
     clf = cl.Classifier.load(folder)
     m = _classifier_model(clf, folder, model)
     items = _audio_items(files)
+    if out is not None:
+        _refuse_existing(out, True, *(it.path for it in items))
     x, _, _ = _embed_with_progress(items, clf.meta["features"], m, "classifying", skip_errors=False,
                                    pooling=clf.pooling, embedder=clf.head)
     proba = clf.predict_proba(x)
@@ -610,6 +616,8 @@ def classify_suggest(
     from audiovae import classify as cl
     from audiovae.registry import load
 
+    if out is not None:
+        _refuse_existing(out, True, *files)
     if len(files) == 1 and files[0].suffix == ".npz":
         try:
             with open(files[0], "rb") as fh, np.load(fh, allow_pickle=False) as f:  # fh: closed on a bad zip too
@@ -721,8 +729,15 @@ def bench_classify(
     console.print(f"long table: {csv_path}; plot: {plot}; {time.time() - start:.0f} s", soft_wrap=True)
 
 
-def _refuse_existing(path: Path, force: bool) -> None:
-    if str(path) != "-" and path.exists() and not force:
+def _refuse_existing(path: Path, force: bool, *inputs: Path) -> None:
+    """Refuse an existing output without ``force``, and an output that is one of ``inputs`` (same file, also
+    through a link) even with it."""
+    if str(path) == "-" or not path.exists():
+        return
+    for i in inputs:
+        if str(i) != "-" and i.exists() and os.path.samefile(i, path):
+            raise AudioVAEError(f"{path}: is the input {i} (not overwriting an input, even with --force)")
+    if not force:
         raise AudioVAEError(f"{path}: already exists (use --force to overwrite)")
 
 
@@ -740,16 +755,17 @@ def compress(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Compress audio with the neural codec, block by block (memory does not grow with the length)."""
-    import shutil
     import tempfile
 
     from audiovae import audio
     from audiovae.codec.stream import Codec
     from audiovae.inference import block_frames
 
-    _refuse_existing(output, force)
+    _refuse_existing(output, force, input)
     if kbps is not None and quality is not None:
         raise AudioVAEError("give --kbps or --quality, not both")
+    if kbps is not None and not 0 < kbps < math.inf:  # also refuses nan
+        raise AudioVAEError(f"--kbps must be a positive, finite bitrate (got {kbps:g})")
     with tempfile.TemporaryDirectory() as tmp:
         src = input
         if str(input) == "-":  # the length goes into the header: keep stdin in a file
@@ -764,7 +780,10 @@ def compress(
                                    refine=refine, extend=None if extend else False)
             size = f.tell()
     rate = size * 8 / meta.duration / 1000
-    err_console.print(f"{input} -> {output}: {size} bytes, {rate:.2f} kbps, quality {q}")
+    err_console.print(f"{input} -> {output}: {size} bytes, {rate:.2f} kbps, quality {q}", soft_wrap=True)
+    if kbps is not None and abs(rate - kbps) > 0.1 * kbps:
+        err_console.print(f"warning: {output}: {rate:.2f} kbps misses the --kbps {kbps:g} target by more than 10 % "
+                          "(the model's nearest quality level)", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -775,14 +794,13 @@ def decompress(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Decompress an .avae file (original rate and channels restored), block by block."""
-    import shutil
     import tempfile
 
     from audiovae import audio
     from audiovae.codec.format import Reader
     from audiovae.codec.stream import Codec
 
-    _refuse_existing(output, force)
+    _refuse_existing(output, force, input)
     name = "<stdin>" if str(input) == "-" else str(input)
     if str(input) != "-" and not input.is_file():
         raise AudioVAEError(f"{input}: no such file")
@@ -795,8 +813,7 @@ def decompress(
             with tempfile.TemporaryDirectory() as tmp:
                 wav = audio.save_blocks(Path(tmp) / "out.wav", codec.stream_decode(reader), sr, h.channels)
                 with wav.open("rb") as w:
-                    shutil.copyfileobj(w, sys.stdout.buffer)
-                sys.stdout.buffer.flush()
+                    _to_stdout(w)
         else:
             audio.save_blocks(output, codec.stream_decode(reader), sr, h.channels)
     err_console.print(f"{input} -> {output}: {sr} Hz, {h.channels} channel(s)")
@@ -922,11 +939,11 @@ def _outputs(out: Path, count: int, stem: str) -> list[Path]:
     return [out / f"{stem}-{k}.wav" for k in range(count)]
 
 
-def _write_all(paths: list[Path], clips, sample_rate: int, force: bool) -> None:
+def _write_all(paths: list[Path], clips, sample_rate: int, force: bool, *inputs: Path) -> None:
     from audiovae import audio
 
     for p in paths:
-        _refuse_existing(p, force)
+        _refuse_existing(p, force, *inputs)
     for p, x in zip(paths, clips, strict=True):
         audio.save(p, x, sample_rate)
         console.print(f"wrote {p}", soft_wrap=True)
@@ -972,7 +989,7 @@ def continue_(
     from audiovae import audio
     from audiovae.generate import Generator
 
-    _refuse_existing(out, force)
+    _refuse_existing(out, force, prompt)
     gen = Generator(model)
     x, sr = audio.load(prompt)
     _write_all([out], [gen.continue_audio(x, sr, seconds, label, temperature, seed=seed)], gen.sample_rate, True)
@@ -993,7 +1010,7 @@ def interpolate(
 
     gen = Generator(model)
     (xa, sra), (xb, srb) = audio.load(a), audio.load(b)
-    _write_all(_outputs(out, steps, "step"), gen.interpolate(xa, sra, xb, srb, steps), gen.sample_rate, force)
+    _write_all(_outputs(out, steps, "step"), gen.interpolate(xa, sra, xb, srb, steps), gen.sample_rate, force, a, b)
 
 
 @app.command()
@@ -1010,7 +1027,7 @@ def arithmetic(
     from audiovae import audio
     from audiovae.generate import Generator
 
-    _refuse_existing(out, force)
+    _refuse_existing(out, force, clip, minus, plus)
     gen = Generator(model)
     x = gen.arithmetic(*audio.load(clip), audio.load(minus), audio.load(plus), scale)
     _write_all([out], [x], gen.sample_rate, True)
@@ -1029,7 +1046,7 @@ def transfer(
     from audiovae.generate import Generator
     from audiovae.generate import transfer as run
 
-    _refuse_existing(out, force)
+    _refuse_existing(out, force, content)
     target = Generator(model)
     x, sr = audio.load(content)
     _write_all([out], [run(x, sr, source, target)], target.sample_rate, True)
@@ -1105,40 +1122,56 @@ def bench_generate(
 def _output(path: Path) -> Iterator[BinaryIO]:
     """A binary file that becomes ``path`` (renamed into place, or copied to stdout for -) only when the
     block succeeds; on any error nothing is left behind."""
-    import os
-    import shutil
     import tempfile
+
+    from audiovae.files import replaced
 
     stdout = str(path) == "-"
     if not stdout and not path.parent.is_dir():
         raise AudioVAEError(f"{path}: folder {path.parent} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=None if stdout else path.parent)
-    except OSError as e:
-        raise AudioVAEError(f"{path}: cannot write ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "w+b") as f:
-            yield f
-            f.flush()
-            if stdout:
+        if stdout:
+            with tempfile.TemporaryFile() as f:  # nameless: nothing to leave behind
+                yield f
                 f.seek(0)
-                shutil.copyfileobj(f, sys.stdout.buffer)
-                sys.stdout.buffer.flush()
-            else:
-                os.fsync(f.fileno())  # on disk before the rename, so a crash cannot leave an empty file
-        if not stdout:
-            os.replace(tmp, path)
+                _to_stdout(f)
+        else:
+            with replaced(path) as tmp, tmp.open("w+b") as f:
+                yield f
     except OSError as e:
         raise AudioVAEError(f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+
+def _to_stdout(f: BinaryIO | None = None) -> None:
+    """Copy ``f`` to stdout and flush it: a closed pipe or a full disk is a one-line error."""
+    try:
+        if f is not None:
+            shutil.copyfileobj(f, sys.stdout.buffer)
+        sys.stdout.flush()
+    except OSError as e:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is left in the buffer: nowhere
+        raise AudioVAEError(f"<stdout>: cannot write ({e.strerror or e})") from None
+
+
+def _terminated(signum: int, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C (``finally`` blocks remove temp files); a second one cannot cut that short."""
+    signal.signal(signum, signal.SIG_IGN)
+    raise SystemExit(128 + signum)
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     try:
-        app()
+        try:
+            app()
+        finally:
+            _to_stdout()  # a full or closed stdout fails here, not in a traceback at exit
     except AudioVAEError as e:
         err_console.print(f"audiovae: error: {e}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(1)
+    except OSError as e:  # one not met where its path is known (there: AudioVAEError)
+        err_console.print(f"audiovae: error: {e.filename}: {e.strerror}" if e.filename and e.strerror else
+                          f"audiovae: error: {e}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("audiovae: interrupted")
