@@ -123,7 +123,8 @@ def _codec_key(p: Parsed, rng: random.Random) -> None:
     if not isinstance(p.header["codec"], dict):
         p.header["codec"] = {}
     codec = p.header["codec"]
-    key = rng.choice(["samples", "refine", "streamed", "entropy_sha256", "frames", "chunk_frames", "unknown"])
+    key = rng.choice(["samples", "refine", "extend", "streamed", "entropy_sha256", "frames", "chunk_frames",
+                      "unknown"])
     if key in codec and rng.random() < 0.3:
         del codec[key]
     else:
@@ -210,7 +211,8 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 
 
 def seeds(codec) -> list[bytes]:
-    """Valid files: mono at the model's rate, stereo at 8 kHz with refinement, a streamed one, two chunks."""
+    """Valid files: mono at the model's rate, stereo at 8 kHz with refinement, stereo at 48 kHz with refinement
+    and bandwidth extension, a streamed one, two chunks."""
     sr = codec.model.sample_rate
     rng = np.random.default_rng(0)
 
@@ -223,6 +225,7 @@ def seeds(codec) -> list[bytes]:
     streamed = enc(noise(0.3, 1, sr)) + enc.finish()
     return [codec.compress(noise(0.5, 1, sr), sr, quality=7), streamed,
             codec.compress(noise(0.4, 2, 8000), 8000, quality=5, refine=True),
+            codec.compress(noise(0.6, 2, 48000), 48000, quality=5, refine=True, extend=True),
             codec.compress(noise(5.2, 1, sr), sr, quality=1)]
 
 
