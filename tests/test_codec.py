@@ -72,8 +72,9 @@ def test_kbps_picks_a_quality_and_is_met(model_dir):
     target = (sizes[1] * 8 / 4.0 / 1000) * 1.02
     data = codec.compress(x, SR, kbps=target, refine=False)
     assert len(data) * 8 / 4.0 / 1000 <= target and Reader(io.BytesIO(data)).header.quality == 5
-    with pytest.raises(CodecError, match="--kbps must be positive"):
-        codec.compress(x, SR, kbps=0)
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(CodecError, match="--kbps must be a positive, finite bitrate"):
+            codec.compress(x, SR, kbps=bad)
     with pytest.raises(CodecError, match="--quality must be 1..16"):
         codec.compress(x, SR, quality=17)
 

@@ -758,14 +758,14 @@ def compress(
     import tempfile
 
     from audiovae import audio
-    from audiovae.codec.stream import Codec
+    from audiovae.codec.stream import Codec, check_kbps
     from audiovae.inference import block_frames
 
     _refuse_existing(output, force, input)
     if kbps is not None and quality is not None:
         raise AudioVAEError("give --kbps or --quality, not both")
-    if kbps is not None and not 0 < kbps < math.inf:  # also refuses nan
-        raise AudioVAEError(f"--kbps must be a positive, finite bitrate (got {kbps:g})")
+    if kbps is not None:
+        check_kbps(kbps)
     with tempfile.TemporaryDirectory() as tmp:
         src = input
         if str(input) == "-":  # the length goes into the header: keep stdin in a file

@@ -18,9 +18,9 @@ import threading
 import numpy as np
 import soundfile as sf
 
-from audiovae.audio import MAX_CHANNELS, AudioError, validate
+from audiovae.audio import MAX_CHANNELS, MIN_SAMPLE_RATE, AudioError, validate
 
-MIN_RATE, MAX_RATE = 1000, 192_000  # Hz; the upper bound keeps a clip of max_seconds in memory
+MAX_RATE = 192_000  # Hz, below audio.MAX_SAMPLE_RATE: it keeps a clip of max_seconds in the server's memory
 # (offset, magic bytes, ffmpeg demuxer): the containers ffmpeg may open, none of which reads other files.
 CONTAINERS = (
     (4, b"ftyp", "mp4"),  # MP4 / M4A (AAC, ALAC)
@@ -73,8 +73,8 @@ class Job:
 
 def _limit(name: str, sample_rate: int, channels: int, max_seconds: float) -> int:
     """Frames allowed at this rate, after checking the rate and channels."""
-    if not MIN_RATE <= sample_rate <= MAX_RATE:
-        raise AudioError(f"{name}: sample rate {sample_rate} Hz is outside {MIN_RATE} to {MAX_RATE} Hz")
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_RATE:
+        raise AudioError(f"{name}: sample rate {sample_rate} Hz is outside {MIN_SAMPLE_RATE} to {MAX_RATE} Hz")
     if not 1 <= channels <= MAX_CHANNELS:
         raise AudioError(f"{name}: unsupported channel count {channels} (1 to {MAX_CHANNELS} supported)")
     return int(max_seconds * sample_rate)

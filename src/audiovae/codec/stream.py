@@ -9,6 +9,7 @@ VAE decoder's streaming state, which runs across chunks.
 from __future__ import annotations
 
 import io
+import math
 import shutil
 import struct
 import tempfile
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from audiovae.audio import resampled_length, validate
+from audiovae.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, resampled_length, validate
 from audiovae.codec import extend as extend_layer
 from audiovae.codec import refine as refine_layer
 from audiovae.codec.entropy import VERSION as ENTROPY_VERSION
@@ -29,7 +30,6 @@ from audiovae.models.vae import VAE
 
 CHUNK_FRAMES = 250  # the most frames a chunk holds (a decoder refuses more)
 CHANNEL_GROUP = 8  # channels decoded together: the channel count does not multiply the decoder's memory
-MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000  # the original sample rates a decoder accepts
 _CODEC_KEYS = {"entropy_sha256": str, "samples": int, "streamed": bool, "refine": int, "extend": int,
                "frames": int, "chunk_frames": int}  # codec keys and their JSON types (the last two: version 1)
 _JSON_TYPES = {str: "a string", int: "an integer", bool: "true or false"}
@@ -39,6 +39,12 @@ REFINE_FROM = 4  # --kbps adds the envelope refinement from this quality on
 
 class CodecError(AudioVAEError):
     """A file that this model cannot decode, or a bad request."""
+
+
+def check_kbps(kbps: float) -> None:
+    """Refuse a rate target that is not a positive, finite number (nan included)."""
+    if not 0 < kbps < math.inf:
+        raise CodecError(f"--kbps must be a positive, finite bitrate (got {kbps:g})")
 
 
 class Codec:
@@ -80,8 +86,8 @@ class Codec:
         size is estimated from the first chunk's (exact for files of one chunk). ``extend`` (the bandwidth
         extension, extend.py): None adds it where the input has band above the model's; its bytes do not
         depend on the quality and come off the budget."""
-        if kbps is not None and kbps <= 0:
-            raise CodecError(f"--kbps must be positive, got {kbps:g}")
+        if kbps is not None:
+            check_kbps(kbps)
         if kbps is None:
             enc = self.stream_encoder(sample_rate, channels, DEFAULT_QUALITY if quality is None else quality,
                                       length=length, refine=bool(refine), extend=extend)
