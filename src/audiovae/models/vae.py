@@ -80,8 +80,9 @@ class Decoder(nn.Module):
         self.noise_bands = cfg.noise_bands
         if cfg.noise_bands:
             self.noise = nn.Conv1d(cfg.dec_channels, cfg.upsample * cfg.noise_bands, 1)
+            # starts half open: closed, the random phase has no first-order effect on any loss, so it stays shut
             nn.init.zeros_(self.noise.weight)
-            nn.init.constant_(self.noise.bias, -5.0)  # starts (almost) closed: the decoder it was added to
+            nn.init.zeros_(self.noise.bias)
         self.istft = CausalISTFT(cfg.n_fft, cfg.hop_length // cfg.upsample)
 
     def _frames(self, x: Tensor) -> Tensor:

@@ -33,8 +33,8 @@ def initial_weights(init: str) -> tuple[ModelConfig, dict, dict | None]:
 
 def load_grown(vae, state: dict, blocks: int) -> None:
     """Load ``state`` into ``vae``, whose decoder may have more blocks than the ``blocks`` of ``state`` (they
-    start with a zero layer scale) or a phase-noise gate that ``state`` lacks (it starts almost closed), so the
-    model computes what ``state``'s did."""
+    start with a zero layer scale, computing what ``state``'s did) or a phase-noise gate that ``state`` lacks
+    (it starts half open)."""
     missing, unexpected = vae.load_state_dict(state, strict=False)
     grown = [f"decoder.stack.blocks.{i}." for i in range(blocks, len(vae.decoder.stack.blocks))] + ["decoder.noise."]
     wrong = unexpected + [k for k in missing if not k.startswith(tuple(grown))]
