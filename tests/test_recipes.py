@@ -1,5 +1,5 @@
-"""Every shipped training config loads and runs one tiny-width training step with its own rates,
-losses and discriminator."""
+"""Every training config (the shipped recipes and the experiments' recipes) loads and runs one tiny-width
+training step with its own rates, losses and discriminator."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +12,9 @@ from audiovae.models.discriminators import MultiScaleSTFTDiscriminator
 from audiovae.models.vae import VAE
 from audiovae.train.config import load_train_config
 
-RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*/*.yaml"))
+ROOT = Path(__file__).parents[1]
+# experiments/STUDY/MODEL/NAME.yaml: the experiments' recipes, tested like the shipped ones
+RECIPES = sorted([*(ROOT / "recipes").glob("*/*.yaml"), *(ROOT / "experiments").glob("*/*/*.yaml")])
 # these take their model from --init
 FROM_INIT = ("gan.yaml", "gan-gpu.yaml", "finetune-codec.yaml", "finetune-rd.yaml", "finetune-deeper.yaml",
              "finetune-logmag.yaml", "finetune-hq.yaml")
@@ -27,7 +29,7 @@ def test_every_shipped_model_has_a_training_config():
 def test_config_runs_one_tiny_step(path):
     cfg = load_train_config(path)
     if path.name in FROM_INIT:
-        cfg = replace(cfg, model=load_train_config(path.with_name("train.yaml")).model)
+        cfg = replace(cfg, model=load_train_config(ROOT / "recipes" / path.parent.name / "train.yaml").model)
     assert cfg.data.sample_rate == cfg.model.sample_rate
     model_cfg = replace(cfg.model, enc_channels=8, enc_blocks=1, dec_channels=8, dec_blocks=1 + cfg.grow_decoder)
     torch.manual_seed(0)
@@ -45,6 +47,12 @@ def test_config_runs_one_tiny_step(path):
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in vae.decoder.parameters())
+
+
+def test_experiment_recipes_stay_out_of_recipes():
+    """recipes/ holds the corpus recipes and the shipped models' recipes; an experiment's header says so."""
+    for path in (ROOT / "recipes").glob("*/*.yaml"):
+        assert "not shipped" not in path.read_text().split("\n", 1)[0], path
 
 
 PRIOR_CONFIGS = [p for p in RECIPES if p.name.startswith("prior")]
