@@ -2,22 +2,30 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+CORE := $(VENV)/.core-stamp
 STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
+# PyTorch's CPU wheels; for a CUDA build: make TORCH_INDEX=https://download.pytorch.org/whl/cu128
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: venv demo test test-fast fuzz bench lint format corpora clean train-% prior-% embedder-%
 
 venv: $(STAMP)
 
-# torch first: a plain `torch` requirement would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# torch first, from TORCH_INDEX: a plain `torch` requirement would pull a multi-GB CUDA build. The demo needs the
+# core only; tests, training, the web app and the benchmarks need the extras.
+$(CORE): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,bench,app]'
+	$(PY) -m pip install -q $(TORCH) --index-url $(TORCH_INDEX)
+	$(PY) -m pip install -q -e .
+	touch $(CORE)
+
+$(STAMP): $(CORE)
+	$(PY) -m pip install -q -e '.[train,app,bench,dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(CORE)
 	$(VENV)/bin/audiovae demo
 
 test: $(STAMP)

@@ -441,3 +441,14 @@ def test_slow_clients_are_cut_off(real_server):
     assert r.startswith(b"HTTP/1.1 200 ")
     r = exchange(real_server, b"GET /api/info HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n")
     assert r.startswith(b"HTTP/1.1 400 ")
+
+
+def test_docs_are_served_from_the_package_behind_the_same_token():
+    """/docs loads Swagger UI from /static/swagger (works offline, no CDN); like the API, it needs the token."""
+    c = local(create_app(token="s3cret-token"))
+    assert c.get("/docs").status_code == 401
+    page = c.get("/docs", headers={"authorization": "Bearer s3cret-token"})
+    assert page.status_code == 200 and "cdn" not in page.text and "https://" not in page.text.split("<body>")[0]
+    for asset in ("/static/swagger/swagger-ui-bundle.js", "/static/swagger/swagger-ui.css"):
+        assert asset in page.text and c.get(asset).status_code == 200
+    assert c.get("/redoc").status_code in (401, 404)

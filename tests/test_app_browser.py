@@ -231,3 +231,16 @@ def test_the_token_address_sets_the_cookie_and_the_page_works(browser, token_ser
     pg.click("#codec-run")
     wait_done(pg, "codec-status")
     pg.close()
+
+
+def test_the_api_docs_render_offline(browser, server):
+    """/docs draws the API's operations with Swagger UI from the package, every other host unreachable."""
+    pg = browser.new_page()
+    pg.set_default_timeout(WAIT_MS)
+    outside = []
+    pg.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server) else
+             (outside.append(route.request.url), route.abort()))
+    pg.goto(server + "/docs")
+    pg.wait_for_selector(".opblock")
+    assert pg.locator(".opblock").count() >= 8 and not outside, outside
+    pg.close()

@@ -446,7 +446,12 @@ class Classifier:
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Classifier:
+        """A classifier from its folder, or a shipped one by name (e.g. speech16k-language)."""
+        from audiovae.registry import PRETRAINED_DIR
+
         d = Path(folder)
+        if not d.exists() and len(d.parts) == 1 and (PRETRAINED_DIR / d.name / "classifier.json").is_file():
+            d = PRETRAINED_DIR / d.name
         try:
             meta = json.loads((d / "classifier.json").read_text(encoding="utf-8"))
             with np.load(d / "classifier.npz", allow_pickle=False) as f:

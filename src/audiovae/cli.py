@@ -16,7 +16,7 @@ from typing import BinaryIO
 import typer
 from rich.console import Console
 
-from audiovae.errors import AudioVAEError
+from audiovae.errors import AudioVAEError, missing_extra
 
 app = typer.Typer(
     help="Variational autoencoders for audio: compress, classify, generate.",
@@ -34,6 +34,20 @@ classify_app = typer.Typer(help="Fit, apply and evaluate classifiers on embeddin
 app.add_typer(classify_app, name="classify")
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from audiovae import __version__
+
+        console.print(f"audiovae {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """Options of the audiovae command itself."""
 
 
 @app.command()
@@ -102,11 +116,9 @@ def serve(
                                      "(Authorization: Bearer, or the cookie that opening /?token=TOKEN sets)."),
 ) -> None:
     """The local web app: codec A/B listening, classification, generation, latent map; API at /docs."""
-    try:
-        from audiovae.app.server import LOOPBACK, access, host_name
-        from audiovae.app.server import serve as run
-    except ImportError as e:
-        raise AudioVAEError(f"the web app needs its extra ({e.name} is missing): pip install -e '.[app]'") from None
+    from audiovae.app.server import LOOPBACK, access, host_name
+    from audiovae.app.server import serve as run
+
     if data is not None and not data.exists():
         raise AudioVAEError(f"{data}: no such folder or manifest")
     hosts, token = access(host, allow_host, token)
@@ -122,7 +134,8 @@ def serve(
 
 @app.command()
 def report(
-    bench: Path = typer.Option(Path("docs/bench"), help="Folder of benchmark results (CSV, Markdown, PNG, audio)."),
+    bench: Path | None = typer.Option(None, help="Folder of benchmark results (CSV, Markdown, PNG, audio); "
+                                            "default: docs/bench when it exists here (a source checkout)."),
     out: Path = typer.Option(Path("out/report.html"), help="The HTML page to write."),
     examples: bool = typer.Option(True, help="Add codec examples on the shipped demo clips (listen + spectrograms)."),
 ) -> None:
@@ -130,7 +143,8 @@ def report(
     from audiovae.demo import ASSETS
     from audiovae.report import write_report
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if bench is None and Path("docs/bench").is_dir():
+        bench = Path("docs/bench")
     path = write_report(bench, out, sorted(ASSETS.glob("*.flac")) if examples else [])
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
@@ -171,17 +185,28 @@ def train(
 
 @app.command()
 def export(
-    checkpoint: Path = typer.Argument(..., help="A training checkpoint (.ckpt)."),
+    checkpoint: Path = typer.Argument(..., help="A training checkpoint (.ckpt), or a shipped model's name to copy "
+                                                "its files (speech16k, music24k)."),
     out_dir: Path = typer.Argument(..., help="Folder for NAME.safetensors + NAME.json."),
-    name: str | None = typer.Option(None, help="Model name (default: the config's name)."),
+    name: str | None = typer.Option(None, help="Model name (default: the config's name; checkpoints only)."),
     attachments_from: str | None = typer.Option(
         None, "--attachments-from", help="Copy this model's entropy model, prior and embedding head (name or "
         "folder; its encoder must be the checkpoint's, as after a decoder-only fine-tuning)."),
 ) -> None:
-    """Export a checkpoint as fp16 safetensors + a JSON card with its sha256 and encoder_sha256."""
-    from audiovae.registry import copy_attachments, load
+    """Export a checkpoint as fp16 safetensors + a JSON card with its sha256 and encoder_sha256, or copy a shipped
+    model (card, weights, entropy model, prior, embedding head) to a folder."""
+    from audiovae.registry import copy_attachments, copy_model, list_models, load
     from audiovae.registry import export as export_model
 
+    if str(checkpoint) in list_models() and not checkpoint.exists():
+        if name or attachments_from:
+            raise AudioVAEError("--name and --attachments-from apply to checkpoints, not to a shipped model")
+        for path in copy_model(str(checkpoint), out_dir):
+            console.print(f"wrote {path}", soft_wrap=True)
+        return
+    if not checkpoint.is_file():
+        raise AudioVAEError(f"{checkpoint}: neither a training checkpoint (.ckpt) nor a shipped model "
+                            f"({', '.join(list_models())})")
     card = export_model(checkpoint, out_dir, name=name)
     console.print(f"wrote {card} and {card.with_suffix('.safetensors')}")
     if attachments_from:
@@ -198,6 +223,9 @@ def models() -> None:
         m = load(name)
         console.print(f"{name:12s} {m.sample_rate} Hz, {m.latent_dim} x {m.sample_rate / m.hop_length:g} Hz "
                       f"latents, {m.card.get('steps', '?')} steps")
+        license = m.card.get("license", {})
+        console.print(f"{'':12s} weights {license.get('summary', 'of unstated license')}; see 'license' in "
+                      f"{m.card_path.name}", highlight=False)
 
 
 @app.command()
@@ -543,7 +571,8 @@ def _write_csv(out: Path | None, rows: list[dict]) -> None:
 
 @classify_app.command("predict")
 def classify_predict(
-    folder: Path = typer.Argument(..., help="A classifier folder written by `classify fit`."),
+    folder: Path = typer.Argument(..., help="A classifier folder written by `classify fit`, or a shipped "
+                                            "classifier's name (speech16k-language)."),
     files: list[Path] = typer.Argument(..., help="Audio files and/or folders."),
     out: Path | None = typer.Option(None, "--out", help="Write .csv or .json here (default: CSV on stdout)."),
     model: str | None = typer.Option(None, "--model", help="Model name or folder (default: the classifier's)."),
@@ -1168,6 +1197,11 @@ def main() -> None:
             _to_stdout()  # a full or closed stdout fails here, not in a traceback at exit
     except AudioVAEError as e:
         err_console.print(f"audiovae: error: {e}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(1)
+    except ModuleNotFoundError as e:
+        if missing_extra(e) is None:
+            raise
+        err_console.print(f"audiovae: error: {missing_extra(e)}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
     except OSError as e:  # one not met where its path is known (there: AudioVAEError)
         err_console.print(f"audiovae: error: {e.filename}: {e.strerror}" if e.filename and e.strerror else

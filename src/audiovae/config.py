@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from audiovae.errors import AudioVAEError
+from audiovae.resources import resource
 
 
 class ConfigError(AudioVAEError):
@@ -114,8 +115,10 @@ def to_dict(obj) -> dict:
 
 
 def load_yaml(cls, path: str | Path):
-    """Read a YAML file into dataclass ``cls``."""
+    """Read a YAML file into dataclass ``cls``; a missing recipes/... path is looked up among the shipped recipes."""
     p = Path(path)
+    if not p.is_file() and p.parts[:1] == ("recipes",) and resource(*p.parts).is_file():
+        p = resource(*p.parts)
     if not p.is_file():
         raise ConfigError(f"{p}: no such config file")
     try:

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "demo"
+from audiovae.errors import AudioVAEError
+from audiovae.resources import resource
+
+ASSETS = resource("assets", "demo")
 DEMO_KBPS = (3.0, 6.0)
 
 
 def run_demo(out: Path, console: Console) -> None:
-    from audiovae import audio
+    from audiovae import audio, metrics
     from audiovae.codec.stream import Codec
     from audiovae.plots import save_spectrogram
     from audiovae.registry import list_models, load
 
-    out.mkdir(parents=True, exist_ok=True)
     clips = sorted(ASSETS.glob("*.flac"))
     if not clips:
-        console.print(f"no demo clips found in {ASSETS}")
-        return
+        raise AudioVAEError(f"no demo clips in {ASSETS}: this installation is incomplete (reinstall audiovae)")
+    out.mkdir(parents=True, exist_ok=True)
     shipped = list_models()
     table = Table(title="shipped models on the demo clips (test-split audio, never trained on)")
     for col in ("clip", "model", "mode", "kbps", "PESQ", "STOI", "SI-SDR", "mel dist"):
@@ -54,6 +55,8 @@ def run_demo(out: Path, console: Console) -> None:
         save_spectrogram(out / f"{clip.stem}_{DEMO_KBPS[-1]:g}kbps.png", y, sr,
                          title=f"{clip.name} through the codec at {DEMO_KBPS[-1]:g} kbps")
     console.print(table)
+    if not metrics.has_pesq():
+        console.print("PESQ and STOI need the bench extra: pip install 'audiovae[bench]'", markup=False)
     _classify(clips, console)
     _generate(out, console)
     console.print(f"audio, .avae files and spectrograms in {out}/")
@@ -83,7 +86,6 @@ def _classify(clips: list[Path], console: Console) -> None:
 def _generate(out: Path, console: Console, seconds: float = 3.0) -> None:
     """Clips sampled from the shipped speech16k's latent prior, one per demo language when it knows them."""
     from audiovae import audio
-    from audiovae.errors import AudioVAEError
     from audiovae.generate import Generator
 
     try:
@@ -100,9 +102,9 @@ def _generate(out: Path, console: Console, seconds: float = 3.0) -> None:
 
 
 def _scores(x, y, sr) -> list[str]:
-    from audiovae import metrics
+    """PESQ, STOI, SI-SDR and mel distance of the first channels; "-" where undefined or not installed."""
+    from audiovae.app.api import scores
 
-    ref, est = x[0], y[0]
-    pesq = metrics.pesq_wb(ref, est, sr) if sr >= 16000 else math.nan
-    return [f"{pesq:.2f}", f"{metrics.stoi(ref, est, sr):.3f}", f"{metrics.si_sdr(ref, est):.1f} dB",
-            f"{metrics.mel_distance(ref, est, sr):.3f}"]
+    s = scores(x[0], y[0], sr)
+    return ["-" if v is None else f.format(v) for v, f in zip(s.values(), ("{:.2f}", "{:.3f}", "{:.1f} dB", "{:.3f}"),
+                                                             strict=True)]

@@ -243,6 +243,27 @@ def copy_attachments(src: VAE, dst: VAE, keys: tuple[str, ...] = LATENT_ATTACHME
     return written
 
 
+def copy_model(name_or_path: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
+    """Copy a model (a shipped one by name) into ``out_dir``: its card, its weights and the attachments its card
+    names, each checked against its sha256 first. Returns the written paths; ``load(out_dir)`` loads the copy."""
+    model = load(name_or_path)
+    files = [model.card_path, model.card_path.with_suffix(".safetensors")]
+    for key in LATENT_ATTACHMENTS:
+        if model.card.get(key):
+            load_attachment(model, key, "")  # checks the file's sha256 and its encoder
+            files.append(model.card_path.with_name(model.card[key]["file"]))
+    out = Path(out_dir)
+    if out.resolve() == model.card_path.parent.resolve():
+        raise ModelLoadError(f"{out}: the folder of model '{model.name}' itself")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in files:
+        with replaced(out / path.name) as tmp:
+            shutil.copyfile(path, tmp)
+        written.append(out / path.name)
+    return written
+
+
 ENTROPY_HINT = "fit one with `audiovae codec fit`"
 
 

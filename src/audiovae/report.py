@@ -145,22 +145,23 @@ def _score_row(name: str, kbps: float, m: dict) -> list[str]:
                                                                                    "mel_distance"))]
 
 
-def write_report(bench: Path, out: Path, clips: list[Path] = (), kbps: tuple[float, ...] = (3.0, 6.0)) -> Path:
-    """Render ``bench`` (and codec examples on ``clips``) to the HTML file ``out``."""
-    if not bench.is_dir():
+def write_report(bench: Path | None, out: Path, clips: list[Path] = (), kbps: tuple[float, ...] = (3.0, 6.0)) -> Path:
+    """Render ``bench`` (when given) and codec examples on ``clips`` to the HTML file ``out`` (its folder is
+    created once the page is ready)."""
+    if bench is not None and not bench.is_dir():
         raise AudioVAEError(f"{bench}: no such folder of benchmark results")
-    if not out.parent.is_dir():
-        raise AudioVAEError(f"{out}: folder {out.parent} does not exist")
-    sections = bench_sections(bench)
+    sections = bench_sections(bench) if bench is not None else {}
     if clips:
         sections["Listen: codec examples"] = [codec_examples(clips, kbps)]
     if not sections:
-        raise AudioVAEError(f"{bench}: no benchmark results (CSV, Markdown, PNG or audio files)")
+        raise AudioVAEError(f"nothing to report: no benchmark results (CSV, Markdown, PNG or audio files)"
+                            f"{f' in {bench}' if bench else ''} and no examples")
     toc = "".join(f'<li><a href="#s{i}">{html.escape(t)}</a></li>' for i, t in enumerate(sections))
     body = "".join(f'<h2 id="s{i}">{html.escape(t)}</h2>{"".join(parts)}'
                    for i, (t, parts) in enumerate(sections.items()))
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>audiovae benchmarks</title>'
             f"<style>{STYLE}</style></head><body><h1>audiovae benchmarks</h1>"
-            f"<p>From {html.escape(str(bench))}.</p><ul>{toc}</ul>{body}</body></html>\n")
+            f"<p>From {html.escape(str(bench or 'the shipped models'))}.</p><ul>{toc}</ul>{body}</body></html>\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, page)
     return out

@@ -26,6 +26,7 @@ import anyio
 import numpy as np
 import uvicorn
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -352,7 +353,7 @@ def create_app(data: Path | None = None, label: str | None = None, max_upload_mb
     Clf = Literal[tuple(classifiers)] if classifiers else str
     clip_set = api.ClipSet(Path(data), label) if data is not None else None
     jobs = Jobs(timeout_s, queue)
-    app = FastAPI(title="audiovae", version="1",
+    app = FastAPI(title="audiovae", version="1", docs_url=None, redoc_url=None,
                   description="Neural audio codec, classification, generation and latent maps over local uploads.")
     app.state.jobs = jobs
     run = jobs.run
@@ -372,6 +373,14 @@ def create_app(data: Path | None = None, label: str | None = None, max_upload_mb
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        """Swagger UI from the package (static/swagger), so that it works offline."""
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="audiovae API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")
 
     @app.get("/api/info", response_model=Info)
     def info():

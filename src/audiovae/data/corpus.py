@@ -34,9 +34,10 @@ from audiovae.data.card import write_card
 from audiovae.data.manifest import UNSEEN, Entry, split_for, write_manifest
 from audiovae.errors import AudioVAEError
 from audiovae.files import write_text
+from audiovae.resources import resource
 
 CACHE_VERSION = 1  # bump when decoding or trimming changes: cached records are then rebuilt
-RECIPES = Path(__file__).resolve().parents[3] / "recipes"  # the source checkout's recipes (editable install)
+RECIPES = resource("recipes")  # the shipped models' recipes
 
 
 class RecipeError(AudioVAEError):
@@ -137,7 +138,7 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
 
 
 def find_recipe(name: str) -> Path:
-    """A corpus.yaml path, or recipes/NAME/corpus.yaml here or in the source checkout."""
+    """A corpus.yaml path, or recipes/NAME/corpus.yaml here or among the shipped recipes."""
     candidates = [Path(name)] if name.endswith((".yaml", ".yml")) else \
         [Path("recipes") / name / "corpus.yaml", RECIPES / name / "corpus.yaml"]
     for c in candidates:
