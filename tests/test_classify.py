@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from audiovae import classify
+from audiovae.classify import bench_tasks
 from audiovae.cli import app
 from audiovae.config import ModelConfig
 from audiovae.errors import AudioVAEError
@@ -413,9 +414,9 @@ def test_floors_and_wide_table():
              "draws": 1 if k == "all" else 5, "accuracy_std": 0.0 if k == "all" else 0.02 * (1 + (f == "mfcc"))}
             for f, accs in (("vae", (0.5, 0.88, 0.9, 0.95)), ("mfcc", (0.4, 0.89, 0.8, 0.9)))
             for k, a in zip((1, 5, 20, "all"), accs, strict=True)]
-    assert classify.floors(rows) == ["t: k=5, vae 0.880 ± 0.010 <= mfcc 0.890 ± 0.020"]
+    assert bench_tasks.floors(rows) == ["t: k=5, vae 0.880 ± 0.010 <= mfcc 0.890 ± 0.020"]
     rows[1]["accuracy_mean"] = 0.84
-    assert classify.floors(rows) == ["t: k=5, vae 0.840 ± 0.010 <= mfcc 0.890 ± 0.020",
+    assert bench_tasks.floors(rows) == ["t: k=5, vae 0.840 ± 0.010 <= mfcc 0.890 ± 0.020",
                                      "t: k=5 accuracy 0.840 more than 10 points below all labels 0.950"]
-    wide = classify.wide_table(rows)
+    wide = bench_tasks.wide_table(rows)
     assert [w["features"] for w in wide] == ["vae", "mfcc"] and wide[0]["acc@all"] == 0.95 and wide[1]["f1@1"] == 0.4

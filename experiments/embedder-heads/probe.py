@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from audiovae import classify as cl
+from audiovae.classify import bench_tasks as bt
 from audiovae.models.embedder import Embedder
 from audiovae.registry import load, restore_state, stored_state
 from audiovae.train.common import read_run_checkpoint
@@ -30,7 +31,7 @@ from audiovae.train.embedder import EmbedTrainConfig
 SPLITS = ("train", "valid", "test")
 
 
-def task_means(task: cl.Task, corpora: Path, model, cache: Path | None) -> dict[str, tuple[list, np.ndarray]]:
+def task_means(task: bt.Task, corpora: Path, model, cache: Path | None) -> dict[str, tuple[list, np.ndarray]]:
     """{split: (each clip's posterior means (channels, latent_dim, frames), labels)}, read from / written to
     ``cache`` (one segment per channel, ``owner`` its clip)."""
     path = None if cache is None else cache / f"{task.name}.npz"
@@ -43,7 +44,7 @@ def task_means(task: cl.Task, corpora: Path, model, cache: Path | None) -> dict[
             out[s] = ([np.stack([g for g, o in zip(segments, owner, strict=True) if o == i])
                        for i in range(len(d[f"{s}_y"]))], d[f"{s}_y"])
         return out
-    feats, _ = cl.task_features(task, corpora, model, (cl.LEARNED,), means=True)
+    feats, _ = bt.task_features(task, corpora, model, (cl.LEARNED,), means=True)
     out = {s: (feats[s][0][cl.MEANS], feats[s][1]) for s in SPLITS}
     if path is not None:
         arrays = {}
@@ -69,15 +70,15 @@ def subgroup(entry: dict) -> str:
     return source
 
 
-def task_subgroups(task: cl.Task, corpora: Path) -> dict[str, np.ndarray]:
+def task_subgroups(task: bt.Task, corpora: Path) -> dict[str, np.ndarray]:
     """{split: the sub-group of each clip that `task_means` holds, in its order}."""
     by_clip = {}
     for part in {*task.train, *task.eval_parts}:
-        manifest = cl.task_manifest(part, corpora)
+        manifest = bt.task_manifest(part, corpora)
         for line in manifest.read_text().splitlines():
             e = json.loads(line)
             by_clip[(str(manifest.parent / e["path"]), round(e["offset"], 3))] = subgroup(e)
-    subsets, _ = cl.task_subsets(task, corpora)
+    subsets, _ = bt.task_subsets(task, corpora)
     return {s: np.array([by_clip[(str(it.path), round(it.offset, 3))] for it in subsets[s]]) for s in SPLITS}
 
 
@@ -104,7 +105,7 @@ def run_head(run: Path, model) -> Embedder:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("tasks", nargs="+", choices=[t.name for t in cl.TASKS])
+    ap.add_argument("tasks", nargs="+", choices=[t.name for t in bt.TASKS])
     ap.add_argument("--run", type=Path, action="append", default=[],
                     help="train-embedder run folder of the tasks' model (repeat)")
     ap.add_argument("--corpora", type=Path, default=Path("corpora"))
@@ -118,7 +119,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     ks = tuple(k or None for k in args.k or [0])
     for name in args.tasks:
-        task = next(t for t in cl.TASKS if t.name == name)
+        task = next(t for t in bt.TASKS if t.name == name)
         model = load(task.model)
         means = task_means(task, args.corpora, model, args.means)
         groups = task_subgroups(task, args.corpora) if args.by_group else None
@@ -128,7 +129,7 @@ def main() -> None:
         heads = {"shipped": cl.learned_embedder(model)}
         heads |= {str(run): run_head(run, model) for run in args.run}
         for label, head in heads.items():
-            x = {s: np.stack([cl._learned(head, m) for m in means[s][0]]) for s in ("train", args.split)}
+            x = {s: np.stack([cl.head_embedding(head, m) for m in means[s][0]]) for s in ("train", args.split)}
             accs = [cl.few_label_eval(x["train"], y["train"], x[args.split], y[args.split], k, args.draws,
                                       keep=True) for k in ks]
             print(f"{name} {args.split} {label}: " + " | ".join(

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from audiovae import classify as cl
+from audiovae.classify import bench_tasks as bt
 from audiovae.inference import to_model_rate
 from audiovae.models.blocks import compressed, log_magnitude
 from audiovae.registry import load
@@ -48,16 +49,16 @@ def features(model, items: list[cl.Item], classes: list[str], cap: int) -> tuple
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("tasks", nargs="+", choices=[t.name for t in cl.TASKS])
+    ap.add_argument("tasks", nargs="+", choices=[t.name for t in bt.TASKS])
     ap.add_argument("--corpora", type=Path, default=Path("corpora"))
     ap.add_argument("--draws", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     for name in args.tasks:
-        task = next(t for t in cl.TASKS if t.name == name)
+        task = next(t for t in bt.TASKS if t.name == name)
         model = load(task.model)
-        items, classes = cl.task_classes(task, args.corpora)
+        items, classes = bt.task_classes(task, args.corpora)
         (x_tr, y_tr), (x_va, y_va) = (features(model, items[s], classes, cap) for s, cap in (("train", 100),
                                                                                            ("valid", 50)))
         for key in x_tr:

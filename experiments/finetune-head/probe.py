@@ -12,13 +12,14 @@ from pathlib import Path
 import torch
 
 from audiovae import classify as cl
+from audiovae.classify import bench_tasks as bt
 from audiovae.registry import load
 from audiovae.train.head import FinetuneConfig
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("tasks", nargs="+", choices=[t.name for t in cl.TASKS])
+    ap.add_argument("tasks", nargs="+", choices=[t.name for t in bt.TASKS])
     ap.add_argument("--corpora", type=Path, default=Path("corpora"))
     ap.add_argument("--split", choices=("valid", "test"), default="valid")
     ap.add_argument("--k", type=int, action="append", help="labels per class, 0 for all (repeat; default 0)")
@@ -30,12 +31,12 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     ks = tuple(k or None for k in args.k or [0])
     for name in args.tasks:
-        task = next(t for t in cl.TASKS if t.name == name)
+        task = next(t for t in bt.TASKS if t.name == name)
         model = load(task.model)
-        feats, _ = cl.task_features(task, args.corpora, model, (cl.LEARNED,), means=True)
+        feats, _ = bt.task_features(task, args.corpora, model, (cl.LEARNED,), means=True)
         feats["test"] = feats[args.split]
         key = f"vae:{cl.LEARNED}"
-        tuned = cl.finetune_rows(name, feats, model, FinetuneConfig(steps=args.steps, seed=args.seed), ks,
+        tuned = bt.finetune_rows(name, feats, model, FinetuneConfig(steps=args.steps, seed=args.seed), ks,
                                  args.draws)
         for k, row in zip(ks, tuned, strict=True):
             frozen = cl.few_label_eval(feats["train"][0][key], feats["train"][1], feats["test"][0][key],

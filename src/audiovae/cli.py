@@ -514,7 +514,7 @@ def classify_fit(
     from audiovae import classify as cl
     from audiovae.config import to_dict
     from audiovae.registry import load
-    from audiovae.train.head import FinetuneConfig
+    from audiovae.train.head import FinetuneConfig, finetuned_embeddings
 
     if features not in cl.FEATURE_KINDS:
         raise AudioVAEError(f"unknown --features '{features}' (use {' or '.join(cl.FEATURE_KINDS)})")
@@ -534,7 +534,7 @@ def classify_fit(
         means, kept, failed = _embed_with_progress(items, cl.MEANS, m, f"posteriors of {len(items)} clips")
         y = np.array([items[i].label for i in kept])
         cl.check_classes(y)
-        head, x = cl.finetuned_embeddings(m, means, y, tune, progress=True, accelerator=accelerator)
+        head, x = finetuned_embeddings(m, means, y, tune, progress=True, accelerator=accelerator)
     else:
         x, kept, failed = _embed_with_progress(items, features, m, f"{features} features of {len(items)} clips",
                                                pooling=pooling)
@@ -700,10 +700,11 @@ def bench_classify(
 
     from audiovae import bench
     from audiovae import classify as cl
+    from audiovae.classify import bench_tasks as bt
     from audiovae.registry import load
     from audiovae.train.head import FinetuneConfig
 
-    known = {t.name: t for t in cl.TASKS}
+    known = {t.name: t for t in bt.TASKS}
     bad = [t for t in task or [] if t not in known]
     if bad:
         raise AudioVAEError(f"unknown task '{bad[0]}' (use {', '.join(known)})")
@@ -712,10 +713,10 @@ def bench_classify(
         raise AudioVAEError("--model takes NAME=MODEL, e.g. speech16k=runs/speech16k/export")
     if pooling != "auto":
         cl.check_pooling(pooling)
-    tasks = [known[t] for t in task] if task else list(cl.TASKS)
+    tasks = [known[t] for t in task] if task else list(bt.TASKS)
     for t in tasks:
         for part in t.train + t.eval_parts:
-            cl.task_manifest(part, corpora)
+            bt.task_manifest(part, corpora)
     start, feats, summaries, valid = time.time(), {}, [], []
     models = {name: load(overrides.get(name, name)) for name in dict.fromkeys(t.model for t in tasks)}
     if pooling != "auto":
@@ -724,34 +725,34 @@ def bench_classify(
     with Progress(console=err_console, transient=True) as bar:
         progress = bar.add_task("embedding", total=None)
         for t in tasks:
-            feats[t.name], summary = cl.task_features(
+            feats[t.name], summary = bt.task_features(
                 t, corpora, models[t.model], cl.model_poolings(models[t.model]), max_train=max_train,
                 max_eval=max_eval, means=bool(finetune) and cl.LEARNED in cl.model_poolings(models[t.model]),
                 progress=lambda s, i, n: bar.update(progress, description=s, completed=i, total=n))
             summaries.append(summary)
             bar.update(progress, description=f"{t.name}: poolings on valid", completed=0, total=None)
-            valid += cl.pooling_rows(t.name, feats[t.name], draws)
-        chosen = cl.choose_pooling(valid) if pooling == "auto" else pooling
-        compared = cl.compared_pooling(valid, chosen)
+            valid += bt.pooling_rows(t.name, feats[t.name], draws)
+        chosen = bt.choose_pooling(valid) if pooling == "auto" else pooling
+        compared = bt.compared_pooling(valid, chosen)
         rows = []
         for t in tasks:
             bar.update(progress, description=f"{t.name}: test", completed=0, total=None)
-            rows += cl.test_rows(t.name, feats[t.name], chosen, draws=draws,
+            rows += bt.test_rows(t.name, feats[t.name], chosen, draws=draws,
                                  methods=(*cl.SEMI_METHODS, cl.SUGGESTED) if semi_supervised else (),
                                  compared=compared)
             if cl.MEANS in feats[t.name]["train"][0]:
                 bar.update(progress, description=f"{t.name}: fine-tuning the head", completed=0, total=None)
-                rows += cl.finetune_rows(t.name, feats[t.name], models[t.model], FinetuneConfig(steps=finetune))
+                rows += bt.finetune_rows(t.name, feats[t.name], models[t.model], FinetuneConfig(steps=finetune))
     bench.write_table(summaries, out, "classify_tasks", "Classification tasks (clips embedded per split)")
     bench.write_table(valid, out, "classify_pooling_valid", "Poolings on the valid split (accuracy, macro-F1)")
     csv_path, _ = bench.write_table(rows, out, "classify_long", "Few-label classification, test split")
     title = (f"Test accuracy / macro-F1 at k labels per class (k=all: <= {max_train} per class); VAE pooling "
              f"'{chosen}'" + (f" (and '{compared}': vae:{compared})" if compared else "") + f"; {draws} draws")
-    _, md = bench.write_table(cl.wide_table(rows), out, "classify", title)
-    fails = cl.floors(rows)
+    _, md = bench.write_table(bt.wide_table(rows), out, "classify", title)
+    fails = bt.floors(rows)
     with md.open("a") as f:
         f.write("\nFloors not met:\n" + "".join(f"- {x}\n" for x in fails) if fails else "\nAll floors met.\n")
-    plot = cl.plot_few_label(rows, out / "classify.png", all_at=max_train)
+    plot = bt.plot_few_label(rows, out / "classify.png", all_at=max_train)
     console.print(md.read_text())
     if pooling == "auto" and chosen != cl.DEFAULT_POOLING:
         console.print(f"note: valid chose pooling '{chosen}', `audiovae embed` defaults to '{cl.DEFAULT_POOLING}'")

@@ -13,12 +13,15 @@ import warnings
 from dataclasses import dataclass, field
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
+from audiovae.classify.embed import head_embedding, learned_embedder
 from audiovae.models.embedder import Embedder
+from audiovae.registry import stored_state
 from audiovae.train.embedder import AugmentConfig, augment
 from audiovae.train.latents import CropDataset, collate
 
@@ -82,3 +85,18 @@ def finetune_head(embedder: Embedder, clips: list[Tensor], labels: list[int], fr
     finally:
         quiet.setLevel(level)
     return module.embedder.cpu().eval()
+
+
+def finetuned_embeddings(model, means: list[np.ndarray], labels, cfg: FinetuneConfig | None = None,
+                         progress: bool = False, **trainer) -> tuple[Embedder, np.ndarray]:
+    """Fine-tune ``model``'s learned head with a linear layer on labelled clips: ``means`` are each clip's
+    posterior means (channels, latent_dim, frames), every channel a training clip. Returns the head, rounded to
+    its stored precision (fp16 weights), and the clips' embeddings (N, dim) by it. ``trainer``: accelerator,
+    devices."""
+    _, idx = np.unique(np.asarray(labels).astype(str), return_inverse=True)
+    clips = [torch.from_numpy(ch.T).float() for mu in means for ch in mu]
+    targets = [int(c) for mu, c in zip(means, idx, strict=True) for _ in mu]
+    head = finetune_head(learned_embedder(model), clips, targets, model.sample_rate / model.hop_length, cfg,
+                         progress=progress, **trainer)
+    head.load_state_dict(stored_state(head))
+    return head, np.stack([head_embedding(head, mu) for mu in means])
