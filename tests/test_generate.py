@@ -13,15 +13,15 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from audiovae.bench_generate import frechet_distance, frechet_gaussians
+from audiovae.bench.generate import frechet_distance, frechet_gaussians
 from audiovae.cli import app
 from audiovae.config import ModelConfig, from_dict, to_dict
 from audiovae.data.manifest import Entry, write_manifest
 from audiovae.errors import AudioVAEError
 from audiovae.generate import GenerateError, Generator, slerp, transfer
 from audiovae.inference import reconstruct
-from audiovae.models.flow_prior import FlowPrior
-from audiovae.models.prior import LatentPrior, PriorConfig, make_prior
+from audiovae.models.flow_prior import FlowPrior, make_prior
+from audiovae.models.prior import LatentPrior, PriorConfig
 from audiovae.models.vae import VAE
 from audiovae.registry import ModelLoadError, load, save, save_prior
 from audiovae.train.prior import PriorTrainConfig, export_prior, train_prior

@@ -61,7 +61,7 @@ EMBED_CONFIGS = [p for p in RECIPES if p.name == "embedder.yaml"]
 
 @pytest.mark.parametrize("path", PRIOR_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_prior_recipe_trains_and_samples_at_tiny_width(path):
-    from audiovae.models.prior import make_prior
+    from audiovae.models.flow_prior import make_prior
     from audiovae.train.prior import load_prior_config
 
     cfg = load_prior_config(path)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from audiovae import classify as cl
-from audiovae.classify import bench_tasks as bt
+from audiovae.bench import classify as bt
 from audiovae.models.embedder import Embedder
 from audiovae.registry import load, restore_state, stored_state
 from audiovae.train.common import read_run_checkpoint

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from audiovae import classify as cl
-from audiovae.classify import bench_tasks as bt
+from audiovae.bench import classify as bt
 from audiovae.inference import to_model_rate
 from audiovae.models.blocks import compressed, log_magnitude
 from audiovae.registry import load

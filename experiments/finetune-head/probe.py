@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from audiovae import classify as cl
-from audiovae.classify import bench_tasks as bt
+from audiovae.bench import classify as bt
 from audiovae.registry import load
 from audiovae.train.head import FinetuneConfig
 

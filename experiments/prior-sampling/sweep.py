@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiovae.bench_generate import _each, _labelled, _load, _probes
+from audiovae.bench.generate import fit_probes, labelled_entries, load_clips, progress_each
 from audiovae.classify import embed
 from audiovae.generate import Generator
 from audiovae.inference import reconstruct
@@ -102,8 +102,8 @@ def main() -> None:
     gen = Generator(args.model)
     if args.extra_guide:
         gen.prior.guide = Ensemble([gen.prior.guide] + [load_prior(load(m))[0].guide for m in args.extra_guide])
-    each = _each(None)
-    probes, _ = _probes(gen.model, args.manifest, gen.label_key, gen.labels, each, ("vae", "mfcc"))
+    each = progress_each(None)
+    probes, _ = fit_probes(gen.model, args.manifest, gen.label_key, gen.labels, each, ("vae", "mfcc"))
     requests = [(lab, j) for lab in gen.labels for j in range(args.per_label)]
     asked = np.array([r[0] for r in requests])
     root = gen.prior.style_scale.clone() if gen.prior.config.style else None
@@ -113,15 +113,15 @@ def main() -> None:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        train = _labelled(args.manifest, "train", gen.label_key, gen.labels, 100)
-        clips = _load(train, args.manifest.parent, gen.sample_rate)
+        train = labelled_entries(args.manifest, "train", gen.label_key, gen.labels, 100)
+        clips = load_clips(train, args.manifest.parent, gen.sample_rate)
         x = np.stack([embed(gen.model, c, gen.sample_rate) for c in clips])
         ranker = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1)).fit(
             x, [str(e.labels[gen.label_key]) for e in train])
     rows = []
     if args.reconstructions:
-        test = _labelled(args.manifest, "test", gen.label_key, gen.labels, 20)
-        real = _load(test, args.manifest.parent, gen.sample_rate)
+        test = labelled_entries(args.manifest, "test", gen.label_key, gen.labels, 20)
+        real = load_clips(test, args.manifest.parent, gen.sample_rate)
         truth = np.array([str(e.labels[gen.label_key]) for e in test])
         recon = [reconstruct(gen.model, x, gen.sample_rate) for x in real]
         for name, clips in (("real test", real), ("reconstructions", recon)):

@@ -3,7 +3,7 @@
 from audiovae.errors import AudioVAEError
 
 __version__ = "0.1.0"
-__all__ = ["AudioVAEError", "Codec", "__version__", "list_models", "load"]
+__all__ = ["AudioVAEError", "Codec", "__version__", "embed", "list_models", "load"]
 
 
 def __getattr__(name: str):
@@ -16,4 +16,8 @@ def __getattr__(name: str):
         from audiovae.codec.stream import Codec
 
         return Codec
+    if name == "embed":
+        from audiovae.classify import embed
+
+        return embed
     raise AttributeError(f"module 'audiovae' has no attribute {name!r}")

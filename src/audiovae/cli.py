@@ -700,7 +700,7 @@ def bench_classify(
 
     from audiovae import bench
     from audiovae import classify as cl
-    from audiovae.classify import bench_tasks as bt
+    from audiovae.bench import classify as bt
     from audiovae.registry import load
     from audiovae.train.head import FinetuneConfig
 
@@ -1105,7 +1105,7 @@ def bench_generate(
     from rich.progress import Progress
 
     from audiovae import bench
-    from audiovae import bench_generate as bg
+    from audiovae.bench import generate as bg
     from audiovae.generate import Generator
     from audiovae.plots import save_recognition
 

@@ -8,7 +8,7 @@ latents: two models whose encoders are bit-identical (a decoder fine-tuned with 
 it. What consumes latents records it and is checked against it rather than against the whole weights:
 the entropy model and the latent prior stored with a model (NAME.entropy / NAME.prior.safetensors; their
 card entries also keep ``vae_sha256``, the weights they were fitted with), latent caches and prior
-checkpoints (train/latents.py, train/prior.py) and classifier probes (classify.py). An entry written
+checkpoints (train/latents.py, train/prior.py) and classifier probes (classify/classifier.py). An entry written
 before the encoder hash, with ``vae_sha256`` alone, is accepted when that equals the model's ``sha256``;
 ``copy_attachments`` moves a model's entropy model, prior and embedding head to another with the same encoder. Cards
 written before the encoder hash get it computed on load. The .avae header names the whole weights'
@@ -330,11 +330,15 @@ def read_checkpoint(path: str | os.PathLike, prefix: str = "vae.") -> tuple[dict
     return config, _under(state, prefix), steps
 
 
+def step_scales(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The centered parameters of ``train.rd.RateDistortion.scales`` (as a model card's ``step_scales`` holds them):
+    geometric mean 1 keeps the rate of uniform steps where every channel's rate is high."""
+    return a - a.mean(), b - b.mean()
+
+
 def read_model_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, dict | None, int]:
     """(train config dict, VAE state dict, per-channel step parameters {a, b} as a card's ``step_scales``
     holds them (None unless a rate-distortion run), generator updates) from one read of a checkpoint."""
-    from audiovae.train.rd import step_scales
-
     config, state, steps = _open_checkpoint(path)
     rd, scales = _under(state, "rd."), None
     if rd:
@@ -420,7 +424,8 @@ def save_prior(model: VAE, prior, meta: dict) -> Path:
 
 def load_prior(model: VAE):
     """(prior of its kind in eval mode, card entry) stored with ``model``."""
-    from audiovae.models.prior import PriorConfig, make_prior
+    from audiovae.models.flow_prior import make_prior
+    from audiovae.models.prior import PriorConfig
 
     return load_net(model, "prior", make_prior, PriorConfig, PRIOR_HINT)
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from audiovae.models.prior import Prior, PriorConfig
+from audiovae.models.prior import LatentPrior, Prior, PriorConfig
 
 
 def time_features(t: Tensor, dim: int) -> Tensor:
@@ -287,3 +287,8 @@ class FlowPrior(Prior):
                 v = v + self._guide_velocity(x, t, labels, classifier_guidance)
             x = x + (t_next - t) * v
         return x[:, n:]
+
+
+def make_prior(cfg: PriorConfig) -> Prior:
+    """The prior of ``cfg.kind``: a ``FlowPrior`` or an autoregressive ``LatentPrior``."""
+    return FlowPrior(cfg) if cfg.kind == "flow" else LatentPrior(cfg)

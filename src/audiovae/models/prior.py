@@ -1,6 +1,6 @@
 """A latent prior p(z | label) over VAE latent frames, of one of two kinds (``PriorConfig.kind``): "ar", a
 small causal transformer (here), or "flow", a non-autoregressive flow-matching network (``flow_prior.py``);
-``make_prior`` builds either. Both share the interface of ``Prior``: ``loss`` for training, ``sample``.
+``flow_prior.make_prior`` builds either. Both share the interface of ``Prior``: ``loss`` for training, ``sample``.
 
 Frames are the VAE's posterior means, standardized per dimension with statistics stored in the prior
 (``latent_mean``, ``latent_std``; ``latent_cov`` is kept for mapping between latent spaces). For "ar", token 0
@@ -114,15 +114,6 @@ class Prior(nn.Module):
         if guidance == 1.0 or not bool((labels != self.null_label).any()):
             return None
         return torch.cat([labels, torch.full_like(labels, self.null_label)])
-
-
-def make_prior(cfg: PriorConfig) -> Prior:
-    """The prior of ``cfg.kind``."""
-    if cfg.kind == "flow":
-        from audiovae.models.flow_prior import FlowPrior
-
-        return FlowPrior(cfg)
-    return LatentPrior(cfg)
 
 
 class Block(nn.Module):

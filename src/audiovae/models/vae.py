@@ -169,13 +169,6 @@ class VAE(nn.Module):
         z = self.encode(F.pad(wave, (0, self.padded_length(n) - n))).mean
         return self.decode(z)[:, :n]
 
-    def embed(self, wave, sample_rate: int, pooling: str | None = None):
-        """(channels, samples) float32 at any rate -> one embedding (numpy, float32): ``classify.embed`` with
-        ``pooling`` (default: ``classify.DEFAULT_POOLING``; ``learned`` for the model's embedding head)."""
-        from audiovae import classify
-
-        return classify.embed(self, wave, sample_rate, pooling=pooling or classify.DEFAULT_POOLING)
-
     def stream_encoder(self) -> StreamingEncoder:
         return StreamingEncoder(self)
 

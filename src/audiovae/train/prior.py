@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 
 from audiovae.config import load_yaml, to_dict
 from audiovae.errors import AudioVAEError
-from audiovae.models.prior import Prior, PriorConfig, make_prior
+from audiovae.models.flow_prior import make_prior
+from audiovae.models.prior import Prior, PriorConfig
 from audiovae.train.common import LatentTrainConfig, read_run_checkpoint, train, warmup_cosine
 from audiovae.train.latents import CropDataset, LengthBatchSampler, collate, encode_split
 

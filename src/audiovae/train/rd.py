@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audiovae.registry import step_scales
+
 LOGISTIC = math.sqrt(3.0) / math.pi  # logistic scale per unit standard deviation
 
 
@@ -70,9 +72,3 @@ class RateDistortion(nn.Module):
         logs = {"rate_bits": fit.detach().mean(), "rate_ratio": ratio.detach().mean(),
                 "dual": self.dual.mean(), "step_scale_spread": self.a.detach().std()}
         return (self.dual[k] * ratio).mean() + fit.mean(), logs
-
-
-def step_scales(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """The centered parameters of ``RateDistortion.scales`` (as a model card's ``step_scales`` holds them):
-    geometric mean 1 keeps the rate of uniform steps where every channel's rate is high."""
-    return a - a.mean(), b - b.mean()

@@ -21,22 +21,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.linalg import sqrtm
 
 from audiovae import audio
 from audiovae.classify import best_pooling, embed, features, fit, mfcc_features
 from audiovae.data.manifest import Entry, read_manifest, spread
 from audiovae.errors import AudioVAEError
 from audiovae.files import write_text
-from audiovae.generate import Generator
+from audiovae.generate import Generator, transfer
 from audiovae.inference import decode_frames
+from audiovae.plots import save_spectrogram
 
 MIN_SECONDS, MAX_CLIP_SECONDS = 0.5, 10.0
 
 
 def frechet_gaussians(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2))."""
-    from scipy.linalg import sqrtm
-
     root = sqrtm(cov1 @ cov2)
     root = root.real if np.iscomplexobj(root) else root
     return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1 + cov2 - 2 * root))
@@ -52,12 +52,12 @@ def _features(model, clips: list[np.ndarray], sr: int) -> dict[str, np.ndarray]:
             "mfcc": np.stack([mfcc_features(c, sr) for c in clips]).astype(np.float64)}
 
 
-def _load(entries: list[Entry], root: Path, sr: int) -> list[np.ndarray]:
+def load_clips(entries: list[Entry], root: Path, sr: int) -> list[np.ndarray]:
     return [audio.load(e.audio_path(root), sample_rate=sr, mono=True, offset=e.offset,
                        duration=min(e.duration, MAX_CLIP_SECONDS))[0] for e in entries]
 
 
-def _each(progress: Callable[[str, int, int], None] | None) -> Callable:
+def progress_each(progress: Callable[[str, int, int], None] | None) -> Callable:
     """each(what, items, fn): [fn(i, item)], reporting (what, done, total) to ``progress`` after each item."""
     def each(what: str, items: list, fn: Callable) -> list:
         out = []
@@ -90,8 +90,8 @@ def evaluate(gen: Generator, manifest: str | Path, clips: int = 100, per_label: 
         value = None if key is None else e.labels.get(key)
         return str(value) if value is not None and str(value) in gen.labels else None
 
-    each = _each(progress)
-    real_test, real_train = _load(tests, manifest.parent, sr), _load(trains, manifest.parent, sr)
+    each = progress_each(progress)
+    real_test, real_train = load_clips(tests, manifest.parent, sr), load_clips(trains, manifest.parent, sr)
     learned = each("sampling (learned prior)", tests,
                    lambda i, e: gen.sample(_seconds(e), label_of(e), seed=i, **kw))
 
@@ -126,13 +126,13 @@ def speed(gen: Generator, seconds: float = 10.0) -> dict:
     return {"audio_seconds": seconds, "wall_seconds": best, "x_realtime": seconds / best}
 
 
-def _labelled(manifest: Path, split: str, key: str, labels, n: int) -> list[Entry]:
+def labelled_entries(manifest: Path, split: str, key: str, labels, n: int) -> list[Entry]:
     """Up to ``n`` clips (of MIN_SECONDS or more) of each of ``labels`` (values of ``key``) in a manifest split."""
     entries = [e for e in read_manifest(manifest, split=split)[0] if e.duration >= MIN_SECONDS]
     return [e for lab in labels for e in spread([e for e in entries if str(e.labels.get(key)) == lab], n)]
 
 
-def _probes(model, manifest: Path, key: str, labels, each, kinds: tuple[str, ...], per_label: int = 100):
+def fit_probes(model, manifest: Path, key: str, labels, each, kinds: tuple[str, ...], per_label: int = 100):
     """({kind: (classifier, featurize(what, clips))}, pooling): probes of ``key`` fitted on up to ``per_label``
     real train clips of each label, on features of each kind: "vae" (the model's best embedding: its learned head
     when it has one) or "mfcc" (the classification baseline, which does not depend on the model)."""
@@ -142,8 +142,8 @@ def _probes(model, manifest: Path, key: str, labels, each, kinds: tuple[str, ...
         return lambda what, clips: np.stack(each(f"{what} ({kind})", clips,
                                                  lambda i, c: features(kind, model, c, sr, pooling=pooling)))
 
-    train = _labelled(manifest, "train", key, labels, per_label)
-    clips, names = _load(train, manifest.parent, sr), [str(e.labels[key]) for e in train]
+    train = labelled_entries(manifest, "train", key, labels, per_label)
+    clips, names = load_clips(train, manifest.parent, sr), [str(e.labels[key]) for e in train]
     probes = {}
     for kind in kinds:
         featurize = featurizer(kind)
@@ -153,11 +153,11 @@ def _probes(model, manifest: Path, key: str, labels, each, kinds: tuple[str, ...
 
 def _conditional(gen: Generator, manifest: Path, per_label: int, kw: dict, label_of, each,
                  test_per_label: int = 20) -> dict:
-    """Accuracy per label of probes (``_probes``: on the model's embedding, and on MFCC statistics as a check
+    """Accuracy per label of probes (``fit_probes``: on the model's embedding, and on MFCC statistics as a check
     independent of the model) on generated clips and on up to ``test_per_label`` real test clips per label."""
-    probes, pooling = _probes(gen.model, manifest, gen.label_key, gen.labels, each, ("vae", "mfcc"))
-    test = _labelled(manifest, "test", gen.label_key, gen.labels, test_per_label)
-    real_clips = _load(test, manifest.parent, gen.sample_rate)
+    probes, pooling = fit_probes(gen.model, manifest, gen.label_key, gen.labels, each, ("vae", "mfcc"))
+    test = labelled_entries(manifest, "test", gen.label_key, gen.labels, test_per_label)
+    real_clips = load_clips(test, manifest.parent, gen.sample_rate)
     requests = [(lab, j) for lab in gen.labels for j in range(per_label)]
     made = each("sampling per label", requests, lambda i, r: gen.sample(3.0, r[0], seed=1000 + i, **kw))
     asked, truth = np.array([r[0] for r in requests]), np.array([label_of(e) for e in test], dtype=object)
@@ -198,15 +198,15 @@ def arithmetic(gen: Generator, manifest: str | Path, key: str, triples: int = 40
     values = sorted(v for v, es in by.items() if len(es) >= max(2, most / 5))  # rare values: too few to probe
     if len(values) < 2:
         raise AudioVAEError(f"{manifest}: latent arithmetic on '{key}' needs two values with two test clips each")
-    each = _each(progress)
-    probes, _ = _probes(gen.model, manifest, key, values, each, ("vae",))
+    each = progress_each(progress)
+    probes, _ = fit_probes(gen.model, manifest, key, values, each, ("vae",))
     clf, embedded = probes["vae"]
     rng = np.random.default_rng(seed)
     picks = []
     for _ in range(triples):
         v, w = rng.choice(values, 2, replace=False)
         a, b = rng.choice(len(by[v]), 2, replace=False)
-        picks.append((v, w, *_load([by[v][a], by[v][b], by[w][rng.integers(len(by[w]))]], manifest.parent, sr)))
+        picks.append((v, w, *load_clips([by[v][a], by[v][b], by[w][rng.integers(len(by[w]))]], manifest.parent, sr)))
     moved = each("latent arithmetic", picks, lambda i, p: gen.arithmetic(p[2], sr, minus=(p[3], sr), plus=(p[4], sr)))
     source, target = np.array([p[0] for p in picks]), np.array([p[1] for p in picks])
     return [{"clips": name, "n": len(picks), "as_target": float(np.mean(pred == target)),
@@ -221,8 +221,6 @@ def _opus_b64(x: np.ndarray, sr: int) -> str:
 
 
 def _jpeg_b64(x: np.ndarray, sr: int, title: str) -> str:
-    from audiovae.plots import save_spectrogram
-
     with tempfile.TemporaryDirectory() as tmp:
         path = save_spectrogram(Path(tmp) / "s.jpg", x, sr, title=title, width=5.2)
         return base64.b64encode(path.read_bytes()).decode("ascii")
@@ -262,8 +260,6 @@ def report_sections(gen: Generator, result: dict, target: Generator | None = Non
                     ) -> list[tuple[str, list[tuple[str, np.ndarray, int]]]]:
     """Listening examples: two samples per label, unconditional ones, N(0, I), an interpolation, a continuation
     and (with a ``target``) a timbre transfer, from the clips of an ``evaluate`` result."""
-    from audiovae.generate import transfer
-
     sr, sets, tests = gen.sample_rate, result["sets"], result["tests"]
     sections = [(f"Samples per label ({gen.label_key})",
                  [(f"{lab} #{i}", c, sr) for lab, cs in result["per_label"].items() for i, c in enumerate(cs)]),
