@@ -1,5 +1,5 @@
-"""The classification benchmark (``audiovae bench classify``): tasks over the corpora, their clips' features,
-and the tables and floors of few-label accuracy."""
+"""The classification benchmark (``audiovae bench classify``, ``run``): tasks over the corpora, their clips'
+features, and the tables and floors of few-label accuracy."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from audiovae.bench.measure import write_table
 from audiovae.classify.embed import (
     LEARNED,
     MEANS,
@@ -18,12 +19,15 @@ from audiovae.classify.embed import (
     ClassifyError,
     Item,
     balanced_subset,
+    check_pooling,
     embed_items_multi,
     head_embedding,
     manifest_items,
+    model_poolings,
 )
 from audiovae.classify.fewlabel import DRAWS, SEMI_METHODS, SUGGESTED, few_label_eval
 from audiovae.plots import save_figure
+from audiovae.registry import load
 
 
 @dataclass(frozen=True)
@@ -249,3 +253,64 @@ def plot_few_label(rows: list[dict], path: Path, all_at: int, titles: dict[str, 
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     return save_figure(fig, Path(path))
+
+
+def tasks_named(names) -> list[Task]:
+    """The tasks called ``names`` (all of them when there are none); an error naming an unknown one."""
+    known = {t.name: t for t in TASKS}
+    bad = [n for n in names or [] if n not in known]
+    if bad:
+        raise ClassifyError(f"unknown task '{bad[0]}' (use {', '.join(known)})")
+    return [known[n] for n in names] if names else list(TASKS)
+
+
+def run(tasks: list[Task], corpora: Path, out: Path, overrides: dict[str, str] | None = None, pooling: str = "auto",
+        max_train: int = 100, max_eval: int = 50, draws: int = DRAWS, semi_supervised: bool = True,
+        finetune: int = 2000, progress: Callable[[str, int, int | None], None] | None = None) -> dict:
+    """``audiovae bench classify``: embed each task's clips with its model (``overrides``: model name -> another
+    name or folder), choose the pooling on valid (``auto``) and write the test tables, floors and plot:
+    OUT/classify.{md,csv,png}, OUT/classify_long, OUT/classify_pooling_valid and OUT/classify_tasks (.md, .csv).
+    Returns the chosen and compared poolings and the paths written (``md``, ``csv`` (the long table), ``plot``).
+    ``progress(what, done, total)``; ``finetune``: steps of the fine-tuned head's probe (0: none)."""
+    report = progress or (lambda what, done, total: None)
+    if pooling != "auto":
+        check_pooling(pooling)
+    for t in tasks:
+        for part in t.train + t.eval_parts:
+            task_manifest(part, corpora)
+    models = {name: load((overrides or {}).get(name, name)) for name in dict.fromkeys(t.model for t in tasks)}
+    if pooling != "auto":
+        for m in models.values():
+            check_pooling(pooling, m)
+    feats, summaries, valid = {}, [], []
+    for t in tasks:
+        poolings = model_poolings(models[t.model])
+        feats[t.name], summary = task_features(t, corpora, models[t.model], poolings, max_train=max_train,
+                                               max_eval=max_eval, means=bool(finetune) and LEARNED in poolings,
+                                               progress=report)
+        summaries.append(summary)
+        report(f"{t.name}: poolings on valid", 0, None)
+        valid += pooling_rows(t.name, feats[t.name], draws)
+    chosen = choose_pooling(valid) if pooling == "auto" else pooling
+    compared = compared_pooling(valid, chosen)
+    rows = []
+    for t in tasks:
+        report(f"{t.name}: test", 0, None)
+        rows += test_rows(t.name, feats[t.name], chosen, draws=draws,
+                          methods=(*SEMI_METHODS, SUGGESTED) if semi_supervised else (), compared=compared)
+        if MEANS in feats[t.name]["train"][0]:
+            from audiovae.train.head import FinetuneConfig  # the train extra (lightning)
+
+            report(f"{t.name}: fine-tuning the head", 0, None)
+            rows += finetune_rows(t.name, feats[t.name], models[t.model], FinetuneConfig(steps=finetune))
+    write_table(summaries, out, "classify_tasks", "Classification tasks (clips embedded per split)")
+    write_table(valid, out, "classify_pooling_valid", "Poolings on the valid split (accuracy, macro-F1)")
+    csv_path, _ = write_table(rows, out, "classify_long", "Few-label classification, test split")
+    title = (f"Test accuracy / macro-F1 at k labels per class (k=all: <= {max_train} per class); VAE pooling "
+             f"'{chosen}'" + (f" (and '{compared}': vae:{compared})" if compared else "") + f"; {draws} draws")
+    _, md = write_table(wide_table(rows), out, "classify", title)
+    fails = floors(rows)
+    with md.open("a") as f:
+        f.write("\nFloors not met:\n" + "".join(f"- {x}\n" for x in fails) if fails else "\nAll floors met.\n")
+    plot = plot_few_label(rows, out / "classify.png", all_at=max_train)
+    return {"chosen": chosen, "compared": compared, "md": md, "csv": csv_path, "plot": plot}

@@ -1,0 +1,5 @@
+"""``python -m audiovae.cli``."""
+
+from audiovae.cli import main
+
+main()

@@ -1,0 +1,238 @@
+"""``bench speed / memory / quality / codec / curve / classify / generate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from audiovae.cli.common import bench_app, console, err_console
+from audiovae.errors import AudioVAEError
+
+
+@bench_app.command("speed")
+def bench_speed(
+    model: list[str] = typer.Option(["speech16k"], "--model", help="Model name(s) or folder(s)."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+) -> None:
+    """On one thread: model encode/decode x-realtime, end-to-end codec x-realtime, training throughput."""
+    from audiovae import bench
+    from audiovae.codec.stream import Codec
+
+    rows = []
+    for name in model:
+        codec = Codec(name)
+        row = bench.speed(codec.model) | bench.codec_speed(codec) | bench.training_throughput(codec.model)
+        rows.append(row)
+        console.print(row)
+    csv_path, md = bench.write_table(rows, out, "speed", "Speed on one CPU thread")
+    console.print(f"wrote {csv_path} and {md}")
+
+
+@bench_app.command("memory")
+def bench_memory(
+    model: list[str] = typer.Option(["speech16k"], "--model", help="Model name(s) or folder(s)."),
+    minutes: list[float] = typer.Option([1.0, 10.0, 60.0], "--minutes", help="File lengths to measure."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+) -> None:
+    """Peak RSS of `compress` and `decompress` (fresh processes, one thread) against the file's length."""
+    import tempfile
+
+    from audiovae import bench
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in model:
+            for row in bench.memory(name, minutes, Path(tmp)):
+                rows.append(row)
+                console.print(row)
+    csv_path, md = bench.write_table(rows, out, "memory", "Peak memory of compress / decompress by file length")
+    console.print(f"wrote {csv_path} and {md}")
+
+
+@bench_app.command("quality")
+def bench_quality(
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
+    manifest: Path = typer.Option(..., help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
+    split: str = typer.Option("test", help="Split to evaluate (report test only)."),
+    clips: int = typer.Option(200, help="At most this many clips, spread over the split."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+) -> None:
+    """Posterior-mean reconstruction quality (PESQ, STOI, SI-SDR, mel distance) on a corpus split."""
+    from rich.progress import Progress
+
+    from audiovae import bench
+    from audiovae.registry import load
+
+    m = load(model)
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"{m.name} on {split}", total=None)
+        rows = bench.quality(m, manifest, split, clips, progress=lambda i, n: bar.update(task, completed=i, total=n))
+    bench.write_table(rows, out, f"quality_{m.name}_{split}_clips", f"{m.name} per clip ({split} split)")
+    summary = bench.summarize(rows)
+    _, md = bench.write_table(summary, out, f"quality_{m.name}_{split}", f"{m.name} reconstruction, {split} split")
+    console.print(md.read_text())
+
+
+@bench_app.command("codec")
+def bench_codec(
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder (with its entropy model)."),
+    manifest: Path = typer.Option(..., help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
+    split: str = typer.Option("test", help="Split to evaluate (report test only)."),
+    clips: int = typer.Option(16, help="At most this many clips (2 s or longer), spread over the split."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+    kbps: list[float] | None = typer.Option(None, "--kbps", help="Our codec's target rates (default: "
+                                            "1.5 3 3.2 4.5 6 9 12)."),
+    classics: bool = typer.Option(True, "--classics/--no-classics", help="Also run Opus, Codec2 and MP3."),
+) -> None:
+    """Our codec at several bitrates against Opus, Codec2 and MP3 on the same clips."""
+    from rich.progress import Progress
+
+    from audiovae import bench
+    from audiovae.codec import baselines
+    from audiovae.codec.stream import Codec
+
+    missing = baselines.missing_tools()
+    if missing:
+        err_console.print(f"skipping codecs whose tools are missing; install: apt-get install {' '.join(missing)}")
+    codec = Codec(model)
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"{codec.model.name} vs classic codecs", total=None)
+        rows = bench.codec_benchmark(codec, manifest, split, clips,
+                                     progress=lambda i, n: bar.update(task, completed=i, total=n),
+                                     conditions=bench.codec_conditions(codec.model, kbps or bench.OURS_KBPS,
+                                                                       classics))
+    name = codec.model.name
+    bench.write_table(rows, out, f"codec_{name}_{split}_clips", f"{name} codec per clip ({split} split)")
+    summary = bench.summarize_codec(rows)
+    _, md = bench.write_table(summary, out, f"codec_{name}_{split}", f"{name} vs classic codecs, {split} split")
+    with md.open("a") as f:
+        f.write("\nTargets:\n" + "".join(f"- {x}\n" for x in bench.codec_targets(summary, codec.model.sample_rate)))
+    plot = bench.plot_rate_quality(summary, out, f"{name} codec, {split} split")
+    console.print(md.read_text())
+    console.print(f"plot: {plot}")
+
+
+@bench_app.command("curve")
+def bench_curve(
+    run_dir: Path = typer.Argument(..., help="A training run folder (runs/NAME)."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+) -> None:
+    """Plot validation PESQ and mel distance against training minutes."""
+    from audiovae import bench
+
+    console.print(f"wrote {bench.training_curve(run_dir, out)}")
+
+
+@bench_app.command("classify")
+def bench_classify(
+    corpora: Path = typer.Option(Path("corpora"), help="Folder holding speech16k/ and music24k/ manifests."),
+    task: list[str] = typer.Option(None, "--task", help="Task(s) to run (default: all five, listed above)."),
+    model: list[str] = typer.Option(None, "--model", help="NAME=MODEL: use MODEL (a name or folder) where a task "
+                                    "names NAME (e.g. speech16k=runs/speech16k/export)."),
+    pooling: str = typer.Option("auto", help="VAE pooling for the test table, or auto (best on valid among the "
+                                "hand-made ones and, where every task's model has an embedding head, learned)."),
+    max_train: int = typer.Option(100, "--max-train", min=20, help="Train clips per class embedded (k=all)."),
+    max_eval: int = typer.Option(50, "--max-eval", min=1, help="Valid / test clips per class embedded."),
+    draws: int = typer.Option(20, min=1, help="Random draws of the labelled examples per k (both feature sets "
+                             "see the same draws)."),
+    semi_supervised: bool = typer.Option(True, "--semi-supervised/--supervised-only",
+                                         help="Also self-training and label spreading over the unlabelled rest, "
+                                         "and probes on the clips that `classify suggest` picks."),
+    finetune: int = typer.Option(2000, "--finetune", min=0, metavar="STEPS", help="Also a probe on the learned head "
+                                 "fine-tuned with all labels for this many steps (vae+finetune; 0: not)."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+) -> None:
+    """Few-label classification on the corpora's test splits (k = 1, 5, 20, all labels per class): VAE
+    embeddings vs an MFCC(+deltas) baseline, probes chosen by cross-validation; the pooling chosen on valid;
+    with all labels also a probe on the learned head fine-tuned with them (--finetune).
+
+    Tasks: language, speaker, instrument-family, source-type, language-cross-source. Writes
+    OUT/classify.{md,csv,png}, OUT/classify_pooling_valid.{md,csv} and OUT/classify_tasks.{md,csv}."""
+    import time
+
+    from rich.progress import Progress
+
+    from audiovae.bench import classify as bt
+    from audiovae.classify import DEFAULT_POOLING
+
+    tasks = bt.tasks_named(task)
+    overrides = dict(m.split("=", 1) for m in model or [] if "=" in m)
+    if len(overrides) != len(model or []):
+        raise AudioVAEError("--model takes NAME=MODEL, e.g. speech16k=runs/speech16k/export")
+    start = time.time()
+    with Progress(console=err_console, transient=True) as bar:
+        bar_task = bar.add_task("embedding", total=None)
+        result = bt.run(tasks, corpora, out, overrides, pooling, max_train, max_eval, draws, semi_supervised, finetune,
+                        lambda what, i, n: bar.update(bar_task, description=what, completed=i, total=n))
+    console.print(result["md"].read_text())
+    chosen = result["chosen"]
+    if pooling == "auto" and chosen != DEFAULT_POOLING:
+        console.print(f"note: valid chose pooling '{chosen}', `audiovae embed` defaults to '{DEFAULT_POOLING}'")
+    console.print(f"long table: {result['csv']}; plot: {result['plot']}; {time.time() - start:.0f} s", soft_wrap=True)
+
+
+@bench_app.command("generate")
+def bench_generate(
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder (with a prior)."),
+    manifest: Path = typer.Option(..., help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
+    clips: int = typer.Option(100, help="Test clips (and as many generated, N(0, I) and train clips)."),
+    per_label: int = typer.Option(10, "--per-label", help="Generated clips per label for the accuracy."),
+    guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance (default: the prior's)."),
+    classifier_guidance: float | None = typer.Option(
+        None, "--classifier-guidance", help="Weight of the prior's label guide (default: the prior's)."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature."),
+    out: Path = typer.Option(Path("bench-results"), help="Output folder."),
+    html: Path | None = typer.Option(None, "--html", help="Write a self-contained listening page here."),
+    transfer_to: str | None = typer.Option(None, "--transfer-to", help="Add a timbre transfer to this model "
+                                           "to the page."),
+    arithmetic: str | None = typer.Option(None, "--arithmetic", help="Also score latent arithmetic (A - B + C) "
+                                          "with a probe of this manifest label, e.g. speaker."),
+) -> None:
+    """Fréchet distances (learned prior vs N(0, I) vs real train) and conditional accuracy of generated clips;
+    with --arithmetic, how often A - B + C is recognized as C's label."""
+    import torch
+    from rich.progress import Progress
+
+    from audiovae import bench
+    from audiovae.bench import generate as bg
+    from audiovae.generate import Generator
+    from audiovae.plots import save_recognition
+
+    torch.set_num_threads(1)
+    gen = Generator(model)
+    target = Generator(transfer_to) if html is not None and transfer_to else None  # fail before the work
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("generating", total=None)
+
+        def report(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        result = bg.evaluate(gen, manifest, clips, per_label, guidance, temperature, progress=report,
+                             classifier_guidance=classifier_guidance)
+        moved = [] if arithmetic is None else bg.arithmetic(gen, manifest, arithmetic, progress=report)
+    name = gen.model.name
+    _, md = bench.write_table(result["fd"], out, f"generate_{name}_fd",
+                              f"{name}: Fréchet distance to {clips} test clips (lower is better)")
+    console.print(md.read_text())
+    _, md = bench.write_table([result["speed"]], out, f"generate_{name}_speed", f"{name}: sampling on one CPU thread")
+    console.print(md.read_text())
+    if result["accuracy"]:
+        _, md = bench.write_table(result["accuracy"], out, f"generate_{name}_accuracy",
+                                  f"{name}: '{gen.label_key}' recognized on generated and real test clips "
+                                  f"(probes fitted on real train clips: on '{result['probe']}' embeddings, "
+                                  "and on MFCC statistics for the _mfcc columns)")
+        console.print(md.read_text())
+        png = save_recognition(out / f"generate_{name}_accuracy.png", result["accuracy"],
+                               f"{name}: '{gen.label_key}' recognized")
+        console.print(f"plot: {png}")
+    if moved:
+        _, md = bench.write_table(moved, out, f"generate_{name}_arithmetic",
+                                  f"{name}: latent arithmetic A - B + C, recognized as C's '{arithmetic}'")
+        console.print(md.read_text())
+    if html is not None:
+        tables = [("Fréchet distance to test clips", result["fd"]), ("Conditional accuracy", result["accuracy"]),
+                  ("Speed", [result["speed"]])] + [("Latent arithmetic", moved)] * bool(moved)
+        page = bg.listening_page(html, f"audiovae {name}: generated audio", tables,
+                                 bg.report_sections(gen, result, target))
+        console.print(f"listening page: {page}")

@@ -1,0 +1,257 @@
+"""``embed`` and ``classify fit / predict / eval / suggest``."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import typer
+
+from audiovae.cli.common import app, classify_app, console, err_console, refuse_existing
+from audiovae.errors import AudioVAEError
+
+
+def _embed_with_progress(items, kind: str, model, what: str, skip_errors: bool = True, pooling: str | None = None,
+                         embedder=None):
+    from rich.progress import Progress
+
+    from audiovae.classify import DEFAULT_POOLING, embed_items
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task(what, total=len(items))
+        out = embed_items(items, kind, model, lambda i, n: bar.update(task, completed=i), skip_errors=skip_errors,
+                          pooling=pooling or DEFAULT_POOLING, embedder=embedder)
+    for msg in out[2]:
+        err_console.print(f"skipped: {msg}", highlight=False, markup=False, soft_wrap=True)
+    return out
+
+
+def _audio_items(paths: list[Path]) -> list:
+    from audiovae import audio
+    from audiovae.classify import Item
+
+    items = [Item(f) for p in paths for f in audio.find_audio_files(p)]
+    if not items:
+        raise AudioVAEError(f"no audio files in {', '.join(map(str, paths))}")
+    return items
+
+
+@app.command()
+def embed(
+    files: list[Path] = typer.Argument(..., help="Audio files and/or folders (walked recursively)."),
+    out: Path = typer.Option(..., "--out", help="The .npz to write (arrays: paths, embeddings)."),
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
+    pooling: str = typer.Option(None, "--pooling", help="Statistics over time of the posterior: mean-std, "
+                                "mean-std-sigma, quantiles, mean-std-max or all (default: the one chosen on valid), "
+                                "or learned (the model's embedding head, `audiovae train-embedder`)."),
+) -> None:
+    """Embed audio files: statistics over time of the VAE posterior (or its learned head), one row per file."""
+    import numpy as np
+
+    from audiovae import classify as cl
+    from audiovae.files import replaced
+    from audiovae.registry import load
+
+    pooling = pooling or cl.DEFAULT_POOLING
+    cl.check_pooling(pooling)
+    if not out.parent.is_dir():
+        raise AudioVAEError(f"{out}: folder {out.parent} does not exist")
+    items = _audio_items(files)
+    refuse_existing(out, True, *(it.path for it in items))
+    m = load(model)
+    x, kept, failed = _embed_with_progress(items, "vae", m, f"embedding with {m.name}", pooling=pooling)
+    if not kept:
+        raise AudioVAEError(f"none of the {len(items)} files could be embedded")
+    with replaced(out) as tmp, tmp.open("wb") as f:
+        np.savez(f, paths=np.array([str(items[i].path) for i in kept]), embeddings=x)
+    console.print(f"wrote {len(kept)} embeddings ({x.shape[1]} dims, {pooling} pooling) to {out}; {len(failed)} "
+                  "file(s) skipped", soft_wrap=True)
+
+
+def _classifier_model(clf, folder: Path, model: str | None):
+    """The model a classifier's features need (None for MFCC), checked against the classifier."""
+    from audiovae.registry import load
+
+    if clf.meta["features"] != "vae":
+        return None
+    m = load(model or clf.meta["model"])
+    clf.check_model(m, folder)  # same embedding dimension and encoder (the decoder may differ)
+    return m
+
+
+@classify_app.command("fit")
+def classify_fit(
+    data: Path = typer.Option(..., "--data", help="A manifest (its train split is used) or a folder of class folders."),
+    label: str = typer.Option(..., "--label", help="Manifest label key, or parent-dir for a folder."),
+    out: Path = typer.Option(..., "--out", help="Folder for classifier.json + classifier.npz."),
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder (for --features vae)."),
+    features: str = typer.Option("vae", "--features", help="vae (posterior embeddings) or mfcc (baseline)."),
+    pooling: str = typer.Option(None, "--pooling", help="VAE pooling (default: the one `embed` uses)."),
+    estimator: list[str] = typer.Option(None, "--estimator", help="Candidates for cross-validation: logreg, svm, "
+                                        "knn (repeat; default: all three). A kNN stores its training set."),
+    max_per_class: int = typer.Option(None, "--max-per-class", min=2, help="Use at most this many clips per class."),
+    finetune: int = typer.Option(0, "--finetune", min=0, metavar="STEPS", help="First fine-tune the model's learned "
+                                 "head with the labels for this many steps (the probe then uses its embeddings; "
+                                 "stored in OUT/head.safetensors). Pays off with many labels per class."),
+    accelerator: str = typer.Option("cpu", "--accelerator", help="Lightning accelerator for --finetune."),
+) -> None:
+    """Fit a probe (scaler + logistic regression / linear SVM / kNN, chosen by 5-fold cross-validation)."""
+    import numpy as np
+
+    from audiovae import classify as cl
+    from audiovae.config import to_dict
+    from audiovae.registry import load
+    from audiovae.train.head import FinetuneConfig, finetuned_embeddings
+
+    if features not in cl.FEATURE_KINDS:
+        raise AudioVAEError(f"unknown --features '{features}' (use {' or '.join(cl.FEATURE_KINDS)})")
+    if finetune and (features != "vae" or pooling not in (None, cl.LEARNED)):
+        raise AudioVAEError("--finetune fine-tunes the learned head: use it with --features vae and --pooling learned")
+    pooling = cl.LEARNED if finetune else pooling or cl.DEFAULT_POOLING
+    cl.check_pooling(pooling)
+    estimators = tuple(estimator or cl.ESTIMATORS)
+    cl.check_estimators(estimators)
+    items = cl.labelled_items(data, label, "train")
+    if max_per_class is not None:
+        items = cl.balanced_subset(items, max_per_class)
+    m = load(model) if features == "vae" else None
+    tune = FinetuneConfig(steps=finetune)
+    if finetune:
+        cl.check_pooling(pooling, m)
+        means, kept, failed = _embed_with_progress(items, cl.MEANS, m, f"posteriors of {len(items)} clips")
+        y = np.array([items[i].label for i in kept])
+        cl.check_classes(y)
+        head, x = finetuned_embeddings(m, means, y, tune, progress=True, accelerator=accelerator)
+    else:
+        x, kept, failed = _embed_with_progress(items, features, m, f"{features} features of {len(items)} clips",
+                                               pooling=pooling)
+        head = None
+    meta = {"features": features, "label": label, "data": str(data), "train_clips": len(kept)}
+    if m is not None:
+        meta |= {"model": str(Path(model).resolve()) if Path(model).is_dir() else model, "model_name": m.name,
+                 "model_sha256": m.card.get("sha256"), "encoder_sha256": m.card.get("encoder_sha256")} | \
+                cl.pooling_meta(m, pooling) | ({"finetune": to_dict(tune)} if finetune else {})
+    clf, cv = cl.fit(x, np.array([items[i].label for i in kept]), meta, estimators=estimators)
+    clf.head = head
+    clf.save(out)
+    console.print(f"{len(clf.classes)} classes, {len(kept)} clips ({len(failed)} skipped): {cv['estimator']} "
+                  f"{cv['params']}, cross-validated macro-F1 {cv['cv_macro_f1']:.3f}"
+                  + (" (optimistic: the head was fine-tuned on these clips)" if finetune else "")
+                  + f"; saved to {out}", soft_wrap=True)
+
+
+def _write_csv(out: Path | None, rows: list[dict]) -> None:
+    """``rows`` as CSV (a header of their keys) into ``out`` at once, or on stdout when ``out`` is None."""
+    import csv
+
+    from audiovae.files import write_text
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    if out is None:
+        sys.stdout.write(buf.getvalue())
+    else:
+        write_text(out, buf.getvalue())
+
+
+@classify_app.command("predict")
+def classify_predict(
+    folder: Path = typer.Argument(..., help="A classifier folder written by `classify fit`, or a shipped "
+                                            "classifier's name (speech16k-language)."),
+    files: list[Path] = typer.Argument(..., help="Audio files and/or folders."),
+    out: Path | None = typer.Option(None, "--out", help="Write .csv or .json here (default: CSV on stdout)."),
+    model: str | None = typer.Option(None, "--model", help="Model name or folder (default: the classifier's)."),
+) -> None:
+    """Label and probability per file."""
+    import json
+
+    from audiovae import classify as cl
+    from audiovae.files import write_text
+
+    clf = cl.Classifier.load(folder)
+    m = _classifier_model(clf, folder, model)
+    items = _audio_items(files)
+    if out is not None:
+        refuse_existing(out, True, *(it.path for it in items))
+    x, _, _ = _embed_with_progress(items, clf.meta["features"], m, "classifying", skip_errors=False,
+                                   pooling=clf.pooling, embedder=clf.head)
+    proba = clf.predict_proba(x)
+    rows = [{"path": str(it.path), "label": clf.classes[p.argmax()], "probability": round(float(p.max()), 4)}
+            for it, p in zip(items, proba, strict=True)]
+    if out is not None and out.suffix == ".json":
+        write_text(out, json.dumps(rows, indent=2) + "\n")
+    else:
+        _write_csv(out, rows)
+    if out is not None:
+        console.print(f"wrote {len(rows)} predictions to {out}", soft_wrap=True)
+
+
+@classify_app.command("eval")
+def classify_eval(
+    folder: Path = typer.Argument(..., help="A classifier folder written by `classify fit`."),
+    data: Path = typer.Option(..., "--data", help="A manifest or a folder of class folders."),
+    split: str = typer.Option("test", "--split", help="Manifest split to evaluate."),
+    model: str | None = typer.Option(None, "--model", help="Model name or folder (default: the classifier's)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Confusion matrix PNG "
+                                     "(default: FOLDER/confusion_SPLIT.png)."),
+) -> None:
+    """Accuracy, macro-F1 and a confusion matrix on labelled data."""
+    from audiovae import classify as cl
+
+    clf = cl.Classifier.load(folder)
+    m = _classifier_model(clf, folder, model)
+    items = cl.labelled_items(data, clf.meta["label"], split)
+    x, kept, failed = _embed_with_progress(items, clf.meta["features"], m, f"evaluating on {split}",
+                                           pooling=clf.pooling, embedder=clf.head)
+    if not kept:
+        raise AudioVAEError(f"{data}: none of the {len(items)} {split} clips could be read")
+    result = cl.evaluate([items[i].label for i in kept], clf.predict(x))
+    png = cl.plot_confusion(result, plot or folder / f"confusion_{split}.png", f"{folder.name} on {split}")
+    console.print(f"{split}: {len(kept)} clips ({len(failed)} skipped), accuracy {result['accuracy']:.3f}, "
+                  f"macro-F1 {result['macro_f1']:.3f}; confusion matrix: {png}", soft_wrap=True)
+
+
+@classify_app.command("suggest")
+def classify_suggest(
+    files: list[Path] = typer.Argument(..., help="Unlabelled audio files and/or folders, or one .npz written by "
+                                       "`audiovae embed`."),
+    n: int = typer.Option(..., "--n", min=1, help="How many clips to suggest."),
+    out: Path | None = typer.Option(None, "--out", help="Write the CSV here (default: stdout)."),
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder (for audio files)."),
+    pooling: str = typer.Option(None, "--pooling", help="VAE pooling (default: learned where the model has a head, "
+                                "else the one `embed` uses)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the clustering."),
+) -> None:
+    """The clips to label first: one typical clip per cluster of the embeddings (TypiClust), largest first."""
+    import zipfile
+
+    import numpy as np
+
+    from audiovae import classify as cl
+    from audiovae.registry import load
+
+    if out is not None:
+        refuse_existing(out, True, *files)
+    if len(files) == 1 and files[0].suffix == ".npz":
+        try:
+            with open(files[0], "rb") as fh, np.load(fh, allow_pickle=False) as f:  # fh: closed on a bad zip too
+                paths, x = f["paths"].astype(str), f["embeddings"].astype(np.float32)
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:  # TypeError: a .npy
+            raise AudioVAEError(f"{files[0]}: not an `audiovae embed` file ({e})") from None
+        if x.ndim != 2 or paths.shape != (len(x),):
+            raise AudioVAEError(f"{files[0]}: embeddings {x.shape} do not match paths {paths.shape}")
+    else:
+        m = load(model)
+        pooling = pooling or cl.best_pooling(m)
+        cl.check_pooling(pooling, m)
+        items = _audio_items(files)
+        x, kept, _ = _embed_with_progress(items, "vae", m, f"embedding with {m.name}", pooling=pooling)
+        paths = [str(items[i].path) for i in kept]
+    picks, sizes = cl.suggest(x, n, seed)
+    _write_csv(out, [{"rank": r, "path": paths[i], "cluster_size": int(s)}
+                     for r, (i, s) in enumerate(zip(picks, sizes, strict=True), 1)])
+    if out is not None:
+        console.print(f"wrote {len(picks)} suggestions out of {len(paths)} clips to {out}", soft_wrap=True)

@@ -1,0 +1,68 @@
+"""The ``audiovae`` Typer app, its command groups and consoles, and what several command groups share."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+import typer
+from rich.console import Console
+
+from audiovae.errors import AudioVAEError
+
+app = typer.Typer(
+    help="Variational autoencoders for audio: compress, classify, generate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Build, inspect and shard training corpora.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+codec_app = typer.Typer(help="Entropy models for the codec.", no_args_is_help=True)
+app.add_typer(codec_app, name="codec")
+bench_app = typer.Typer(help="Benchmarks: CSV + Markdown tables and plots.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+classify_app = typer.Typer(help="Fit, apply and evaluate classifiers on embeddings.", no_args_is_help=True)
+app.add_typer(classify_app, name="classify")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from audiovae import __version__
+
+        console.print(f"audiovae {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """Options of the audiovae command itself."""
+
+
+def refuse_existing(path: Path, force: bool, *inputs: Path) -> None:
+    """Refuse an existing output without ``force``, and an output that is one of ``inputs`` (same file, also
+    through a link) even with it."""
+    if str(path) == "-" or not path.exists():
+        return
+    for i in inputs:
+        if str(i) != "-" and i.exists() and os.path.samefile(i, path):
+            raise AudioVAEError(f"{path}: is the input {i} (not overwriting an input, even with --force)")
+    if not force:
+        raise AudioVAEError(f"{path}: already exists (use --force to overwrite)")
+
+
+def to_stdout(f: BinaryIO | None = None) -> None:
+    """Copy ``f`` to stdout and flush it: a closed pipe or a full disk is a one-line error."""
+    try:
+        if f is not None:
+            shutil.copyfileobj(f, sys.stdout.buffer)
+        sys.stdout.flush()
+    except OSError as e:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is left in the buffer: nowhere
+        raise AudioVAEError(f"<stdout>: cannot write ({e.strerror or e})") from None
