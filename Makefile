@@ -29,6 +29,7 @@ demo: $(CORE)
 	$(VENV)/bin/audiovae demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
