@@ -14,6 +14,7 @@ import torch
 
 from audiovae.errors import AudioVAEError
 from audiovae.inference import decode_frames, encode_means, to_model_rate
+from audiovae.registry import load, load_prior
 
 MAX_SECONDS = 120.0
 
@@ -35,8 +36,6 @@ class Generator:
     """A VAE and the latent prior stored with it (``audiovae train-prior --export``)."""
 
     def __init__(self, model: str | os.PathLike = "speech16k"):
-        from audiovae.registry import load, load_prior
-
         self.model = load(model)
         self.prior, meta = load_prior(self.model)
         self.labels: list[str] = list(meta.get("labels") or [])

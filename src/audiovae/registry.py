@@ -32,6 +32,9 @@ from safetensors.torch import load_file, save_file
 from audiovae.config import ConfigError, ModelConfig, from_dict, to_dict
 from audiovae.errors import AudioVAEError, shown
 from audiovae.files import replaced, write_text
+from audiovae.models.embedder import Embedder, EmbedderConfig
+from audiovae.models.flow_prior import make_prior
+from audiovae.models.prior import PriorConfig
 from audiovae.models.vae import VAE
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -424,9 +427,6 @@ def save_prior(model: VAE, prior, meta: dict) -> Path:
 
 def load_prior(model: VAE):
     """(prior of its kind in eval mode, card entry) stored with ``model``."""
-    from audiovae.models.flow_prior import make_prior
-    from audiovae.models.prior import PriorConfig
-
     return load_net(model, "prior", make_prior, PriorConfig, PRIOR_HINT)
 
 
@@ -437,6 +437,4 @@ def save_embedder(model: VAE, embedder, meta: dict) -> Path:
 
 def load_embedder(model: VAE):
     """(Embedder in eval mode, card entry) stored with ``model``."""
-    from audiovae.models.embedder import Embedder, EmbedderConfig
-
     return load_net(model, "embed", Embedder, EmbedderConfig, EMBED_HINT)

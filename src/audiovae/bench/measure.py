@@ -16,12 +16,15 @@ import numpy as np
 import torch
 
 from audiovae import audio, metrics
+from audiovae.config import LossConfig
 from audiovae.data.manifest import read_manifest, spread
 from audiovae.errors import AudioVAEError
 from audiovae.files import replaced, write_text
 from audiovae.inference import reconstruct
+from audiovae.losses import ReconstructionLoss, kl_loss
 from audiovae.models.vae import VAE
 from audiovae.plots import save_figure
+from audiovae.registry import load
 
 
 def write_table(rows: list[dict], out: Path, stem: str, title: str) -> tuple[Path, Path]:
@@ -116,8 +119,6 @@ def run_measured(cmd: list[str]) -> tuple[float, float]:
 def memory(model: str, minutes: list[float], workdir: Path) -> list[dict]:
     """Peak RSS and wall time of ``audiovae compress`` (quality 7) and ``decompress``, each a fresh
     process on one thread, for files of each length (the looped demo speech at the model's rate)."""
-    from audiovae.registry import load
-
     sr = load(model).sample_rate
     clip = demo_speech(sr)
     rows = []
@@ -138,9 +139,6 @@ def memory(model: str, minutes: list[float], workdir: Path) -> list[dict]:
 
 def training_throughput(model: VAE, batch: int = 8, crop_seconds: float = 0.5, steps: int = 10) -> dict:
     """Stage-1 training steps per second on one thread, and audio seconds processed per second."""
-    from audiovae.config import LossConfig
-    from audiovae.losses import ReconstructionLoss, kl_loss
-
     torch.set_num_threads(1)
     model = VAE(model.config).train()
     loss_fn = ReconstructionLoss(LossConfig(), model.sample_rate)

@@ -27,6 +27,7 @@ from audiovae.codec.format import HASH_PREFIX_DIGITS, FormatError, Header, Reade
 from audiovae.errors import AudioVAEError, shown
 from audiovae.inference import EncodeStream, block_frames, encode_means, split, to_model_rate, to_rate
 from audiovae.models.vae import VAE
+from audiovae.registry import ModelLoadError, load, load_entropy_state, load_shipped, save_entropy_model
 
 CHUNK_FRAMES = 250  # the most frames a chunk holds (a decoder refuses more)
 CHANNEL_GROUP = 8  # channels decoded together: the channel count does not multiply the decoder's memory
@@ -51,8 +52,6 @@ class Codec:
     """``Codec("speech16k").compress(wave, sr, kbps=6)`` -> bytes; ``decompress(bytes)`` -> (wave, sr)."""
 
     def __init__(self, model: str | VAE = "speech16k"):
-        from audiovae.registry import load, load_entropy_state
-
         self.model = load(model) if not isinstance(model, VAE) else model
         self.entropy = EntropyModel.from_state(*load_entropy_state(self.model))
         self.entropy_sha256 = self.model.card["entropy"]["sha256"]
@@ -224,8 +223,6 @@ class Codec:
     def for_header(cls, header: Header, model: str | VAE | None = None, name: str | None = None) -> Codec:
         """The codec that decodes a file with ``header``: ``model`` when given (a name, folder or VAE; its
         weights must be those the file names), else the shipped model the file names (never a path)."""
-        from audiovae.registry import ModelLoadError, load_shipped
-
         if model is None:
             try:
                 model = load_shipped(header.model_id)
@@ -522,8 +519,6 @@ class StreamEncoder:
 def fit_for_model(model: VAE, clips: list[np.ndarray], sample_rate: int) -> EntropyModel:
     """Fit the context entropy model on posterior means of ``clips`` [(samples,) ...] and store it; with
     per-channel steps when the model's card has ``step_scales`` (a rate-distortion fine-tuning's)."""
-    from audiovae.registry import save_entropy_model
-
     latents = [encode_means(model, to_model_rate(model, c[None], sample_rate))[0].numpy() for c in clips]
     scales = model.card.get("step_scales")
     entropy = fit_entropy_model(latents, kind="context",

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from audiovae.config import from_dict
 from audiovae.errors import AudioVAEError
+from audiovae.registry import ModelLoadError, latents_mismatch, load
 
 
 @dataclass
@@ -111,8 +112,6 @@ def train(cfg: LatentTrainConfig, run_dir: Path, prepare, monitor: str, *, resum
 def read_run_checkpoint(ckpt: str | os.PathLike, prefix: str, config_cls, model_name: str | os.PathLike):
     """(train config, hyperparameters, state of the submodule ``prefix``, steps, the VAE ``model_name``) of a
     checkpoint written by ``train``; refuses one trained on the latents of another encoder."""
-    from audiovae.registry import ModelLoadError, latents_mismatch, load
-
     p = Path(ckpt)
     if not p.is_file():
         raise AudioVAEError(f"{p}: no such checkpoint")

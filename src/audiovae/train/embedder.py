@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from audiovae.config import load_yaml, to_dict
 from audiovae.errors import AudioVAEError
 from audiovae.models.embedder import Embedder, EmbedderConfig, nt_xent
+from audiovae.registry import load, save_embedder
 from audiovae.train.common import LatentTrainConfig, read_run_checkpoint, train, warmup_cosine
 from audiovae.train.latents import LatentCache, cache_key, collate, encode_split, read_cache
 
@@ -179,8 +180,6 @@ def _caches(cfg: EmbedTrainConfig, model, run_dir: Path, progress: bool) -> dict
 
 def _prepare(cfg: EmbedTrainConfig, run_dir: Path, progress: bool):
     """(module holding the latent statistics, train and valid loaders); latent_dim comes from the data."""
-    from audiovae.registry import load
-
     model = load(cfg.model)
     caches = _caches(cfg, model, run_dir, progress)
     cfg = replace(cfg, embedder=replace(cfg.embedder, latent_dim=model.latent_dim))
@@ -210,8 +209,6 @@ def train_embedder(cfg: EmbedTrainConfig, run_dir: Path, **run) -> Path:
 
 def export_embedder(ckpt: str | os.PathLike, model_name: str | os.PathLike) -> Path:
     """Store an embedder checkpoint's head with the VAE it was trained for; returns the weights path."""
-    from audiovae.registry import save_embedder
-
     cfg, _, state, steps, model = read_run_checkpoint(ckpt, "embedder", EmbedTrainConfig, model_name)
     embedder = Embedder(cfg.embedder)
     embedder.load_state_dict(state)

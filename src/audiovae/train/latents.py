@@ -27,6 +27,7 @@ from audiovae.data.manifest import read_manifest, spread
 from audiovae.errors import AudioVAEError
 from audiovae.files import replaced
 from audiovae.inference import encode_means
+from audiovae.registry import latents_mismatch
 
 
 @dataclass
@@ -69,8 +70,6 @@ def cache_meta(model, manifest: Path, split: str, label: str | None, max_clips: 
 def read_cache(path: str | os.PathLike, model, expect: dict[str, str]) -> LatentCache | None:
     """The cache at ``path`` when it exists, holds ``model``'s latents (same encoder) and its metadata holds the
     other values of ``expect``, else None."""
-    from audiovae.registry import latents_mismatch
-
     path = Path(path)
     if not path.exists():
         return None

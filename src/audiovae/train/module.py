@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from audiovae import metrics
+from audiovae.audio import save
 from audiovae.config import to_dict
 from audiovae.errors import AudioVAEError
 from audiovae.losses import (
@@ -24,6 +25,7 @@ from audiovae.losses import (
 )
 from audiovae.models.discriminators import MultiScaleSTFTDiscriminator
 from audiovae.models.vae import VAE, Posterior
+from audiovae.plots import save_spectrogram
 from audiovae.train.config import QuantNoiseConfig, TrainConfig
 from audiovae.train.rd import RateDistortion
 
@@ -201,9 +203,6 @@ class VAEModule(L.LightningModule):
             self._write_samples(rows[: self.cfg.samples_to_write])
 
     def _write_samples(self, rows):
-        from audiovae.audio import save
-        from audiovae.plots import save_spectrogram
-
         out = self.run_dir / "samples" / f"step{self.updates:07d}"
         out.mkdir(parents=True, exist_ok=True)
         sr = self.cfg.model.sample_rate

@@ -20,6 +20,7 @@ from audiovae.config import load_yaml, to_dict
 from audiovae.errors import AudioVAEError
 from audiovae.models.flow_prior import make_prior
 from audiovae.models.prior import Prior, PriorConfig
+from audiovae.registry import load, load_embedder, load_prior, save_prior
 from audiovae.train.common import LatentTrainConfig, read_run_checkpoint, train, warmup_cosine
 from audiovae.train.latents import CropDataset, LengthBatchSampler, collate, encode_split
 
@@ -129,8 +130,6 @@ class PriorModule(L.LightningModule):
 def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
     """(module holding the latent statistics, train and valid loaders); latent_dim and num_labels come from the
     data."""
-    from audiovae.registry import load, load_embedder
-
     if not cfg.train_flow and not (cfg.prior.guide_layers and cfg.init):
         raise AudioVAEError("train_flow: false trains only a guide (prior.guide_layers) added to the prior of `init`")
     if cfg.guide_attack < 0 or (cfg.guide_attack and not cfg.prior.guide_layers):
@@ -177,8 +176,6 @@ def _start_from(prior, name: str, vocab: list[str]) -> None:
     """Load the weights and latent statistics of the prior stored with model ``name`` into ``prior``: the same
     architecture and label vocabulary (``prior`` may add a style, which starts at zero, or a guide), else an error
     naming what differs."""
-    from audiovae.registry import load, load_prior
-
     start, meta = load_prior(load(name))
     if list(meta.get("labels") or []) != vocab:
         raise AudioVAEError(f"init: the prior of '{name}' has labels {meta.get('labels')}, this run {vocab}")
@@ -201,8 +198,6 @@ def export_prior(ckpt: str | os.PathLike, model_name: str | os.PathLike, guidanc
                  classifier_guidance: float | None = None) -> Path:
     """Store a prior checkpoint's weights with the VAE it was trained for, with ``guidance`` and
     ``classifier_guidance`` (when given) as its defaults for sampling; returns the weights path."""
-    from audiovae.registry import save_prior
-
     cfg, hp, state, steps, model = read_run_checkpoint(ckpt, "prior", PriorTrainConfig, model_name)
     given = {"guidance": guidance, "classifier_guidance": classifier_guidance}
     prior = make_prior(replace(cfg.prior, **{k: v for k, v in given.items() if v is not None}))

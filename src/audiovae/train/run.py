@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from audiovae.config import ModelConfig, from_dict
 from audiovae.errors import AudioVAEError
+from audiovae.registry import load, read_model_checkpoint
 from audiovae.train.common import start_run, time_budget
 from audiovae.train.config import TrainConfig
 from audiovae.train.data import AudioDataModule
@@ -22,8 +23,6 @@ from audiovae.train.module import VAEModule
 def initial_weights(init: str) -> tuple[ModelConfig, dict, dict | None]:
     """Model config, VAE weights and per-channel step parameters {a, b} (None without) to start from: a
     training checkpoint (.ckpt) or a pretrained model."""
-    from audiovae.registry import load, read_model_checkpoint
-
     if init.endswith(".ckpt"):
         config, state, scales, _ = read_model_checkpoint(init)
         return from_dict(ModelConfig, config["model"]), state, scales
