@@ -6,10 +6,11 @@ above the model's Nyquist frequency, at the original rate: per frame and band a 
 steps and a noise flag, coded after the chunk's latents (a few hundred bits per second). The decoder takes its
 output after resampling to the original rate, fills the band by translating the decoded band below the
 crossover upwards (spectral band replication, shifted by an even number of bins so that the 50 % overlapped
-frames stay in phase), or with noise where the flag says the original is noise-like and its source band is
-not, and scales each band to the coded level.
+frames stay in phase), whitened against its running mean power so that the decoded band's stationary lines and
+notches are not copied, mixed with noise (all noise where the flag says the original is noise-like and its source
+band is not), and scales each band to the coded level.
 
-Frames are those of refine.py at the original rate with ``hop = sample_rate // FRAME_RATE``. Channels after
+Frames are those of refine.py at the original rate with ``hop`` about ``sample_rate // FRAME_RATE``. Channels after
 the first are coded as differences from the first: channels that agree cost almost nothing.
 """
 
@@ -19,6 +20,8 @@ import struct
 from collections.abc import Iterable, Iterator
 
 import numpy as np
+import scipy.fft
+from scipy.signal import lfilter
 
 from audiovae.codec.entropy import _CATEGORICAL, RADIUS, TOTAL, _models, _queue, exact_pmf, logistic_tables
 from audiovae.codec.refine import _Frames, frame_count
@@ -35,7 +38,9 @@ ZERO = 36
 MODES = 4  # per channel: 0 coded against channel 0, 1 + w in time with band weight w / 2 (channel 0: 1 .. 3)
 CENTER_LIMIT = 32  # |band centers| of the coded residuals: with |residual| <= 2 LEVELS no symbol escapes
 NOISE_MARGIN = 0.2  # a band is noise when its flatness exceeds that of its source band by this much
-PATCH_FLOOR_DB = 60.0  # a source band this far below its target is too faint to scale: noise instead
+SNAP = 1  # steps: a channel this close to channel 0 plus its mean offset over the chunk takes that level
+MIX = 0.5  # the share of noise in the power of a band that is not flagged as noise
+DECAY = 0.95  # per frame: the running mean power that whitens the source bins spans about a second
 _TABLES = logistic_tables()
 _PMF = exact_pmf(_TABLES)
 _COST = np.log2(TOTAL / _TABLES[:, 0])  # (scales, symbols): tables centred on the band's center
@@ -43,11 +48,34 @@ _FLAG_PMF = exact_pmf(np.array([[TOTAL - (TOTAL >> (k + 1)), TOTAL >> (k + 1)] f
 _FLAG_COST = np.log2(TOTAL / np.array([[TOTAL - (TOTAL >> (k + 1)), TOTAL >> (k + 1)] for k in range(16)]))
 _UNIFORM = _models.Uniform(LEVELS)
 _BAND = struct.Struct("<bB")  # a band's residual center and table index
+_PHASES = np.exp(2j * np.pi * np.arange(256) / 256).astype(np.complex64)  # the noise's phases
 
 
 def possible(sample_rate: int, model_rate: int) -> bool:
     """Whether an input at ``sample_rate`` has at least ``MIN_WIDTH_HZ`` of band above the model's."""
     return min(sample_rate, 2 * TOP_HZ) - model_rate >= 2 * MIN_WIDTH_HZ
+
+
+def fast_hop(hop: int) -> int:
+    """The least ``h >= hop`` whose frame length ``2 h`` has no prime factor above 5 (a fast FFT)."""
+    while True:
+        n = 2 * hop
+        for p in (2, 3, 5):
+            while n % p == 0:
+                n //= p
+        if n == 1:
+            return hop
+        hop += 1
+
+
+class _Frames32(_Frames):
+    """refine.py's frames, transformed in single precision."""
+
+    def take(self, n: int) -> np.ndarray:
+        frames = np.lib.stride_tricks.sliding_window_view(self.buf[:, : (n + 1) * self.hop], 2 * self.hop, axis=-1)
+        spectra = scipy.fft.rfft((frames[:, :: self.hop] * self.window).astype(np.float32), axis=-1)
+        self.buf, self.next = self.buf[:, n * self.hop :], self.next + n
+        return spectra
 
 
 class Layout:
@@ -56,12 +84,13 @@ class Layout:
     def __init__(self, sample_rate: int, model_rate: int):
         if not possible(sample_rate, model_rate):
             raise ValueError(f"no band to extend from {model_rate} Hz to {sample_rate} Hz")
-        self.hop = hop = sample_rate // FRAME_RATE
+        self.hop = hop = fast_hop(sample_rate // FRAME_RATE)
         low = -(-model_rate * hop // sample_rate)  # ceil(model Nyquist / bin width)
         top = min(hop, -(-2 * TOP_HZ * hop // sample_rate))
         self.edges = low + (top - low) * np.arange(BANDS + 1) // BANDS
         shift = min(top - low, low // 2) // 2 * 2  # even: frames hop by half their length
         self.source = low - shift + (np.arange(low, top) - low) % shift
+        self.source_bins, self.take = np.unique(self.source, return_inverse=True)
         self.band = np.repeat(np.arange(BANDS), np.diff(self.edges))  # band of each extended bin
 
     def frames_until(self, model_samples: int, model_rate: int, sample_rate: int) -> int:
@@ -93,7 +122,7 @@ class Analyzer:
     def __init__(self, channels: int, sample_rate: int, model_rate: int, model_hop: int):
         self.layout = Layout(sample_rate, model_rate)
         self.rates, self.model_hop = (model_rate, sample_rate), model_hop
-        self.x = _Frames(channels, self.layout.hop)
+        self.x = _Frames32(channels, self.layout.hop)
         self.received = 0
         self.last = np.full((channels, BANDS), -LEVELS)  # the previous frame's levels
 
@@ -122,7 +151,13 @@ class Analyzer:
             self.last = np.where(np.abs(steps[:, t] - self.last) < HOLD, self.last, np.rint(steps[:, t]))
             levels[:, t] = self.last
         noise = _flatness(band, lay.band) > _flatness(power[..., lay.source], lay.band) + NOISE_MARGIN
-        return levels.transpose(0, 2, 1), noise.transpose(0, 2, 1).astype(np.int32)
+        levels = levels.transpose(0, 2, 1)
+        if n:  # stereo: a channel within a step of channel 0 plus its mean offset takes that (almost no bits)
+            offset = np.rint((levels[1:] - levels[:1]).mean(-1, keepdims=True)).astype(np.int32)
+            follow = np.clip(levels[:1] + offset, 0, LEVELS - 1)
+            near = (np.abs(levels[1:] - follow) <= SNAP) & (levels[1:] > 0) & (follow > 0)
+            levels[1:] = np.where(near, follow, levels[1:])
+        return levels, noise.transpose(0, 2, 1).astype(np.int32)
 
 
 class Extender:
@@ -132,12 +167,13 @@ class Extender:
 
     def __init__(self, channels: int, sample_rate: int, model_rate: int):
         self.layout = lay = Layout(sample_rate, model_rate)
-        self.y = _Frames(channels, lay.hop)
+        self.y = _Frames32(channels, lay.hop)
         self.levels = np.zeros((channels, BANDS, 0), np.int32)  # from frame ``first_envelope`` on
         self.noise = np.zeros((channels, BANDS, 0), np.int32)
         self.first_envelope = 0
         self.raw = np.zeros((channels, 0), np.float32)  # decoded samples not yet returned
         self.tail = np.zeros((channels, lay.hop))  # the last frame's second half
+        self.mean = np.zeros((channels, len(lay.source_bins)))  # the source bins' running mean power
         self.rng = np.random.Generator(np.random.PCG64(0))  # noise, drawn frame by frame in order
         self.samples = 0
 
@@ -178,19 +214,23 @@ class Extender:
         lay, hop, first = self.layout, self.layout.hop, self.y.next
         spectra = self.y.take(n)  # (channels, n, bins)
         levels, noise = self._envelope(first, n)
+        patch = spectra[..., lay.source_bins]
+        power = np.abs(patch) ** 2
+        # long-term whitening: stationary notches and lines of the decoded band are not copied upwards
+        mean, self.mean = lfilter([1 - DECAY], [1, -DECAY], power, axis=1, zi=self.mean[:, None])
+        self.mean = self.mean[:, 0]
+        t = first + np.arange(1, n + 1)
+        white = patch[..., lay.take] / np.sqrt(mean / (1 - DECAY ** t)[:, None] + 1e-30)[..., lay.take]
+        wpow = _band_sum(np.abs(white) ** 2, lay.band) / np.diff(lay.edges)
         target = np.where(levels > 0, 10.0 ** ((levels - ZERO) * STEP_DB / 10) * hop, 0.0).transpose(0, 2, 1)
-        patch = spectra[..., lay.source]
-        have_db = 10 * np.log10(_band_sum(np.abs(patch) ** 2, lay.band) / np.diff(lay.edges) + 1e-30)
-        faint = have_db < 10 * np.log10(target + 1e-30) - PATCH_FLOOR_DB
-        use_noise = (noise.transpose(0, 2, 1) > 0) | faint  # (channels, n, BANDS)
-        gain = np.sqrt(target / (10 ** (have_db / 10)))
-        fill = patch * gain[..., lay.band]
-        mask = use_noise[..., lay.band].transpose(1, 0, 2)  # frame by frame: the draws do not depend on the blocks
-        phases = np.exp(2j * np.pi * self.rng.random(int(mask.sum())))  # random phases: half a frame's power
-        fill.transpose(1, 0, 2)[mask] = phases * np.sqrt(2 * target)[..., lay.band].transpose(1, 0, 2)[mask]
+        use_noise = (noise.transpose(0, 2, 1) > 0) | (wpow < 1e-12)  # (channels, n, BANDS)
+        mix = np.where(use_noise, 1.0, MIX)
+        phases = _PHASES[self.rng.integers(0, len(_PHASES), (n, *white.shape[::2]))].transpose(1, 0, 2)  # by frame
+        fill = white * np.sqrt((1 - mix) * target / (wpow + 1e-30))[..., lay.band] \
+            + phases * np.sqrt(2 * mix * target)[..., lay.band]  # random phases: half a frame's power
         full = np.zeros_like(spectra)
         full[..., lay.edges[0] : lay.edges[-1]] = fill
-        frames = np.fft.irfft(full, n=2 * hop, axis=-1) * self.y.window
+        frames = scipy.fft.irfft(full, n=2 * hop, axis=-1) * self.y.window
         out = frames[..., :hop] + np.concatenate([self.tail[:, None], frames[:, :-1, hop:]], axis=1)
         self.tail = frames[:, -1, hop:]
         out = out.reshape(out.shape[0], -1)[:, hop if first == 0 else 0 :]  # frame 0 starts before the signal
