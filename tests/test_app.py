@@ -101,6 +101,19 @@ def test_codec_round_trip_with_the_shipped_model(client):
     assert all(base64.b64decode(v)[:4] == b"\x89PNG" for v in res["spectrograms"].values())
     if api.opus_available():
         assert res["opus"]["target_kbps"] == 6 and res["opus"]["metrics"]["stoi"] is not None
+    assert res["extension_kbps"] == 0  # a 16 kHz clip has no band above the model's
+
+
+def test_codec_tab_extends_the_band_of_a_48_khz_upload(client):
+    x, sr = short_clip()
+    x48 = audio.resample(x, sr, 48000)
+    x48 = x48 + 0.01 * np.random.default_rng(0).standard_normal(x48.shape).astype(np.float32)  # a band above 8 kHz
+    res = client.post("/api/codec", files=upload(wav(x48, 48000)), data={"model": "speech16k", "kbps": "6"}).json()
+    decoded, rate = sf.read(io.BytesIO(base64.b64decode(res["decoded_wav"])), always_2d=True)
+    assert rate == 48000 and 0 < res["extension_kbps"] < 1.5 and res["kbps"] <= 6
+    spectrum = np.abs(np.fft.rfft(decoded[:, 0])) ** 2
+    f = np.fft.rfftfreq(len(decoded), 1 / 48000)
+    assert spectrum[(f > 10000) & (f < 16000)].mean() > 1e-3 * spectrum[(f > 1000) & (f < 4000)].mean()
 
 
 @pytest.mark.parametrize("files, status", [

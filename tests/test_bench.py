@@ -66,6 +66,29 @@ def test_codec_benchmark_rows_summary_and_plot(tmp_path):
     assert bench.plot_rate_quality(summary, tmp_path, "tiny codec").stat().st_size > 1000
 
 
+
+def test_fullband_benchmark_compares_with_and_without_extension(tmp_path):
+    from audiovae.codec.stream import Codec, fit_for_model
+    from audiovae.registry import load, save
+
+    torch.manual_seed(0)
+    save(TINY, VAE(TINY).state_dict(), tmp_path / "m", "tiny")
+    rng = np.random.default_rng(0)
+    wave = (np.sin(np.arange(96000) / 30.0) * 0.3 + 0.02 * rng.standard_normal(96000)).astype(np.float32)
+    (tmp_path / "music").mkdir()
+    sf.write(tmp_path / "music" / "a.wav", wave, 48000, subtype="PCM_16")
+    fit_for_model(load(tmp_path / "m"), [wave[::3]], 16000)
+    codec = Codec(str(tmp_path / "m"))
+    figure = tmp_path / "spectrograms.png"
+    rows = bench.fullband_benchmark(codec, tmp_path / "music", seconds=2.0, ours_kbps=(6.0,), classics=False,
+                                    figure=figure)
+    assert [r["codec"] for r in rows] == ["audiovae", "audiovae-no-extend"] and rows[0]["sample_rate"] == 48000
+    assert 0 < rows[0]["ext_kbps"] < rows[0]["kbps"] and rows[1]["ext_kbps"] == 0
+    assert rows[0]["band_error_db"] < rows[1]["band_error_db"]  # the band above 8 kHz is there
+    assert bench.summarize_codec(rows)[0]["ext_kbps"] == rows[0]["ext_kbps"] and figure.stat().st_size > 1000
+    with pytest.raises(AudioVAEError, match="no audio files"):
+        bench.fullband_benchmark(codec, tmp_path / "m")
+
 def test_codec_conditions_and_targets_cover_12_kbps():
     for cfg in (TINY, ModelConfig(sample_rate=24000, hop_length=480, enc_n_fft=960, n_fft=960)):
         ours = [k for name, k in bench.codec_conditions(VAE(cfg)) if name == "audiovae"]

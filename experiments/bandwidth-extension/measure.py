@@ -7,7 +7,6 @@ Each file gives one clip of --seconds from its middle (the unseen split: measure
 """
 
 import argparse
-import io
 import time
 
 import numpy as np
@@ -15,25 +14,8 @@ import soundfile as sf
 import torch
 
 from audiovae import metrics
-from audiovae.codec.format import Reader
-from audiovae.codec.stream import Codec, _last_field
-
-
-def band_error_db(ref: np.ndarray, est: np.ndarray, sr: int, lo: float, hi: float) -> float:
-    """Mean over 25 ms frames and 1 kHz bands in ``lo .. hi`` of |dB(est) - dB(ref)| (frames within 50 dB of
-    the loudest only)."""
-    hop = sr // 40
-    frames = np.lib.stride_tricks.sliding_window_view(ref, 2 * hop)[::hop], \
-        np.lib.stride_tricks.sliding_window_view(est, 2 * hop)[::hop]
-    f = np.fft.rfftfreq(2 * hop, 1 / sr)
-    out = []
-    for b in np.arange(lo, hi, 1000.0):
-        sel = (f >= b) & (f < min(hi, b + 1000))
-        e = [10 * np.log10((np.abs(np.fft.rfft(x * np.hanning(2 * hop), axis=-1)[:, sel]) ** 2).mean(-1) + 1e-12)
-             for x in frames]
-        loud = e[0] > e[0].max() - 50
-        out.append(np.abs(e[1] - e[0])[loud].mean())
-    return float(np.mean(out))
+from audiovae.bench.codec import band_error_db
+from audiovae.codec.stream import Codec, extension_bytes
 
 
 def main():
@@ -70,9 +52,7 @@ def main():
             dec = time.perf_counter() - t
             ref, est = x.mean(0), y.mean(0)
             top = min(sr / 2, 20000)
-            reader = Reader(io.BytesIO(data))
-            layers = reader.header.channels * (2 if "refine" in reader.header.codec else 1)
-            extra = sum(4 + len(_last_field(c.payload, layers)[1]) for c in reader) if ext is None else 0
+            extra = extension_bytes(data)
             row[name] = {"kbps": len(data) * 8 / args.seconds / 1000, "ext_kbps": extra * 8 / args.seconds / 1000,
                          "enc_x": args.seconds / enc,
                          "dec_x": args.seconds / dec, "visqol": metrics.visqol(ref, est, sr, "audio"),

@@ -85,6 +85,8 @@ class CodecResult(BaseModel):
     avae: str = Field(description="base64 .avae file")
     spectrograms: Spectrograms
     opus: OpusResult | None = Field(description="Opus at the same bitrate (>= 6 kbps); null without opusenc")
+    extension_kbps: float = Field(description="the bandwidth extension's share of kbps (0: the upload's rate has "
+                                  "no band above the model's)")
 
 
 class LabelProbability(BaseModel):

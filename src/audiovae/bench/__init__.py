@@ -8,6 +8,7 @@ from audiovae.bench.codec import (
     codec_benchmark,
     codec_conditions,
     codec_targets,
+    fullband_benchmark,
     plot_rate_quality,
     summarize_codec,
 )
@@ -26,6 +27,7 @@ from audiovae.bench.measure import (
 
 __all__ = [
     "CODEC_TARGETS", "OURS_KBPS", "codec_benchmark", "codec_conditions", "codec_speed", "codec_targets", "demo_speech",
-    "memory", "plot_rate_quality", "quality", "run_measured", "speed", "summarize", "summarize_codec",
+    "fullband_benchmark", "memory", "plot_rate_quality", "quality", "run_measured", "speed", "summarize",
+    "summarize_codec",
     "training_curve", "training_throughput", "write_table",
 ]

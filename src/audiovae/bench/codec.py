@@ -93,10 +93,117 @@ def _run_condition(codec, baselines, name: str, kbps: float, ref: np.ndarray, sr
     return coded.audio, coded.kbps, coded.encode_s, coded.decode_s
 
 
+FULLBAND_CONDITIONS = [("opus", 12.0), ("opus", 16.0), ("opus", 24.0), ("mp3", 16.0), ("mp3", 24.0)]
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
+
+
+def fullband_benchmark(codec, folder: str | Path, max_clips: int = 16, seconds: float = 10.0,
+                       ours_kbps=(12.0,), classics: bool = True, progress=None,
+                       figure: Path | None = None) -> list[dict]:
+    """Full-band files (each at its own rate, downmixed to mono; one clip of ``seconds`` from the middle of each
+    of the first ``max_clips`` files in ``folder``): ours with and without the bandwidth extension at each
+    ``ours_kbps``, and Opus and MP3 (``FULLBAND_CONDITIONS``). Per clip and condition: measured kbps (and the
+    extension's share), ViSQOL audio mode, the band-energy error and the LTAS ripple ratio over the band from
+    the model's Nyquist to the original's real bandwidth (NaN where under 1 kHz), encode and decode x-realtime
+    (one thread). ``figure``: spectrograms of the first clip (original, ours with and without, Opus 16)."""
+    torch.set_num_threads(1)
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)[:max_clips]
+    if not files:
+        raise AudioVAEError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    missing = baselines.missing_tools()
+    conditions = [(f"audiovae{s}", float(k)) for k in ours_kbps for s in ("", "-no-extend")]
+    conditions += [c for c in FULLBAND_CONDITIONS if classics and baselines.TOOLS[c[0]][1] not in missing]
+    rows, total, done = [], len(files) * len(conditions), 0
+    for i, path in enumerate(files):
+        x, sr = audio.load(path, mono=True, offset=max(0.0, (audio.info(path).duration - seconds) / 2),
+                           duration=seconds)
+        ref = x[0]
+        lo, top = codec.model.sample_rate / 2, min(bandwidth(ref, sr), 20000.0)
+        band = top - lo >= 1000
+        shown = {"original": ref}
+        for name, kbps in conditions:
+            y, rate, ext, enc_s, dec_s = _run_fullband(codec, name, kbps, ref, sr)
+            dur = len(ref) / sr
+            rows.append({"clip": path.stem, "sample_rate": sr, "codec": name, "nominal_kbps": kbps, "kbps": rate,
+                         "ext_kbps": ext, "visqol": metrics.visqol(ref, y, sr, "audio"),
+                         "band_error_db": band_error_db(ref, y, sr, lo, top) if band else math.nan,
+                         "ripple_ratio": metrics.ltas_ripple(y, sr, band=(lo, top))
+                         / max(metrics.ltas_ripple(ref, sr, band=(lo, top)), 1e-6) if band else math.nan,
+                         "encode_x_rt": dur / enc_s, "decode_x_rt": dur / dec_s})
+            if (name, kbps) in ((c, ours_kbps[0]) for c in ("audiovae", "audiovae-no-extend")) or \
+                    (name, kbps) == ("opus", 16.0):
+                shown[f"{name} {kbps:g} kbps"] = y
+            done += 1
+            if progress:
+                progress(done, total)
+        if figure is not None and i == 0:
+            save_spectrograms(figure, shown, sr, path.stem)
+    return rows
+
+
+def _run_fullband(codec, name: str, kbps: float, ref: np.ndarray, sr: int):
+    """(decoded, measured kbps, the extension's kbps, encode s, decode s) of one condition."""
+    from audiovae.codec.stream import extension_bytes
+
+    if name.startswith("audiovae"):
+        t0 = time.perf_counter()
+        data = codec.compress(ref, sr, kbps=kbps, extend=None if name == "audiovae" else False)
+        t1 = time.perf_counter()
+        y, _ = codec.decompress(data)
+        t2 = time.perf_counter()
+        dur = len(ref) / sr / 1000
+        return y[0], len(data) * 8 / dur, extension_bytes(data) * 8 / dur, t1 - t0, t2 - t1
+    coded = baselines.roundtrip(name, ref, sr, kbps)
+    return coded.audio, coded.kbps, math.nan, coded.encode_s, coded.decode_s
+
+
+def bandwidth(x: np.ndarray, sr: int, floor_db: float = 60.0) -> float:
+    """The highest frequency whose long-term level is within ``floor_db`` of the 1-4 kHz median: a lossy
+    original's real band (an Ogg at 44.1 kHz often stops near 18 kHz)."""
+    db, f = metrics.ltas_db(x, sr)
+    return float(f[np.flatnonzero(db > np.median(db[(f > 1000) & (f < 4000)]) - floor_db)[-1]])
+
+
+def band_error_db(ref: np.ndarray, est: np.ndarray, sr: int, lo: float, hi: float) -> float:
+    """Mean over 25 ms frames and 1 kHz bands in ``lo .. hi`` of |dB(est) - dB(ref)| (frames within 50 dB of
+    the loudest only)."""
+    hop = sr // 40
+    frames = [np.lib.stride_tricks.sliding_window_view(s, 2 * hop)[::hop] for s in (ref, est)]
+    spectra = [np.abs(np.fft.rfft(s * np.hanning(2 * hop), axis=-1)) ** 2 for s in frames]
+    f = np.fft.rfftfreq(2 * hop, 1 / sr)
+    out = []
+    for b in np.arange(lo, hi, 1000.0):
+        sel = (f >= b) & (f < min(hi, b + 1000))
+        e = [10 * np.log10(s[:, sel].mean(-1) + 1e-12) for s in spectra]
+        loud = e[0] > e[0].max() - 50
+        out.append(np.abs(e[1] - e[0])[loud].mean())
+    return float(np.mean(out))
+
+
+def save_spectrograms(path: Path, signals: dict[str, np.ndarray], sr: int, title: str) -> Path:
+    """One spectrogram panel per named mono signal, stacked, with a shared colour scale."""
+    from matplotlib.figure import Figure
+
+    from audiovae.plots import log_spectrogram
+
+    fig = Figure(figsize=(10.0, 2.6 * len(signals)))
+    axes = np.atleast_1d(fig.subplots(len(signals), 1))
+    top = None
+    for ax, (name, x) in zip(axes, signals.items(), strict=True):
+        db, hop_s = log_spectrogram(x, sr, n_fft=2048)
+        top = db.max() if top is None else top
+        ax.imshow(db, origin="lower", aspect="auto", extent=(0.0, db.shape[1] * hop_s, 0.0, sr / 2000),
+                  cmap="magma", vmin=top - 90, vmax=top)
+        ax.set_ylabel("kHz")
+        ax.set_title(f"{title}: {name}")
+    axes[-1].set_xlabel("seconds")
+    return save_figure(fig, path)
+
+
 def summarize_codec(rows: list[dict]) -> list[dict]:
     """Mean of every metric per (codec, nominal kbps), in the order the conditions ran."""
-    keys = [k for k in ("kbps", "pesq_wb", "stoi", "visqol", "si_sdr", "mel_distance", "ripple_ratio",
-                        "encode_x_rt", "decode_x_rt") if k in rows[0]]
+    keys = [k for k in ("kbps", "ext_kbps", "pesq_wb", "stoi", "visqol", "si_sdr", "mel_distance", "band_error_db",
+                        "ripple_ratio", "encode_x_rt", "decode_x_rt") if k in rows[0]]
     out = []
     for cond in dict.fromkeys((r["codec"], r["nominal_kbps"]) for r in rows):
         rs = [r for r in rows if (r["codec"], r["nominal_kbps"]) == cond]

@@ -77,13 +77,17 @@ def bench_quality(
 @bench_app.command("codec")
 def bench_codec(
     model: str = typer.Option("speech16k", "--model", help="Model name or folder (with its entropy model)."),
-    manifest: Path = typer.Option(..., help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
+    manifest: Path | None = typer.Option(None, help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
     split: str = typer.Option("test", help="Split to evaluate (report test only)."),
     clips: int = typer.Option(16, help="At most this many clips (2 s or longer), spread over the split."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
     kbps: list[float] | None = typer.Option(None, "--kbps", help="Our codec's target rates (default: "
-                                            "1.5 3 3.2 4.5 6 9 12)."),
+                                            "1.5 3 3.2 4.5 6 9 12; with --folder: 12)."),
     classics: bool = typer.Option(True, "--classics/--no-classics", help="Also run Opus, Codec2 and MP3."),
+    folder: Path | None = typer.Option(None, "--folder", help="Instead of a manifest: full-band files (e.g. 44.1 "
+                                       "or 48 kHz music) at their own rate, one clip from the middle of each; ours "
+                                       "with and without the bandwidth extension against Opus 12/16/24 and MP3."),
+    seconds: float = typer.Option(10.0, help="With --folder: the clip length."),
 ) -> None:
     """Our codec at several bitrates against Opus, Codec2 and MP3 on the same clips."""
     from rich.progress import Progress
@@ -96,6 +100,11 @@ def bench_codec(
     if missing:
         err_console.print(f"skipping codecs whose tools are missing; install: apt-get install {' '.join(missing)}")
     codec = Codec(model)
+    if folder is not None:
+        _bench_fullband(codec, folder, clips, seconds, kbps or [12.0], classics, out)
+        return
+    if manifest is None:
+        raise AudioVAEError("bench codec needs --manifest (a corpus) or --folder (full-band files)")
     with Progress(console=console) as bar:
         task = bar.add_task(f"{codec.model.name} vs classic codecs", total=None)
         rows = bench.codec_benchmark(codec, manifest, split, clips,
@@ -111,6 +120,28 @@ def bench_codec(
     plot = bench.plot_rate_quality(summary, out, f"{name} codec, {split} split")
     console.print(md.read_text())
     console.print(f"plot: {plot}")
+
+
+def _bench_fullband(codec, folder: Path, clips: int, seconds: float, kbps: list[float], classics: bool,
+                    out: Path) -> None:
+    from rich.progress import Progress
+
+    from audiovae import bench
+
+    name = codec.model.name
+    out.mkdir(parents=True, exist_ok=True)
+    figure = out / f"codec_{name}_fullband_spectrograms.png"
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"{name} on full-band files vs classic codecs", total=None)
+        rows = bench.fullband_benchmark(codec, folder, clips, seconds, kbps, classics, figure=figure,
+                                        progress=lambda i, n: bar.update(task, completed=i, total=n))
+    bench.write_table(rows, out, f"codec_{name}_fullband_clips", f"{name} codec per full-band clip ({folder})")
+    _, md = bench.write_table(bench.summarize_codec(rows), out, f"codec_{name}_fullband",
+                              f"{name} vs classic codecs on {len(rows) and len({r['clip'] for r in rows})} "
+                              f"full-band clips ({folder}; mono; band metrics from {codec.model.sample_rate // 2} Hz "
+                              "to each original's real bandwidth, at most 20 kHz)")
+    console.print(md.read_text())
+    console.print(f"spectrograms: {figure}")
 
 
 @bench_app.command("curve")

@@ -362,6 +362,16 @@ class Codec:
         return symbols, None if gains is None else np.stack(gains)
 
 
+def extension_bytes(data: bytes) -> int:
+    """The bytes of an ``.avae`` file's bandwidth extension (its fields' lengths included; 0 without it)."""
+    reader = Reader(io.BytesIO(data))
+    h = reader.header
+    if "extend" not in h.codec:
+        return 0
+    layers = h.channels * (2 if "refine" in h.codec else 1)
+    return sum(4 + len(_last_field(c.payload, layers)[1]) for c in reader)
+
+
 def _last_field(payload: bytes, count: int) -> tuple[bytes, bytes]:
     """A payload of ``count`` fields and one more -> the first ``count`` fields' bytes, the last field."""
     last = _fields(payload, count + 1)[-1]

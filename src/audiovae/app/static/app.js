@@ -117,7 +117,9 @@ $("codec-run").addEventListener("click", () => busy("codec-status", async () => 
   const r = await call("/api/codec", { method: "POST",
     body: form({ file, model: $("codec-model").value, kbps: $("codec-kbps").value }) });
   const body = $("codec-numbers").querySelector("tbody");
-  body.replaceChildren(scoreRow(`audiovae ${r.model} (quality ${r.quality})`, r, r.metrics));
+  const extended = r.extension_kbps ? `, band up to ${fmt(r.sample_rate / 2000, 1)} kHz by bandwidth extension: `
+    + `${fmt(r.extension_kbps, 2)} kbps of it` : "";
+  body.replaceChildren(scoreRow(`audiovae ${r.model} (quality ${r.quality}${extended})`, r, r.metrics));
   if (r.opus) body.appendChild(scoreRow(`Opus (asked ${r.opus.target_kbps} kbps)`, r.opus, r.opus.metrics));
   $("codec-original").src = wavUrl(r.original_wav);
   $("codec-decoded").src = wavUrl(r.decoded_wav);
