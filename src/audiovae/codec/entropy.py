@@ -43,6 +43,9 @@ KINDS = ("factorized", "context")
 VERSION = 2  # 2 added the per-channel multipliers; a version 1 state loads with multipliers of one
 
 _queue, _models = constriction.stream.queue, constriction.stream.model
+# constriction fetches NumPy's C API on first use, running Python code from inside Rust; a signal handler that
+# raises there (the CLI's SIGTERM handler) becomes a Rust panic and a traceback. Fetch it once, at import.
+_queue.RangeDecoder(np.zeros(1, dtype=np.uint32))
 _CATEGORICAL = _models.Categorical(perfect=False)  # lazy family: one table row per symbol (see _pmf)
 _UNIFORM = _models.Uniform()  # family: one size per symbol
 _BIT_COUNT, _SIGN = _models.Uniform(32), _models.Uniform(2)
