@@ -151,8 +151,8 @@ def _run_fullband(codec, name: str, kbps: float, ref: np.ndarray, sr: int):
         t1 = time.perf_counter()
         y, _ = codec.decompress(data)
         t2 = time.perf_counter()
-        dur = len(ref) / sr / 1000
-        return y[0], len(data) * 8 / dur, extension_bytes(data) * 8 / dur, t1 - t0, t2 - t1
+        kbit = 8 / (len(ref) / sr) / 1000  # kbps per byte
+        return y[0], len(data) * kbit, extension_bytes(data) * kbit, t1 - t0, t2 - t1
     coded = baselines.roundtrip(name, ref, sr, kbps)
     return coded.audio, coded.kbps, math.nan, coded.encode_s, coded.decode_s
 
