@@ -263,3 +263,27 @@ def test_export_cli_copies_the_attachments_of_a_model_with_the_same_encoder(base
                 "state_dict": {f"vae.{k}": v for k, v in state.items()}, "global_step": 7}, ckpt)
     result = runner.invoke(app, ["export", str(ckpt), str(tmp_path / "enc"), "--attachments-from", str(base)])
     assert isinstance(result.exception, ModelLoadError) and "has another encoder than 'tiny'" in str(result.exception)
+
+
+def test_a_decoder_that_takes_over_the_entropy_model_decodes_the_earlier_weights_files(base, tmp_path):
+    from audiovae.codec.stream import CodecError
+
+    model = load(base)
+    old_file = Codec(model).compress(voice(0.5), 16000, quality=8)
+    new = variant(base, tmp_path / "dec", "decoder.stack.blocks.0.pw2.weight")
+    copy_attachments(model, load(new))
+    assert load(new).card["decodes_sha256"] == [model.card["sha256"]]
+    y, sr = Codec(str(new)).decompress(old_file)
+    assert sr == 16000 and y.shape == (1, 8000)
+    newer = variant(new, tmp_path / "dec2", "decoder.stack.blocks.0.pw1.weight")
+    copy_attachments(load(new), load(newer))  # the list carries over: the newest decodes every earlier file
+    assert load(newer).card["decodes_sha256"] == [load(new).card["sha256"], model.card["sha256"]]
+    Codec(str(newer)).decompress(old_file)
+    other = variant(base, tmp_path / "other", "decoder.stack.blocks.0.pw1.weight")  # no entropy model taken over
+    with pytest.raises(ModelLoadError):
+        Codec(str(other))
+    card = json.loads((newer / "tiny.json").read_text())
+    card["decodes_sha256"] = "../x"
+    (newer / "tiny.json").write_text(json.dumps(card))
+    with pytest.raises((ModelLoadError, CodecError), match="decodes_sha256 must be a list of sha256 hex digests"):
+        Codec(str(newer)).decompress(old_file)

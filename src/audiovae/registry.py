@@ -12,7 +12,8 @@ checkpoints (train/latents.py, train/prior.py) and classifier probes (classify/c
 before the encoder hash, with ``vae_sha256`` alone, is accepted when that equals the model's ``sha256``;
 ``copy_attachments`` moves a model's entropy model, prior and embedding head to another with the same encoder. Cards
 written before the encoder hash get it computed on load. The .avae header names the whole weights'
-sha256: the decoder matters there.
+sha256: the decoder matters there, so a model that takes over another's entropy model (same encoder, same
+entropy model: the same bitstream) lists the earlier weights' sha256 under ``decodes_sha256`` and decodes their files.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hashlib
 import json
 import os
 import pickle  # only for its exception type: checkpoints load with weights_only=True
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -225,7 +227,8 @@ LATENT_ATTACHMENTS = ("entropy", "prior", "embed")
 def copy_attachments(src: VAE, dst: VAE, keys: tuple[str, ...] = LATENT_ATTACHMENTS) -> list[Path]:
     """Copy ``src``'s entropy model, prior and embedding head (those it has) unchanged to ``dst``, a model with the same
     encoder (its decoder fine-tuned with the encoder frozen, say); dst's card entries keep the ``vae_sha256``
-    they were fitted with and record the shared ``encoder_sha256``. Returns the written paths."""
+    they were fitted with and record the shared ``encoder_sha256``; with the entropy model, dst's ``decodes_sha256``
+    lists src's weights (and those src decodes). Returns the written paths."""
     ours, theirs = src.card.get("encoder_sha256") or "", dst.card.get("encoder_sha256") or ""
     if ours != theirs:
         raise ModelLoadError(f"{dst.card_path}: model '{dst.name}' has another encoder than '{src.name}' "
@@ -242,8 +245,20 @@ def copy_attachments(src: VAE, dst: VAE, keys: tuple[str, ...] = LATENT_ATTACHME
             shutil.copyfile(source, tmp)
         dst.card[key] = {**meta, "encoder_sha256": ours, "file": path.name, "sha256": src.card[key]["sha256"]}
         written.append(path)
+    if "entropy" in keys and src.card.get("entropy"):  # the same bitstream: dst decodes src's files
+        earlier = dict.fromkeys([src.card["sha256"], *decodes_sha256(src)])
+        dst.card["decodes_sha256"] = [s for s in earlier if s != dst.card["sha256"]]
     _write_card(dst.card_path, dst.card)
     return written
+
+
+def decodes_sha256(model: VAE) -> list[str]:
+    """The sha256 of earlier weights whose .avae files ``model`` decodes (its card's ``decodes_sha256``: same
+    encoder and entropy model, another decoder)."""
+    listed = model.card.get("decodes_sha256", [])
+    if not isinstance(listed, list) or not all(isinstance(s, str) and re.fullmatch("[0-9a-f]{64}", s) for s in listed):
+        raise ModelLoadError(f"{model.card_path}: decodes_sha256 must be a list of sha256 hex digests")
+    return listed
 
 
 def copy_model(name_or_path: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:

@@ -27,7 +27,7 @@ from audiovae.codec.format import HASH_PREFIX_DIGITS, FormatError, Header, Reade
 from audiovae.errors import AudioVAEError, shown
 from audiovae.inference import EncodeStream, block_frames, encode_means, split, to_model_rate, to_rate
 from audiovae.models.vae import VAE
-from audiovae.registry import ModelLoadError, load, load_entropy_state, load_shipped, save_entropy_model
+from audiovae.registry import ModelLoadError, decodes_sha256, load, load_entropy_state, load_shipped, save_entropy_model
 
 CHUNK_FRAMES = 250  # the most frames a chunk holds (a decoder refuses more)
 CHANNEL_GROUP = 8  # channels decoded together: the channel count does not multiply the decoder's memory
@@ -267,7 +267,7 @@ class Codec:
             if type(value) is not _CODEC_KEYS[key]:  # true is not an integer here
                 raise CodecError(f"{where}header codec key '{key}': expected {_JSON_TYPES[_CODEC_KEYS[key]]}, got "
                                  f"{shown(value)}")
-        if not _names(h.model_sha256, m.card["sha256"]):
+        if not any(_names(h.model_sha256, s) for s in (m.card["sha256"], *decodes_sha256(m))):
             raise CodecError(f"{where}encoded with model {shown(h.model_id)} (sha256 {h.model_sha256[:12]}...), "
                              f"not with '{m.name}' ({m.card['sha256'][:12]}...)")
         stored = h.codec.get("entropy_sha256", self.entropy_sha256)  # files before it was recorded: not checked
