@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from audiovae.cli.common import app, console
+
+# Options declared once: train-prior and train-embedder share all of these, train the first four.
+Resume = Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint.")]
+MaxMinutes = Annotated[float | None, typer.Option(help="Wall-clock budget; stops cleanly with a checkpoint.")]
+MaxSteps = Annotated[int | None, typer.Option(help="Override the config's max_steps.")]
+Accelerator = Annotated[str, typer.Option(help="cpu, gpu or auto.")]
+LatentModel = Annotated[str | None, typer.Option("--model", help="VAE name or folder (overrides the config).")]
+Manifest = Annotated[Path | None, typer.Option("--manifest", help="Corpus manifest (overrides the config).")]
+RunDir = Annotated[Path | None, typer.Option("--run-dir", "--out", help="Run folder (default runs/NAME).")]
+Threads = Annotated[int | None, typer.Option(help="torch threads.")]
 
 
 @app.command()
@@ -15,10 +26,10 @@ def train(
     run_dir: Path | None = typer.Option(None, help="Run folder (default runs/NAME)."),
     data: list[Path] | None = typer.Option(None, "--data", help="Manifest(s) replacing the config's."),
     init: str | None = typer.Option(None, help="Start from a pretrained model (name or folder) or a .ckpt."),
-    resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
-    max_minutes: float | None = typer.Option(None, help="Wall-clock budget; stops cleanly with a checkpoint."),
-    max_steps: int | None = typer.Option(None, help="Override the config's max_steps."),
-    accelerator: str = typer.Option("cpu", help="cpu, gpu or auto."),
+    resume: Resume = False,
+    max_minutes: MaxMinutes = None,
+    max_steps: MaxSteps = None,
+    accelerator: Accelerator = "cpu",
     devices: str = typer.Option("1", help="Devices per node (a number or 'auto')."),
     num_nodes: int = typer.Option(1, help="Nodes for multi-node DDP."),
     strategy: str = typer.Option("auto", help="auto or ddp (Lightning strategies)."),
@@ -46,16 +57,16 @@ def train(
 @app.command("train-prior")
 def train_prior(
     config: Path | None = typer.Option(None, "--config", help="Prior YAML, e.g. recipes/speech16k/prior.yaml."),
-    model: str | None = typer.Option(None, "--model", help="VAE name or folder (overrides the config)."),
-    manifest: Path | None = typer.Option(None, "--manifest", help="Corpus manifest (overrides the config)."),
+    model: LatentModel = None,
+    manifest: Manifest = None,
     label: str | None = typer.Option(None, "--label", help="Manifest label key to condition on (overrides)."),
     init: str | None = typer.Option(None, "--init", help="Start from the prior stored with this model (overrides)."),
-    run_dir: Path | None = typer.Option(None, "--run-dir", "--out", help="Run folder (default runs/NAME)."),
-    resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
-    max_minutes: float | None = typer.Option(None, help="Wall-clock budget; stops cleanly with a checkpoint."),
-    max_steps: int | None = typer.Option(None, help="Override the config's max_steps."),
-    threads: int | None = typer.Option(None, help="torch threads."),
-    accelerator: str = typer.Option("cpu", help="cpu, gpu or auto."),
+    run_dir: RunDir = None,
+    resume: Resume = False,
+    max_minutes: MaxMinutes = None,
+    max_steps: MaxSteps = None,
+    threads: Threads = None,
+    accelerator: Accelerator = "cpu",
     export: bool = typer.Option(False, "--export", help="Afterwards store the prior with the model "
                                 "(NAME.prior.safetensors + its card)."),
 ) -> None:
@@ -101,16 +112,16 @@ def export_prior_cmd(
 @app.command("train-embedder")
 def train_embedder(
     config: Path | None = typer.Option(None, "--config", help="Embedder YAML, e.g. recipes/speech16k/embedder.yaml."),
-    model: str | None = typer.Option(None, "--model", help="VAE name or folder (overrides the config)."),
-    manifest: Path | None = typer.Option(None, "--manifest", help="Corpus manifest (overrides the config)."),
+    model: LatentModel = None,
+    manifest: Manifest = None,
     latents: Path | None = typer.Option(None, "--latents", help="Folder of train / valid latent caches of the "
                                         "same weights and manifest to reuse, read only (e.g. a prior run's)."),
-    run_dir: Path | None = typer.Option(None, "--run-dir", "--out", help="Run folder (default runs/NAME)."),
-    resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
-    max_minutes: float | None = typer.Option(None, help="Wall-clock budget; stops cleanly with a checkpoint."),
-    max_steps: int | None = typer.Option(None, help="Override the config's max_steps."),
-    threads: int | None = typer.Option(None, help="torch threads."),
-    accelerator: str = typer.Option("cpu", help="cpu, gpu or auto."),
+    run_dir: RunDir = None,
+    resume: Resume = False,
+    max_minutes: MaxMinutes = None,
+    max_steps: MaxSteps = None,
+    threads: Threads = None,
+    accelerator: Accelerator = "cpu",
     export: bool = typer.Option(False, "--export", help="Afterwards store the head with the model "
                                 "(NAME.embed.safetensors + its card): the `learned` pooling."),
 ) -> None:
