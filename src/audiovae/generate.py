@@ -1,8 +1,9 @@
 """Generation with a VAE and its latent prior: sampling (optionally per label), continuation of a prompt,
 interpolation between two clips, latent arithmetic, and timbre transfer between two models.
 
-All outputs are float32 (channels, samples) at the model's sample rate. Prompts at any rate are
-resampled; multichannel prompts are mixed to mono (the prior models one latent sequence).
+All outputs are float32 (channels, samples) at the model's sample rate, peak-limited to ``limiter.CEILING_DB``
+(a decoder can render a sampled latent louder than full scale). Prompts at any rate are resampled; multichannel
+prompts are mixed to mono (the prior models one latent sequence).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from audiovae.errors import AudioVAEError
 from audiovae.inference import decode_frames, encode_means, to_model_rate
+from audiovae.limiter import limit
 from audiovae.registry import load, load_prior
 
 MAX_SECONDS = 120.0
@@ -30,6 +32,12 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     if omega.abs() < 1e-4:
         return (1 - t) * a + t * b
     return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+def render(model, z: torch.Tensor, length: int) -> np.ndarray:
+    """The output stage of every generation path: latent frames (channels, dim, frames) decoded to ``length``
+    samples, peak-limited (``limiter.limit``), float32."""
+    return limit(decode_frames(model, z, length).numpy().astype(np.float32), model.sample_rate)
 
 
 class Generator:
@@ -70,9 +78,9 @@ class Generator:
         return self.prior.normalize(encode_means(self.model, x)[..., :frames].transpose(1, 2))
 
     def decode(self, x: torch.Tensor) -> np.ndarray:
-        """Standardized frames (1, frames, dim) -> audio (1, frames * hop) float32."""
+        """Standardized frames (1, frames, dim) -> audio (1, frames * hop) float32, peak-limited."""
         z = self.prior.denormalize(x).transpose(1, 2)
-        return decode_frames(self.model, z, z.shape[-1] * self.model.hop_length).numpy().astype(np.float32)
+        return render(self.model, z, z.shape[-1] * self.model.hop_length)
 
     def _sample(self, frames: int, label: str | None, prompt: torch.Tensor | None, temperature: float,
                 guidance: float | None, seed: int, classifier_guidance: float | None = None) -> torch.Tensor:
@@ -163,4 +171,4 @@ def transfer(wave: np.ndarray, sample_rate: int, source: str | os.PathLike | Gen
     if rate_ratio != 1:  # other latent frame rates: resample the sequence in time
         frames = max(dst.model.padded_length(n) // dst.model.hop_length, round(z_t.shape[-1] * rate_ratio))
         z_t = torch.nn.functional.interpolate(z_t, size=frames, mode="linear", align_corners=False)
-    return decode_frames(dst.model, z_t, n).numpy().astype(np.float32)
+    return render(dst.model, z_t, n)
