@@ -77,12 +77,14 @@ def test_fullband_benchmark_compares_with_and_without_extension(tmp_path):
     wave = (np.sin(np.arange(96000) / 30.0) * 0.3 + 0.02 * rng.standard_normal(96000)).astype(np.float32)
     (tmp_path / "music").mkdir()
     sf.write(tmp_path / "music" / "a.wav", wave, 48000, subtype="PCM_16")
+    sf.write(tmp_path / "music" / "b.wav", wave[:48000], 48000, subtype="PCM_16")  # 1 s: too short for ViSQOL
     fit_for_model(load(tmp_path / "m"), [wave[::3]], 16000)
     codec = Codec(str(tmp_path / "m"))
     figure = tmp_path / "spectrograms.png"
     rows = bench.fullband_benchmark(codec, tmp_path / "music", seconds=2.0, ours_kbps=(6.0,), classics=False,
                                     figure=figure)
     assert [r["codec"] for r in rows] == ["audiovae", "audiovae-no-extend"] and rows[0]["sample_rate"] == 48000
+    assert {r["clip"] for r in rows} == {"a"}
     assert 0 < rows[0]["ext_kbps"] < rows[0]["kbps"] <= 6.0 and rows[1]["ext_kbps"] == 0
     assert rows[0]["band_error_db"] < rows[1]["band_error_db"]  # the band above 8 kHz is there
     assert bench.summarize_codec(rows)[0]["ext_kbps"] == rows[0]["ext_kbps"] and figure.stat().st_size > 1000

@@ -40,6 +40,9 @@ def codec_conditions(model: VAE, ours_kbps=OURS_KBPS, classics: bool = True) -> 
     return [("posterior-mean", 0.0)] + ours + (others if classics else [])
 
 
+MIN_SECONDS = 2.0  # shorter clips: too few frames for ViSQOL's patches
+
+
 def codec_benchmark(codec, manifest: str | Path, split: str = "test", max_clips: int = 16,
                     progress=None, conditions: list[tuple[str, float]] | None = None) -> list[dict]:
     """Per clip and condition (default ``codec_conditions``): measured kbps (from the file size),
@@ -51,9 +54,9 @@ def codec_benchmark(codec, manifest: str | Path, split: str = "test", max_clips:
     conditions = [c for c in conditions or codec_conditions(model) if c[0] not in ("opus", "codec2", "mp3")
                   or baselines.TOOLS[c[0]][1] not in missing]
     entries, _ = read_manifest(manifest, split=split)
-    entries = [e for e in entries if e.duration >= 2.0]
+    entries = [e for e in entries if e.duration >= MIN_SECONDS]
     if not entries:
-        raise AudioVAEError(f"{manifest}: no clips of 2 s or more in split '{split}'")
+        raise AudioVAEError(f"{manifest}: no clips of {MIN_SECONDS:g} s or more in split '{split}'")
     chosen = spread(entries, max_clips)
     root = Path(manifest).parent
     rows, total, done = [], len(chosen) * len(conditions), 0
@@ -101,15 +104,17 @@ def fullband_benchmark(codec, folder: str | Path, max_clips: int = 16, seconds: 
                        ours_kbps=(12.0,), classics: bool = True, progress=None,
                        figure: Path | None = None) -> list[dict]:
     """Full-band files (each at its own rate, downmixed to mono; one clip of ``seconds`` from the middle of each
-    of the first ``max_clips`` files in ``folder``): ours with and without the bandwidth extension at each
-    ``ours_kbps``, and Opus and MP3 (``FULLBAND_CONDITIONS``). Per clip and condition: measured kbps (and the
-    extension's share), ViSQOL audio mode, the band-energy error and the LTAS ripple ratio over the band from
-    the model's Nyquist to the original's real bandwidth (NaN where under 1 kHz), encode and decode x-realtime
-    (one thread). ``figure``: spectrograms of the first clip (original, ours with and without, Opus 16)."""
+    of the first ``max_clips`` files of ``MIN_SECONDS`` or more in ``folder``): ours with and without the
+    bandwidth extension at each ``ours_kbps``, and Opus and MP3 (``FULLBAND_CONDITIONS``). Per clip and
+    condition: measured kbps (and the extension's share), ViSQOL audio mode, the band-energy error and the LTAS
+    ripple ratio over the band from the model's Nyquist to the original's real bandwidth (NaN where under 1 kHz),
+    encode and decode x-realtime (one thread). ``figure``: spectrograms of the first clip (original, ours with and
+    without, Opus 16)."""
     torch.set_num_threads(1)
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)[:max_clips]
+    files = [p for p in sorted(Path(folder).iterdir()) if p.suffix.lower() in AUDIO_SUFFIXES
+             and audio.info(p).duration >= MIN_SECONDS][:max_clips]
     if not files:
-        raise AudioVAEError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+        raise AudioVAEError(f"{folder}: no audio files of {MIN_SECONDS:g} s or more ({', '.join(AUDIO_SUFFIXES)})")
     missing = baselines.missing_tools()
     conditions = [(f"audiovae{s}", float(k)) for k in ours_kbps for s in ("", "-no-extend")]
     conditions += [c for c in FULLBAND_CONDITIONS if classics and baselines.TOOLS[c[0]][1] not in missing]
