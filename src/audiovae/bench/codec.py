@@ -179,6 +179,8 @@ def band_error_db(ref: np.ndarray, est: np.ndarray, sr: int, lo: float, hi: floa
     out = []
     for b in np.arange(lo, hi, 1000.0):
         sel = (f >= b) & (f < min(hi, b + 1000))
+        if not sel.any():  # a last band narrower than a bin
+            continue
         e = [10 * np.log10(s[:, sel].mean(-1) + 1e-12) for s in spectra]
         loud = e[0] > e[0].max() - 50
         out.append(np.abs(e[1] - e[0])[loud].mean())
