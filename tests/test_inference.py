@@ -4,6 +4,9 @@ import torch
 from audiovae import inference
 from audiovae.config import ModelConfig
 from audiovae.models.vae import VAE
+from audiovae.registry import load, load_embedder
+from audiovae.train.head import FinetuneConfig, finetune_head
+from audiovae.train.run import initial_weights, load_grown
 
 
 def tiny():
@@ -41,3 +44,26 @@ def test_streamed_reconstruction_at_another_rate_keeps_length():
     blocks = list(inference.split(x, 7000))  # 30001 is not a multiple of the block size
     y = np.concatenate(list(inference.reconstruct_blocks(m, blocks, 22050, 2, x.shape[1])), axis=1)
     assert y.shape == x.shape and np.allclose(y, inference.reconstruct(m, x, 22050), atol=1e-4)
+
+
+def test_loaded_models_are_frozen_and_run_without_autograd():
+    m = load("speech16k")
+    assert not m.training and not any(p.requires_grad for p in m.parameters())
+    assert not m.decode(torch.randn(1, m.latent_dim, 10)).requires_grad
+    means = inference.encode_means(m, torch.randn(1, 16000) * 0.1)
+    assert means.is_inference() and inference.decode_frames(m, means, 16000).is_inference()
+    assert not any(p.requires_grad for p in load_embedder(m)[0].parameters())
+
+
+def test_training_from_a_loaded_model_gets_trainable_weights():
+    cfg, state, _ = initial_weights("speech16k")  # what `train --init speech16k` starts from
+    vae = VAE(cfg)
+    load_grown(vae, state, cfg.dec_blocks)
+    assert all(p.requires_grad for p in vae.parameters())
+    head = load_embedder(load("speech16k"))[0]
+    rng = torch.Generator().manual_seed(0)
+    clips = [torch.randn(60, head.config.latent_dim, generator=rng) + (i % 2) for i in range(8)]
+    tuned = finetune_head(head, clips, [i % 2 for i in range(8)], 50.0, FinetuneConfig(steps=2, batch_size=4),
+                          progress=False)
+    moved = [not torch.equal(a, b) for a, b in zip(head.parameters(), tuned.parameters(), strict=True)]
+    assert any(moved) and not any(p.requires_grad for p in head.parameters())  # the shipped head stays frozen

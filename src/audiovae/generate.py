@@ -3,7 +3,9 @@ interpolation between two clips, latent arithmetic, and timbre transfer between 
 
 All outputs are float32 (channels, samples) at the model's sample rate, peak-limited to ``limiter.CEILING_DB``
 (a decoder can render a sampled latent louder than full scale). Prompts at any rate are resampled; multichannel
-prompts are mixed to mono (the prior models one latent sequence).
+prompts are mixed to mono (the prior models one latent sequence). The VAE encodes and decodes under
+``torch.inference_mode()`` (``inference.py``); the prior samples under ``no_grad``, since classifier guidance
+differentiates its guide.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Running a VAE on signals of any rate and channel count, in blocks: memory does not grow with length."""
+"""Running a VAE on signals of any rate and channel count, in blocks: memory does not grow with length.
+
+The model runs under ``torch.inference_mode()``: its outputs are inference tensors (no autograd; a caller that
+needs gradients through them clones them first)."""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def to_model_rate(model: VAE, wave: np.ndarray, sample_rate: int) -> torch.Tenso
     return torch.from_numpy(resample(wave.astype(np.float32), sample_rate, model.sample_rate))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def encode_means(model: VAE, x: torch.Tensor) -> torch.Tensor:
     """Posterior means (channels, latent_dim, frames) of (channels, samples), streamed in blocks;
     the input is padded so that decoding these frames completes every sample."""
@@ -43,7 +46,7 @@ def encode_means(model: VAE, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([enc(x[:, i : i + block]) for i in range(0, total, block)], dim=-1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def decode_frames(model: VAE, z: torch.Tensor, length: int) -> torch.Tensor:
     """(channels, latent_dim, frames) -> (channels, length) samples, streamed in blocks."""
     dec = model.stream_decoder()
@@ -78,6 +81,7 @@ class EncodeStream:
         tail = np.pad(tail, ((0, 0), (0, self.model.padded_length(self.samples) - self.samples)))
         return self._encode(tail, count=False)
 
+    @torch.inference_mode()
     def _encode(self, x: np.ndarray, count: bool = True) -> torch.Tensor:
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.samples += x.shape[1] if count else 0
@@ -114,6 +118,7 @@ def reconstruct_blocks(model: VAE, blocks: Iterable[np.ndarray], sample_rate: in
     ``sample_rate``, yielded as blocks at that rate."""
     enc, dec = EncodeStream(model, sample_rate, channels), model.stream_decoder()
 
+    @torch.inference_mode()
     def decoded() -> Iterator[np.ndarray]:
         for block in blocks:
             yield dec(enc.push(block)).numpy()

@@ -146,7 +146,8 @@ def load_shipped(name: str) -> VAE:
 
 
 def load(name_or_path: str | os.PathLike = "speech16k") -> VAE:
-    """A VAE in eval mode from a shipped name or an exported folder; ``model.card`` holds its JSON."""
+    """A VAE in eval mode with frozen parameters (``requires_grad`` False: training copies its weights into a
+    model of its own) from a shipped name or an exported folder; ``model.card`` holds its JSON."""
     card_path = _resolve(name_or_path)
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
@@ -172,7 +173,7 @@ def load(name_or_path: str | os.PathLike = "speech16k") -> VAE:
         raise ModelLoadError(f"{card_path}: encoder_sha256 {str(card['encoder_sha256'])[:12]}... does not match "
                              f"the encoder of {weights.name} ({encoder[:12]}...)")
     card = _with_encoder_hash(card, encoder)
-    model.eval()
+    model.eval().requires_grad_(False)
     model.card = card
     model.card_path = card_path
     model.name = card.get("name", card_path.stem)
@@ -407,10 +408,10 @@ def stored_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def restore_state(net: torch.nn.Module, state: dict[str, torch.Tensor], origin: str) -> torch.nn.Module:
-    """``net`` in eval mode with stored tensors (``stored_state``) loaded as fp32, checked against its
-    architecture (an error naming ``origin`` otherwise)."""
+    """``net`` in eval mode, parameters frozen, with stored tensors (``stored_state``) loaded as fp32, checked
+    against its architecture (an error naming ``origin`` otherwise)."""
     _load_state(net, {k: v.float() for k, v in state.items()}, origin)
-    return net.eval()
+    return net.eval().requires_grad_(False)
 
 
 def save_net(model: VAE, key: str, net: torch.nn.Module, meta: dict) -> Path:

@@ -53,6 +53,7 @@ class ClassifyError(AudioVAEError):
     """Bad input to embedding or classification: short file, empty data, too few examples, wrong dimension."""
 
 
+@torch.inference_mode()
 def posterior_frames(model, x) -> tuple[np.ndarray, np.ndarray]:
     """Posterior means and log standard deviations, each (channels, latent_dim, frames) float64, of
     (channels, samples) at the model's rate: streamed in blocks (bounded memory) and padded like
@@ -124,7 +125,7 @@ def pooling_meta(model, pooling: str) -> dict:
 def head_embedding(embedder, mu: np.ndarray) -> np.ndarray:
     """The embedding by ``embedder`` (a learned head) of posterior means (channels, latent_dim, frames), averaged
     over channels."""
-    with torch.no_grad():
+    with torch.inference_mode():
         return embedder(torch.from_numpy(mu).float()).mean(0).numpy()
 
 

@@ -66,7 +66,7 @@ def finetune_head(embedder: Embedder, clips: list[Tensor], labels: list[int], fr
     means, each (frames, latent_dim)); the input is left unchanged."""
     cfg = cfg or FinetuneConfig()
     torch.manual_seed(cfg.seed)
-    module = HeadModule(copy.deepcopy(embedder).train(), max(labels) + 1, cfg)
+    module = HeadModule(copy.deepcopy(embedder).train().requires_grad_(True), max(labels) + 1, cfg)
     data = CropDataset(clips, labels, max(1, round(cfg.crop * frame_rate)), train=True, seed=cfg.seed)
     sampler = RandomSampler(data, replacement=True, num_samples=cfg.steps * cfg.batch_size,
                             generator=torch.Generator().manual_seed(cfg.seed))
