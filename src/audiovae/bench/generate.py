@@ -24,7 +24,7 @@ import torch
 from scipy.linalg import sqrtm
 
 from audiovae import audio
-from audiovae.classify import best_pooling, embed, features, fit, mfcc_features
+from audiovae.classify import DEFAULT_POOLING, best_pooling, embed, features, fit, mfcc_features
 from audiovae.data.manifest import Entry, read_manifest, spread
 from audiovae.errors import AudioVAEError
 from audiovae.files import write_text
@@ -48,7 +48,8 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _features(model, clips: list[np.ndarray], sr: int) -> dict[str, np.ndarray]:
-    return {"vae": np.stack([embed(model, c, sr) for c in clips]).astype(np.float64),
+    """The Fréchet distances' spaces: the hand-made ``all`` pooling (as the published figures) and MFCC."""
+    return {"vae": np.stack([embed(model, c, sr, pooling=DEFAULT_POOLING) for c in clips]).astype(np.float64),
             "mfcc": np.stack([mfcc_features(c, sr) for c in clips]).astype(np.float64)}
 
 

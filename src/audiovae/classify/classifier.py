@@ -125,6 +125,12 @@ class Classifier:
     def predict(self, x: np.ndarray) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(x).argmax(1)]
 
+    def known(self, items: list) -> tuple[list, Counter]:
+        """The labelled ``items`` whose label is one of the classes, and the count of each other label (the
+        classifier can never predict those: an evaluation leaves them out)."""
+        return [it for it in items if it.label in self.classes], \
+            Counter(it.label for it in items if it.label not in self.classes)
+
     def save(self, out: str | os.PathLike) -> Path:
         """Write OUT/classifier.npz (and the head), then OUT/classifier.json, each replaced at once; returns the
         JSON path."""
@@ -231,13 +237,22 @@ def fit(x: np.ndarray, y: list[str] | np.ndarray, meta: dict | None = None, seed
 
 
 def evaluate(y_true: list[str], y_pred: list[str]) -> dict:
-    """Accuracy, macro-F1 and the confusion matrix over the sorted union of labels."""
+    """Accuracy, macro-F1 and the confusion matrix over the sorted union of labels; ``per_class``, for each true
+    label: its clips, recall, and the label they are most often taken for (None when never) and how often;
+    ``confusions``: (true, predicted, clips) of every mistake made, most frequent first."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     labels = sorted(set(y_true) | set(y_pred))
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    wrong = cm - np.diag(np.diag(cm))
+    per_class = [{"label": lab, "clips": int(cm[i].sum()), "recall": float(cm[i, i] / cm[i].sum()),
+                  "taken_for": labels[wrong[i].argmax()] if wrong[i].any() else None, "taken": int(wrong[i].max())}
+                 for i, lab in enumerate(labels) if cm[i].sum()]
+    confusions = sorted(((labels[i], labels[j], int(wrong[i, j])) for i, j in zip(*np.nonzero(wrong), strict=True)),
+                        key=lambda c: (-c[2], c[0], c[1]))
     return {"accuracy": float(accuracy_score(y_true, y_pred)),
             "macro_f1": float(f1_score(y_true, y_pred, labels=sorted(set(y_true)), average="macro", zero_division=0)),
-            "labels": labels, "confusion": confusion_matrix(y_true, y_pred, labels=labels)}
+            "labels": labels, "confusion": cm, "per_class": per_class, "confusions": confusions}
 
 
 def plot_confusion(result: dict, path: Path, title: str) -> Path:

@@ -185,7 +185,7 @@ def bench_classify(
     from rich.progress import Progress
 
     from audiovae.bench import classify as bt
-    from audiovae.classify import DEFAULT_POOLING
+    from audiovae.classify import DEFAULT_POOLING, LEARNED
 
     tasks = bt.tasks_named(task)
     overrides = dict(m.split("=", 1) for m in model or [] if "=" in m)
@@ -198,8 +198,9 @@ def bench_classify(
                         lambda what, i, n: bar.update(bar_task, description=what, completed=i, total=n))
     console.print(result["md"].read_text())
     chosen = result["chosen"]
-    if pooling == "auto" and chosen != DEFAULT_POOLING:
-        console.print(f"note: valid chose pooling '{chosen}', `audiovae embed` defaults to '{DEFAULT_POOLING}'")
+    if pooling == "auto" and chosen != LEARNED:
+        console.print(f"note: valid chose pooling '{chosen}', `audiovae embed` defaults to '{LEARNED}' for a model "
+                      f"with an embedding head, else '{DEFAULT_POOLING}'", soft_wrap=True)
     console.print(f"long table: {result['csv']}; plot: {result['plot']}; {time.time() - start:.0f} s", soft_wrap=True)
 
 

@@ -16,12 +16,12 @@ def _embed_with_progress(items, kind: str, model, what: str, skip_errors: bool =
                          embedder=None):
     from rich.progress import Progress
 
-    from audiovae.classify import DEFAULT_POOLING, embed_items
+    from audiovae.classify import embed_items
 
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task(what, total=len(items))
         out = embed_items(items, kind, model, lambda i, n: bar.update(task, completed=i), skip_errors=skip_errors,
-                          pooling=pooling or DEFAULT_POOLING, embedder=embedder)
+                          pooling=pooling, embedder=embedder)
     for msg in out[2]:
         err_console.print(f"skipped: {msg}", highlight=False, markup=False, soft_wrap=True)
     return out
@@ -43,8 +43,9 @@ def embed(
     out: Path = typer.Option(..., "--out", help="The .npz to write (arrays: paths, embeddings)."),
     model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
     pooling: str = typer.Option(None, "--pooling", help="Statistics over time of the posterior: mean-std, "
-                                "mean-std-sigma, quantiles, mean-std-max or all (default: the one chosen on valid), "
-                                "or learned (the model's embedding head, `audiovae train-embedder`)."),
+                                "mean-std-sigma, quantiles, mean-std-max or all, or learned (the model's embedding "
+                                "head, `audiovae train-embedder`). Default: learned where the model has a head (the "
+                                "shipped models do), else all: the best on the classification bench."),
 ) -> None:
     """Embed audio files: statistics over time of the VAE posterior (or its learned head), one row per file."""
     import numpy as np
@@ -53,13 +54,14 @@ def embed(
     from audiovae.files import replaced
     from audiovae.registry import load
 
-    pooling = pooling or cl.DEFAULT_POOLING
-    cl.check_pooling(pooling)
+    if pooling is not None:
+        cl.check_pooling(pooling)
     if not out.parent.is_dir():
         raise AudioVAEError(f"{out}: folder {out.parent} does not exist")
     items = _audio_items(files)
     refuse_existing(out, True, *(it.path for it in items))
     m = load(model)
+    pooling = pooling or cl.best_pooling(m)
     x, kept, failed = _embed_with_progress(items, "vae", m, f"embedding with {m.name}", pooling=pooling)
     if not kept:
         raise AudioVAEError(f"none of the {len(items)} files could be embedded")
@@ -87,7 +89,7 @@ def classify_fit(
     out: Path = typer.Option(..., "--out", help="Folder for classifier.json + classifier.npz."),
     model: str = typer.Option("speech16k", "--model", help="Model name or folder (for --features vae)."),
     features: str = typer.Option("vae", "--features", help="vae (posterior embeddings) or mfcc (baseline)."),
-    pooling: str = typer.Option(None, "--pooling", help="VAE pooling (default: the one `embed` uses)."),
+    pooling: str = typer.Option(None, "--pooling", help="VAE pooling (default: the one `embed` uses for the model)."),
     estimator: list[str] = typer.Option(None, "--estimator", help="Candidates for cross-validation: logreg, svm, "
                                         "knn (repeat; default: all three). A kNN stores its training set."),
     max_per_class: int = typer.Option(None, "--max-per-class", min=2, help="Use at most this many clips per class."),
@@ -108,14 +110,16 @@ def classify_fit(
         raise AudioVAEError(f"unknown --features '{features}' (use {' or '.join(cl.FEATURE_KINDS)})")
     if finetune and (features != "vae" or pooling not in (None, cl.LEARNED)):
         raise AudioVAEError("--finetune fine-tunes the learned head: use it with --features vae and --pooling learned")
-    pooling = cl.LEARNED if finetune else pooling or cl.DEFAULT_POOLING
-    cl.check_pooling(pooling)
+    pooling = cl.LEARNED if finetune else pooling
+    if pooling is not None:
+        cl.check_pooling(pooling)
     estimators = tuple(estimator or cl.ESTIMATORS)
     cl.check_estimators(estimators)
     items = cl.labelled_items(data, label, "train")
     if max_per_class is not None:
         items = cl.balanced_subset(items, max_per_class)
     m = load(model) if features == "vae" else None
+    pooling = pooling or (cl.best_pooling(m) if m is not None else None)
     tune = FinetuneConfig(steps=finetune)
     if finetune:
         cl.check_pooling(pooling, m)
@@ -191,27 +195,59 @@ def classify_predict(
 
 @classify_app.command("eval")
 def classify_eval(
-    folder: Path = typer.Argument(..., help="A classifier folder written by `classify fit`."),
-    data: Path = typer.Option(..., "--data", help="A manifest or a folder of class folders."),
+    folder: Path = typer.Argument(..., help="A classifier folder written by `classify fit`, or a shipped "
+                                            "classifier's name (speech16k-language)."),
+    data_arg: Path | None = typer.Argument(None, metavar="DATA", help="A folder of class folders (labels from "
+                                           "folder names) or a manifest; or --data."),
+    data: Path | None = typer.Option(None, "--data", help="The same as DATA."),
+    label: str | None = typer.Option(None, "--label", help="parent-dir (a folder's labels: its class folders' "
+                                     "names) or a manifest label key; default: parent-dir for a folder, else the "
+                                     "classifier's key."),
     split: str = typer.Option("test", "--split", help="Manifest split to evaluate."),
     model: str | None = typer.Option(None, "--model", help="Model name or folder (default: the classifier's)."),
-    plot: Path | None = typer.Option(None, "--plot", help="Confusion matrix PNG "
-                                     "(default: FOLDER/confusion_SPLIT.png)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Confusion matrix PNG (default: FOLDER/confusion_SPLIT.png, "
+                                     "or confusion_DATA.png for a folder; none for a shipped classifier)."),
 ) -> None:
-    """Accuracy, macro-F1 and a confusion matrix on labelled data."""
+    """Accuracy, macro-F1, recall per class and the most frequent confusions on labelled data. Clips whose label
+    the classifier does not know are left out and counted."""
     from audiovae import classify as cl
 
+    if (data is None) == (data_arg is None):
+        raise AudioVAEError("give the labelled data once: DATA or --data")
+    data = data or data_arg
     clf = cl.Classifier.load(folder)
     m = _classifier_model(clf, folder, model)
-    items = cl.labelled_items(data, clf.meta["label"], split)
-    x, kept, failed = _embed_with_progress(items, clf.meta["features"], m, f"evaluating on {split}",
+    items, unknown = clf.known(cl.labelled_items(data, label or (cl.PARENT_DIR if data.is_dir() else
+                                                                 clf.meta["label"]), split))
+    other = ", ".join(f"{k} ({n})" for k, n in sorted(unknown.items()))
+    if not items:
+        raise AudioVAEError(f"{data}: none of its labels ({other}) is a class of the classifier "
+                            f"({', '.join(clf.classes)})")
+    what = data.name if data.is_dir() else split
+    x, kept, failed = _embed_with_progress(items, clf.meta["features"], m, f"evaluating on {what}",
                                            pooling=clf.pooling, embedder=clf.head)
     if not kept:
-        raise AudioVAEError(f"{data}: none of the {len(items)} {split} clips could be read")
+        raise AudioVAEError(f"{data}: none of the {len(items)} clips could be read")
     result = cl.evaluate([items[i].label for i in kept], clf.predict(x))
-    png = cl.plot_confusion(result, plot or folder / f"confusion_{split}.png", f"{folder.name} on {split}")
-    console.print(f"{split}: {len(kept)} clips ({len(failed)} skipped), accuracy {result['accuracy']:.3f}, "
-                  f"macro-F1 {result['macro_f1']:.3f}; confusion matrix: {png}", soft_wrap=True)
+    console.print(f"{what}: {len(kept)} clips ({len(failed)} skipped), accuracy {result['accuracy']:.3f}, "
+                  f"macro-F1 {result['macro_f1']:.3f}", soft_wrap=True, highlight=False)
+    width = max(len(row["label"]) for row in result["per_class"])
+    for row in result["per_class"]:
+        taken = f", most often taken for {row['taken_for']} ({row['taken']})" if row["taken_for"] else ""
+        console.print(f"  {row['label']:<{width}}  recall {row['recall']:.3f} of {row['clips']}{taken}",
+                      soft_wrap=True, highlight=False, markup=False)
+    if result["confusions"]:
+        console.print("most frequent confusions (true -> predicted): " + ", ".join(
+            f"{t} -> {p} ({n})" for t, p, n in result["confusions"][:5]), soft_wrap=True, highlight=False,
+                      markup=False)
+    if unknown:
+        console.print(f"left out {sum(unknown.values())} clip(s) with labels the classifier does not know: {other}",
+                      soft_wrap=True, highlight=False, markup=False)
+    if plot is None and Path(folder).is_dir():
+        plot = folder / f"confusion_{what}.png"
+    if plot is not None:
+        console.print(f"confusion matrix: {cl.plot_confusion(result, plot, f'{folder.name} on {what}')}",
+                      soft_wrap=True, highlight=False)
 
 
 @classify_app.command("suggest")
