@@ -34,13 +34,17 @@ def wav_header(path: Path, sample_rate: int, frames: int = 64) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny VAE with an entropy model: enough to compress, decompress and embed."""
-    d = tiny_vae(tmp_path_factory.mktemp("model"))
+def tiny_codec_model(folder: Path) -> Path:
+    """A tiny VAE with an entropy model in ``folder``: enough to compress, decompress and embed."""
+    d = tiny_vae(folder)
     rng = np.random.default_rng(0)
     fit_for_model(load(d), [0.1 * rng.standard_normal(2 * SR).astype(np.float32) for _ in range(4)], SR)
     return d
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_codec_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

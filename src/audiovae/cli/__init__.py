@@ -9,7 +9,7 @@ import sys
 # the command groups, in the order `audiovae --help` lists them
 from audiovae.cli import codec, classify, generate, web, models, train, data, bench  # noqa: F401
 # isort: on
-from audiovae.cli.common import app, err_console, to_stdout
+from audiovae.cli.common import app, err_console, report_error, to_stdout
 from audiovae.errors import AudioVAEError, missing_extra
 
 __all__ = ["app", "main"]
@@ -28,17 +28,13 @@ def main() -> None:
             app()
         finally:
             to_stdout()  # a full or closed stdout fails here, not in a traceback at exit
-    except AudioVAEError as e:
-        err_console.print(f"audiovae: error: {e}", highlight=False, markup=False, soft_wrap=True)
+    except (AudioVAEError, OSError) as e:  # an OSError: one not met where its path is known (there: AudioVAEError)
+        report_error(e)
         sys.exit(1)
     except ModuleNotFoundError as e:
         if missing_extra(e) is None:
             raise
         err_console.print(f"audiovae: error: {missing_extra(e)}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(1)
-    except OSError as e:  # one not met where its path is known (there: AudioVAEError)
-        err_console.print(f"audiovae: error: {e.filename}: {e.strerror}" if e.filename and e.strerror else
-                          f"audiovae: error: {e}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("audiovae: interrupted")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,10 +41,65 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+@dataclass
+class Output:
+    """What the global options asked of the commands' own output: ``level`` -1 (-q), 0 or 1 (-v); ``progress``:
+    bars also when stderr is not a terminal."""
+
+    level: int = 0
+    progress: bool = False
+
+
+output = Output()
+
+
 @app.callback()
 def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")) -> None:
-    """Options of the audiovae command itself."""
+                                          help="Print the version and exit."),
+             quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors and warnings (no progress bars, "
+                                        "no informational lines)."),
+             verbose: bool = typer.Option(False, "-v", "--verbose", help="More detail: the model's sha256, the "
+                                          "codec's layers, timings and speed."),
+             progress: bool = typer.Option(False, "--progress", help="Progress bars (on stderr) also when stderr "
+                                           "is not a terminal.")) -> None:
+    """Options of the audiovae command itself, given before the command (``audiovae -q compress ...``)."""
+    if quiet and verbose:
+        raise AudioVAEError("give -q or -v, not both")
+    output.level, output.progress = -1 if quiet else int(verbose), progress
+
+
+def _line(text: str) -> None:
+    err_console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def say(text: str) -> None:
+    """An informational line on stderr (not with -q)."""
+    if output.level >= 0:
+        _line(text)
+
+
+def detail(text: str) -> None:
+    """A line on stderr with -v only."""
+    if output.level > 0:
+        _line(text)
+
+
+def warn(text: str) -> None:
+    """A warning line on stderr (also with -q)."""
+    _line(f"warning: {text}")
+
+
+def report_error(e: Exception) -> None:
+    """The one line on stderr that reports ``e`` (an AudioVAEError, or an OSError not met where its path is known)."""
+    text = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename and e.strerror else str(e)
+    _line(f"audiovae: error: {text}")
+
+
+def check_suffix(path: Path, suffixes: Iterable[str], writes: str) -> None:
+    """Refuse an output named for another format than the one written (``-``, stdout, passes)."""
+    suffixes = tuple(suffixes)
+    if str(path) != "-" and path.suffix.lower() not in suffixes:
+        raise AudioVAEError(f"{path}: {writes}: name it {' or '.join(f'*{s}' for s in suffixes)}")
 
 
 def refuse_existing(path: Path, force: bool, *inputs: Path) -> None:

@@ -1,0 +1,107 @@
+"""Progress bars (stderr only: with a terminal or --progress, never with -q) and the global -q / -v options."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+
+import numpy as np
+import pytest
+from rich.console import Console
+from rich.progress import Progress
+from typer.testing import CliRunner
+
+from audiovae.cli import app
+from audiovae.cli.common import output
+from audiovae.cli.progress import Bars, bars
+from audiovae.errors import AudioVAEError
+from audiovae.registry import load
+from tests.test_cli_info import COMMAND, run, sine_file
+from tests.test_cli_inputs import tiny_codec_model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_codec_model(tmp_path_factory.mktemp("model"))
+
+
+def run_bytes(*args) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR")}
+    return subprocess.run([*COMMAND, *map(str, args)], capture_output=True, env=env, timeout=120)
+
+
+def invoke(*args) -> tuple[int, str]:
+    r = CliRunner().invoke(app, list(map(str, args)))
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    return r.exit_code, r.stderr
+
+
+def test_bars_go_to_stderr_only_when_asked_and_never_touch_stdout(model_dir, tmp_path):
+    wav = sine_file(tmp_path / "in.wav", channels=1)
+    compress = ("compress", wav, "-", "--model", model_dir, "--quality", "5")
+    plain, shown, quiet = run_bytes(*compress), run_bytes("--progress", *compress), run_bytes("-q", "--progress",
+                                                                                               *compress)
+    assert plain.returncode == shown.returncode == quiet.returncode == 0, shown.stderr
+    assert plain.stdout[:4] == b"AVAE" and shown.stdout == plain.stdout == quiet.stdout
+    assert plain.stderr.decode().splitlines() == [f"{wav} -> -: {len(plain.stdout)} bytes, "
+                                                  f"{len(plain.stdout) * 8 / 1.5 / 1000:.2f} kbps, quality 5"]
+    assert b"compress in.wav" in shown.stderr and b"100%" in shown.stderr and b"\x1b[" in shown.stderr
+    assert quiet.stderr == b""
+    (tmp_path / "a.avae").write_bytes(plain.stdout)
+    for args, label in ((("decompress", tmp_path / "a.avae", tmp_path / "a.wav"), "decompress"),
+                        (("reconstruct", wav, tmp_path / "r.flac"), "reconstruct in.wav"),
+                        (("compress", wav, tmp_path / "a.wav", "--out-dir", tmp_path / "out"), "2 files")):
+        r = run("--progress", *args, "--model", model_dir)
+        assert r.returncode == 0, r.stderr
+        assert label in r.stderr and "100%" in r.stderr
+
+
+def test_track_counts_samples_and_files():
+    assert list(Bars(None).track(iter([np.zeros((1, 3))]), 3, "x"))[0].shape == (1, 3)
+    console = Console(file=io.StringIO(), force_terminal=True)
+    with Progress(console=console) as p:
+        b = Bars(p)
+        for i, _ in enumerate(b.files(["a", "b"])):
+            assert sum(x.shape[1] for x in b.track([np.zeros((2, 5)), np.zeros((2, 4))], 9, "file")) == 9
+            assert [t.completed for t in p.tasks] == [i, 9]
+        assert [(t.description, t.completed) for t in p.tasks] == [("2 files", 2)]
+
+
+def test_quiet_keeps_warnings_and_errors_only(model_dir, tmp_path):
+    wav = sine_file(tmp_path / "in.wav", seconds=1.0, channels=1)
+    assert invoke("-q", "compress", wav, tmp_path / "a.avae", "--model", model_dir) == (0, "")
+    code, err = invoke("-q", "compress", wav, tmp_path / "b.avae", "--model", model_dir, "--kbps", "0.05")
+    assert code == 0 and err.startswith("warning: ") and "misses the --kbps 0.05 target" in err
+    assert len(err.splitlines()) == 1
+    assert invoke("-q", "decompress", tmp_path / "a.avae", tmp_path / "a.wav", "--model", model_dir) == (0, "")
+    with pytest.raises(AudioVAEError, match="give -q or -v, not both"):
+        CliRunner().invoke(app, ["-q", "-v", "info", str(wav)], catch_exceptions=False)
+    r = run("-q", "compress", tmp_path / "missing.wav", tmp_path / "c.avae", "--model", model_dir)
+    assert r.returncode == 1 and r.stderr.startswith("audiovae: error: ") and "no such file" in r.stderr
+
+
+def test_verbose_adds_the_model_layers_and_speed(model_dir, tmp_path):
+    wav = sine_file(tmp_path / "in.wav", seconds=1.0, sr=44100, channels=1)
+    sha = load(model_dir).card["sha256"]
+    code, err = invoke("-v", "compress", wav, tmp_path / "a.avae", "--model", model_dir, "--quality", "3",
+                       "--refine")
+    assert code == 0
+    lines = err.splitlines()
+    assert lines[0].startswith(f"{wav} -> {tmp_path / 'a.avae'}: ")
+    assert lines[1] == f"  model tiny (sha256 {sha}), quality 3, envelope refinement on (version 1), " \
+                       "bandwidth extension on (version 1)"
+    assert lines[2].startswith("  1.00 s of audio in ") and lines[2].endswith("x real time)")
+    code, err = invoke("-v", "decompress", tmp_path / "a.avae", tmp_path / "a.wav", "--model", model_dir)
+    assert code == 0 and err.splitlines()[1] == lines[1] and "x real time" in err
+    assert invoke("compress", wav, tmp_path / "b.avae", "--model", model_dir)[1].count("\n") == 1
+
+
+@pytest.mark.parametrize("level, forced, drawn", [(0, False, False), (0, True, True), (-1, True, False)])
+def test_bars_are_drawn_when_forced_and_not_quiet(monkeypatch, capsys, level, forced, drawn):
+    monkeypatch.setattr(output, "level", level)
+    monkeypatch.setattr(output, "progress", forced)
+    with bars() as b:
+        assert len(list(b.track([np.zeros((1, 4))], 4, "work"))) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and ("work" in captured.err) == drawn
