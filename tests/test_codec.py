@@ -177,10 +177,11 @@ def test_headers_name_hashes_by_a_prefix_and_version_1_files_still_decode(model_
     reader = Reader(io.BytesIO(new))
     h, chunks = reader.header, [(c.payload, c.frames) for c in reader]
     assert reader.version == 2 and h.model_sha256 == codec.model.card["sha256"][:16]
-    assert h.codec == {"entropy_sha256": codec.entropy_sha256[:16], "samples": SR}
-    # as written before format version 2: a JSON header with all 64 digits and the informative frame counts
+    assert h.codec == {"entropy_sha256": codec.entropy_sha256[:16], "layout": 2, "samples": SR}
+    # as written before format version 2: a JSON header with all 64 digits and the informative frame counts (the
+    # payloads' layout kept; tests/test_stereo.py decodes layout 1 payloads)
     old_codec = {"chunk_frames": stream.CHUNK_FRAMES, "entropy_sha256": codec.entropy_sha256,
-                 "frames": sum(n for _, n in chunks), "samples": SR}
+                 "frames": sum(n for _, n in chunks), "layout": 2, "samples": SR}
     buf = io.BytesIO()
     with Writer(buf, replace(h, model_sha256=codec.model.card["sha256"], codec=old_codec), version=1) as w:
         for payload, frames in chunks:

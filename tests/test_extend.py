@@ -155,7 +155,7 @@ def test_extension_off_gives_the_output_of_a_file_without_it(codec):
     x = signal(1.5, channels=1)
     plain = codec.compress(x, SR, quality=5, extend=False)
     h = Reader(io.BytesIO(plain)).header
-    assert set(h.codec) == {"entropy_sha256", "samples"}
+    assert set(h.codec) == {"entropy_sha256", "layout", "samples"}
     y, _ = codec.decompress(plain)
     z = np.concatenate(list(stream.to_rate(codec._decode_chunks(Reader(io.BytesIO(plain)), h), MODEL_SR, SR, 1,
                                            h.codec["samples"], h.original_length)), axis=1)
@@ -192,7 +192,7 @@ def test_hostile_extension_fields_give_one_line_errors(codec):
 
     def with_envelope(envelope):
         def edit(p):
-            head, _ = stream._last_field(p, 1)
+            head, _ = stream._last_field(p, 2)  # the chunk head and the channel
             return head + struct.pack("<I", len(envelope)) + envelope
         return edit
 

@@ -39,6 +39,9 @@ def crafted(data: bytes, chunks=None, **fields) -> bytes:
     return p.to_bytes()
 
 
+HEAD = b"\x01\x00\x00\x00\x00"  # a mono chunk head (layout 2): no silent frames
+
+
 def refused(codec, data: bytes, match: str) -> str:
     with pytest.raises(AudioVAEError, match=match) as e:
         codec.decompress(data)
@@ -86,8 +89,8 @@ def test_a_length_the_chunks_do_not_cover_is_refused_before_padding(codec, valid
     (2**31, bytes(8), "2147483648 frames, more than the 250"),
     (2**32 - 1, b"", "more than the 250"),
     (250, bytes(8), "the chunks pass the 27 frames"),
-    (27, bytes(4), "undecodable payload .*not the coding of its symbols"),
-    (27, b"\x04\x00\x00\x00" + bytes(4), "undecodable payload .*not the coding of its symbols"),
+    (27, HEAD + bytes(4), "undecodable payload .*not the coding of its symbols"),
+    (27, HEAD + b"\x04\x00\x00\x00" + bytes(4), "undecodable payload .*not the coding of its symbols"),
 ])
 def test_chunk_frames_are_bounded_by_the_chunk_and_its_payload(codec, valid, frames, payload, match):
     refused(codec, crafted(valid, chunks=[[0, frames, payload]]), match)
@@ -96,8 +99,9 @@ def test_chunk_frames_are_bounded_by_the_chunk_and_its_payload(codec, valid, fra
 def test_a_payload_is_consumed_exactly(codec, valid):
     (_, frames, payload), = fuzz.Parsed.of(valid).chunks
     refused(codec, crafted(valid, chunks=[[0, frames, payload + bytes(4)]]), "4 bytes after its channels' data")
-    n = int.from_bytes(payload[:4], "little")  # a channel's words with one more word: not the coder's output
-    longer = (n + 4).to_bytes(4, "little") + payload[4:] + bytes(4)
+    head = 4 + int.from_bytes(payload[:4], "little")
+    n = int.from_bytes(payload[head : head + 4], "little")  # a channel's words and one word more: not the coder's
+    longer = payload[:head] + (n + 4).to_bytes(4, "little") + payload[head + 4 :] + bytes(4)
     refused(codec, crafted(valid, chunks=[[0, frames, longer]]), "not the coding of its symbols")
 
 
@@ -111,10 +115,12 @@ def test_zero_chunk_files(codec, valid, model_dir):
 
 def test_payload_bit_flips_with_valid_crcs_are_refused_or_bounded(codec):
     """Every flip in the latents' data is refused (it is not the coder's output for what it decodes to); in the
-    refinement layer, a flip of a band's mean shifts that band's gains within their +-24 dB."""
+    refinement layer, a flip of a band's mean shifts that band's gains within their +-24 dB; in the chunk head, a
+    flip of a silent run's gap or length moves or resizes it (frames zeroed, or not)."""
     data = codec.compress(voice(0.3), SR, quality=3, refine=True)
     (_, frames, payload), = fuzz.Parsed.of(data).chunks
-    latents = 4 + int.from_bytes(payload[:4], "little")
+    head = 4 + int.from_bytes(payload[:4], "little")
+    latents = head + 4 + int.from_bytes(payload[head : head + 4], "little")
     y0, _ = codec.decompress(data)
     for bit in range(0, 8 * len(payload), 2):
         flipped = bytearray(payload)
@@ -124,7 +130,7 @@ def test_payload_bit_flips_with_valid_crcs_are_refused_or_bounded(codec):
         except AudioVAEError as e:
             assert "\n" not in str(e)
             continue
-        assert bit // 8 >= latents + 4 and np.abs(y).max() <= 16 * np.abs(y0).max()
+        assert (4 < bit // 8 < head or bit // 8 >= latents + 4) and np.abs(y).max() <= 16 * np.abs(y0).max()
 
 
 def test_a_file_names_a_shipped_model_never_a_path(codec, valid, model_dir, tmp_path):

@@ -2,7 +2,8 @@
 
 Each input is a valid file (``seeds``) with one to three mutations (``mutate``): header fields set to 0, the
 maximum, huge, negative or another JSON type, codec keys dropped or retyped, chunk frames and indices changed,
-chunks dropped, duplicated or reordered, payload bits flipped, bytes cut or appended. CRCs, indices and the
+chunks dropped, duplicated or reordered, payload bits flipped, bytes cut or appended, chunk heads (stereo mode,
+side prediction, silent runs) rewritten. CRCs, indices and the
 trailer are recomputed unless a mutation targets them, so that inputs reach the codec and not only the CRC
 checks. Inputs are decoded by worker processes under a memory limit (``RLIMIT_AS``) and a time limit; any
 outcome other than a decode or an ``AudioVAEError`` with a one-line message (another exception, a signal, a
@@ -123,8 +124,8 @@ def _codec_key(p: Parsed, rng: random.Random) -> None:
     if not isinstance(p.header["codec"], dict):
         p.header["codec"] = {}
     codec = p.header["codec"]
-    key = rng.choice(["samples", "refine", "extend", "streamed", "entropy_sha256", "frames", "chunk_frames",
-                      "unknown"])
+    key = rng.choice(["samples", "refine", "extend", "layout", "streamed", "entropy_sha256", "frames",
+                      "chunk_frames", "unknown"])
     if key in codec and rng.random() < 0.3:
         del codec[key]
     else:
@@ -178,6 +179,29 @@ def _payload(p: Parsed, rng: random.Random) -> None:
     chunk[2] = bytes(data)
 
 
+def _head(p: Parsed, rng: random.Random) -> None:
+    """A chunk head (the payload's first field in layout 2): its mode, side prediction or a silent run's bytes set
+    to edge values, runs added or dropped, the field cut, lengthened or emptied; its length prefix kept right."""
+    if not p.chunks or len(p.chunks[0][2]) < 4:
+        return
+    chunk = rng.choice(p.chunks)
+    n = int.from_bytes(chunk[2][:4], "little")
+    head, rest = bytearray(chunk[2][4 : 4 + n]), chunk[2][4 + n :]
+    op = rng.choice(["byte", "byte", "runs", "cut", "append", "empty"])
+    if op == "byte" and head:
+        head[rng.randrange(len(head))] = rng.choice([0, 1, 2, 127, 128, 249, 250, 251, 255, rng.randrange(256)])
+    elif op == "runs" and head:
+        k = rng.randrange(len(head))
+        head[k:k] = bytes([rng.randrange(256) for _ in range(rng.choice([1, 2, 4]))])
+    elif op == "cut":
+        del head[rng.randrange(len(head) + 1):]
+    elif op == "append":
+        head += rng.randbytes(rng.randint(1, 6))
+    elif op == "empty":
+        head = bytearray()
+    chunk[2] = struct.pack("<I", len(head)) + bytes(head) + rest
+
+
 def _container(p: Parsed, rng: random.Random) -> None:
     op = rng.choice(["index", "trailer", "tail", "version"])
     if op == "index" and p.chunks:
@@ -194,7 +218,7 @@ def _container(p: Parsed, rng: random.Random) -> None:
 
 
 MUTATIONS = (_header_int, _header_type, _quality, _text, _sha, _codec_key, _codec_raw, _chunk_frames,
-             _chunk_list, _payload, _payload, _payload, _container)
+             _chunk_list, _payload, _payload, _payload, _head, _head, _container)
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
@@ -212,7 +236,9 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 
 def seeds(codec) -> list[bytes]:
     """Valid files: mono at the model's rate, stereo at 8 kHz with refinement, stereo at 48 kHz with refinement
-    and bandwidth extension, a streamed one, two chunks."""
+    and bandwidth extension, a streamed one, two chunks; then joint stereo: identical channels (mid/side), a mono
+    source panned (a side prediction), a stereo file of two chunks (mid/side, then left/right) with silence and
+    refinement, and silence at 44.1 kHz with the extension."""
     sr = codec.model.sample_rate
     rng = np.random.default_rng(0)
 
@@ -223,10 +249,17 @@ def seeds(codec) -> list[bytes]:
 
     enc = codec.stream_encoder(sr, 1, quality=3)
     streamed = enc(noise(0.3, 1, sr)) + enc.finish()
+    mono = noise(0.5, 1, sr)[0]
+    switching = np.concatenate([np.repeat(noise(5.0, 1, sr), 2, axis=0), noise(1.0, 2, sr)], axis=1)
+    switching[:, sr : 2 * sr] = 0
     return [codec.compress(noise(0.5, 1, sr), sr, quality=7), streamed,
             codec.compress(noise(0.4, 2, 8000), 8000, quality=5, refine=True),
             codec.compress(noise(0.6, 2, 48000), 48000, quality=5, refine=True, extend=True),
-            codec.compress(noise(5.2, 1, sr), sr, quality=1)]
+            codec.compress(noise(5.2, 1, sr), sr, quality=1),
+            codec.compress(np.stack([mono, mono]), sr, quality=6),
+            codec.compress(np.stack([mono, 0.3 * mono]), sr, quality=4, refine=True),
+            codec.compress(switching, sr, quality=2, refine=True),
+            codec.compress(np.zeros((2, 44100), np.float32), 44100, quality=5)]
 
 
 def outcome(codec, data: bytes) -> tuple[str, str]:

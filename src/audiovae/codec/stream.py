@@ -1,9 +1,9 @@
 """The neural codec: VAE posterior means -> quantized symbols -> entropy-coded chunks in an .avae file.
 
-A file holds independent chunks of ``CHUNK_FRAMES`` latent frames (5 s at 50 Hz): each payload is,
-per channel, a u32 little-endian byte length followed by that channel's range-coded symbols
-(``EntropyModel.encode``). Chunks are entropy-decodable on their own; audio continuity comes from the
-VAE decoder's streaming state, which runs across chunks.
+A file holds independent chunks of ``CHUNK_FRAMES`` latent frames (5 s at 50 Hz): each payload is a chunk head
+(joint.py: stereo mode, silence masks), then per channel a u32 little-endian byte length followed by that channel's
+range-coded symbols (``EntropyModel.encode``). Chunks are entropy-decodable on their own; audio continuity comes
+from the VAE decoder's streaming state, which runs across chunks.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 
 from audiovae.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, resampled_length, validate
 from audiovae.codec import extend as extend_layer
+from audiovae.codec import joint
 from audiovae.codec import refine as refine_layer
 from audiovae.codec.entropy import VERSION as ENTROPY_VERSION
 from audiovae.codec.entropy import EntropyModel, fit_entropy_model, step_multipliers
@@ -29,9 +30,9 @@ from audiovae.inference import EncodeStream, block_frames, encode_means, split, 
 from audiovae.models.vae import VAE
 from audiovae.registry import ModelLoadError, decodes_sha256, load, load_entropy_state, load_shipped, save_entropy_model
 
-CHUNK_FRAMES = 250  # the most frames a chunk holds (a decoder refuses more)
+CHUNK_FRAMES = 250  # the most frames a chunk holds (a decoder refuses more; a chunk head counts them in bytes)
 CHANNEL_GROUP = 8  # channels decoded together: the channel count does not multiply the decoder's memory
-_CODEC_KEYS = {"entropy_sha256": str, "samples": int, "streamed": bool, "refine": int, "extend": int,
+_CODEC_KEYS = {"entropy_sha256": str, "samples": int, "streamed": bool, "refine": int, "extend": int, "layout": int,
                "frames": int, "chunk_frames": int}  # codec keys and their JSON types (the last two: version 1)
 _JSON_TYPES = {str: "a string", int: "an integer", bool: "true or false"}
 DEFAULT_QUALITY = 7
@@ -81,10 +82,11 @@ class Codec:
         1 when none does: a first pass keeps the latents (and the signal, for refinement) in a temporary file
         and sums each quality's ideal code length, then the file is coded (again at lower qualities while it
         is too large). ``refine`` (the envelope refinement layer): None adds it with ``kbps`` from quality
-        ``REFINE_FROM`` on, where it is worth more than finer latents, and leaves it out with a quality; its
-        size is estimated from the first chunk's (exact for files of one chunk). ``extend`` (the bandwidth
-        extension, extend.py): None adds it where the input has band above the model's; its bytes do not
-        depend on the quality and come off the budget."""
+        ``REFINE_FROM`` on, where it is worth more than finer latents (not to a silent file), and leaves it out
+        with a quality; its size is estimated from the first chunk's (exact for files of one chunk). ``extend``
+        (the bandwidth extension, extend.py): None adds it where the input has band above the model's; its bytes
+        do not depend on the quality and come off the budget. Silent frames and joint stereo (joint.py) count
+        as they are coded: only the latents of coded frames, and each chunk's head."""
         if kbps is not None:
             check_kbps(kbps)
         if kbps is None:
@@ -100,16 +102,17 @@ class Codec:
         chunker = _Chunker(self.model, sample_rate, channels, length, keep_samples=refine is not False,
                            extend=extend)
         budget = kbps * 1000 * length / sample_rate / 8  # bytes
-        sizes, bits, envelopes = [], np.zeros(self.entropy.qualities), []
+        sizes, bits, envelopes, plans = [], np.zeros(self.entropy.qualities), [], []
         shape = (channels, self.model.latent_dim)
         with tempfile.TemporaryFile() as spool:
-            for means, x, envelope in chunker.run(blocks):
+            for means, x, envelope, plan in chunker.run(blocks):
                 spool.write(means.astype("<f4").tobytes())
                 if x is not None:
                     spool.write(x.astype("<f4").tobytes())
                 sizes.append(means.shape[-1])
                 envelopes.append(envelope)
-                bits += sum(self.entropy.bits_per_quality(m) for m in means)
+                plans.append(plan)
+                bits += sum(self.entropy.bits_per_quality(m[:, k]) for m, k in zip(means, plan.coded, strict=True))
 
             def chunks():
                 spool.seek(0)
@@ -117,19 +120,21 @@ class Codec:
                     means = np.frombuffer(spool.read(4 * n * shape[0] * shape[1]), "<f4").reshape(*shape, n)
                     x = None if chunker.samples is None else \
                         np.frombuffer(spool.read(4 * n * self.model.hop_length * channels), "<f4").reshape(channels, -1)
-                    yield means, x, envelopes[i], i == len(sizes) - 1
+                    yield means, x, envelopes[i], plans[i], i == len(sizes) - 1
 
-            fixed = sum(4 + len(e) for e in envelopes if e is not None)  # the extension's bytes
+            # the extension's and the chunk heads' bytes
+            fixed = sum(4 + len(e) for e in envelopes if e is not None) + sum(4 + len(p.head()) for p in plans)
 
             def best(extra: float = fixed) -> int:
                 fits = np.flatnonzero(bits / 8 + extra <= budget)
                 return int(fits[-1]) + 1 if fits.size else 1
 
             quality = best()
-            refined = bool(refine) or (refine is None and quality >= REFINE_FROM)
+            silent = all(p.masks.all() for p in plans)  # nothing to refine
+            refined = bool(refine) or (refine is None and quality >= REFINE_FROM and not silent)
             if refined:
                 container = len(self.header(channels, sample_rate, quality, length, True, extend).to_bytes()) + 30 \
-                    + 16 * len(sizes) + fixed  # preamble, header, trailer, chunk records, extension
+                    + 16 * len(sizes) + fixed  # preamble, header, trailer, chunk records, extension, heads
                 quality = self._refined_quality(next(chunks()), quality, sum(sizes), container, best)
                 if refine is None and quality < REFINE_FROM:
                     refined, quality = False, best()
@@ -137,8 +142,8 @@ class Codec:
                 with tempfile.TemporaryFile() as out:
                     writer = Writer(out, self.header(channels, sample_rate, quality, length, refined, extend))
                     refiner = _RefineEncoder(self.model, channels) if refined else None
-                    for means, x, envelope, last in chunks():
-                        writer.write_chunk(self.chunk_payload(means, quality, x, refiner, last, envelope),
+                    for means, x, envelope, plan, last in chunks():
+                        writer.write_chunk(self.chunk_payload(means, quality, plan, x, refiner, last, envelope),
                                            means.shape[-1])
                     writer.close()
                     if out.tell() <= budget or (quality == 1 and (refine or not refined)):
@@ -157,12 +162,13 @@ class Codec:
         """The quality at which the refined file should fit: ``best(extra bytes)`` with the layer's bytes
         extrapolated from the first chunk's to ``frames``, measured again as the quality drops (coarser
         latents leave the decoder more to refine)."""
-        means, x, envelope, last = first_chunk
+        means, x, envelope, plan, last = first_chunk
         for _ in range(3):
-            payload = self.chunk_payload(means, quality, x, _RefineEncoder(self.model, means.shape[0]), last, envelope)
-            layer = len(payload) - sum(self.entropy.bits(self.entropy.quantize(m, quality), quality)
-                                       for m in means) / 8
-            layer -= 0 if envelope is None else 4 + len(envelope)  # in ``container`` already
+            payload = self.chunk_payload(means, quality, plan, x, _RefineEncoder(self.model, means.shape[0]), last,
+                                         envelope)
+            layer = len(payload) - sum(self.entropy.bits(self.entropy.quantize(m[:, k], quality), quality)
+                                       for m, k in zip(means, plan.coded, strict=True)) / 8
+            layer -= 4 + len(plan.head()) + (0 if envelope is None else 4 + len(envelope))  # in ``container``
             extra = layer * (1 + (frames / means.shape[-1] - 1) * 1.03) + container
             if best(extra) >= quality:
                 break
@@ -190,6 +196,7 @@ class Codec:
             codec = {"streamed": True}
         else:
             codec = {"samples": resampled_length(length, sample_rate, m.sample_rate)}
+        codec["layout"] = joint.LAYOUT
         if refine:
             codec["refine"] = refine_layer.VERSION
         if extend:
@@ -199,17 +206,18 @@ class Codec:
                       quality=quality, entropy_model=f"{self.entropy.kind}-v{ENTROPY_VERSION}",
                       codec={"entropy_sha256": self.entropy_sha256[:HASH_PREFIX_DIGITS], **codec})
 
-    def chunk_payload(self, means: np.ndarray, quality: int, x: np.ndarray | None = None,
+    def chunk_payload(self, means: np.ndarray, quality: int, plan: joint.Plan, x: np.ndarray | None = None,
                       refiner: _RefineEncoder | None = None, last: bool = False,
                       envelope: bytes | None = None) -> bytes:
-        """(channels, latent_dim, frames) posterior means -> one chunk's payload (see docs/format.md); with a
-        ``refiner``, each channel's refinement gains follow its latents (``x``: the chunk's samples); the coded
-        extension ``envelope``, when given, comes last."""
-        symbols = [self.entropy.quantize(c, quality) for c in means]
-        parts = [[self.entropy.encode(q, quality)] for q in symbols]
+        """(channels, latent_dim, frames) posterior means -> one chunk's payload (see docs/format.md): the
+        ``plan``'s head, then each channel's coded frames; with a ``refiner``, each channel's refinement gains
+        follow its latents (``x``: the chunk's samples); the coded extension ``envelope``, when given, comes last."""
+        symbols = [self.entropy.quantize(c[:, k], quality) for c, k in zip(means, plan.coded, strict=True)]
+        parts = [[plan.head()]] + [[self.entropy.encode(q, quality)] for q in symbols]
         if refiner is not None:
-            z = np.stack([self.entropy.dequantize(q, quality) for q in symbols])
-            for part, gains in zip(parts, refiner(x, z, last), strict=True):
+            z = np.stack([self.entropy.dequantize(q[:, joint.held(k)], quality)
+                          for q, k in zip(symbols, plan.coded, strict=True)])
+            for part, gains in zip(parts[1:], refiner(x, z, last, plan.masks), strict=True):
                 part.append(gains)
         if envelope is not None:
             parts.append([envelope])
@@ -247,13 +255,18 @@ class Codec:
         self.check(h, reader.name)
         known = "streamed" not in h.codec
         limit, length = (h.codec.get("samples", 0), h.original_length) if known else (None, None)
-        if "extend" not in h.codec:
-            return to_rate(self._decode_chunks(reader, h), h.sample_rate, h.original_sample_rate, h.channels, limit,
-                           length)
-        # the extension sees the decoder's tail, as in a streamed file, and the length is cut after it
-        extender = extend_layer.Extender(h.channels, h.original_sample_rate, h.sample_rate)
-        blocks = to_rate(self._decode_chunks(reader, h, extender), h.sample_rate, h.original_sample_rate, h.channels)
-        return to_rate(extender.run(blocks), h.original_sample_rate, h.original_sample_rate, h.channels, length, length)
+        joiner = joint.Joiner(h.channels, h.original_sample_rate, h.sample_rate, self.model.hop_length) \
+            if "layout" in h.codec else None
+        extender = extend_layer.Extender(h.channels, h.original_sample_rate, h.sample_rate) \
+            if "extend" in h.codec else None
+        chunks = self._decode_chunks(reader, h, extender, joiner)
+        if extender is None:
+            out = to_rate(chunks, h.sample_rate, h.original_sample_rate, h.channels, limit, length)
+        else:  # the extension sees the decoder's tail, as in a streamed file, and the length is cut after it
+            blocks = to_rate(chunks, h.sample_rate, h.original_sample_rate, h.channels)
+            out = to_rate(extender.run(blocks), h.original_sample_rate, h.original_sample_rate, h.channels, length,
+                          length)
+        return out if joiner is None else joiner.run(out)
 
     def check(self, h: Header, name: str | None = None) -> None:
         """Refuse, before any chunk is read, a header this codec cannot decode as written: another model or
@@ -281,6 +294,9 @@ class Codec:
                              f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
         if not 1 <= h.quality <= self.entropy.qualities or h.quality != int(h.quality):
             raise CodecError(f"{where}quality {h.quality} is not one of this model's 1..{self.entropy.qualities}")
+        if h.codec.get("layout", joint.LAYOUT) != joint.LAYOUT:
+            raise CodecError(f"{where}payload layout {h.codec['layout']!r} is not supported (this codec reads layout "
+                             f"{joint.LAYOUT}, and files without the key)")
         if h.codec.get("refine", refine_layer.VERSION) != refine_layer.VERSION:
             raise CodecError(f"{where}envelope refinement version {h.codec['refine']!r} is not supported "
                              f"(this codec reads version {refine_layer.VERSION})")
@@ -300,17 +316,18 @@ class Codec:
             raise CodecError(f"{where}header codec key 'samples' is {h.codec.get('samples', 'missing')}, but "
                              f"original_length {h.original_length} at {h.original_sample_rate} Hz gives {expected}")
 
-    def _decode_chunks(self, reader: Reader, h: Header,
-                       extender: extend_layer.Extender | None = None) -> Iterator[np.ndarray]:
+    def _decode_chunks(self, reader: Reader, h: Header, extender: extend_layer.Extender | None = None,
+                       joiner: joint.Joiner | None = None) -> Iterator[np.ndarray]:
         """Audio (channels, n) at the model's rate, one block per chunk, then the decoder's tail. Each chunk's
         frames are checked before it is decoded: at most ``CHUNK_FRAMES``, in all exactly the frames that
         ``samples`` needs (a streamed file: any number). Each chunk's extension envelope goes to ``extender``
-        (at most the frames that the latents so far can span)."""
+        (at most the frames that the latents so far can span), its plan (layout 2) to ``joiner``."""
         m, q, where = self.model, int(h.quality), f"{reader.name}: " if reader.name else ""
         need = None if "streamed" in h.codec else m.padded_length(h.codec["samples"]) // m.hop_length
         groups = [slice(c, c + CHANNEL_GROUP) for c in range(0, h.channels, CHANNEL_GROUP)]
         decoders = [m.stream_decoder() for _ in groups]
         refiner = refine_layer.Refiner(h.channels, m.sample_rate, m.hop_length) if "refine" in h.codec else None
+        head = "layout" in h.codec
         frames = gain_frames = envelope_frames = 0
         for chunk in reader:
             frames += chunk.frames
@@ -323,21 +340,27 @@ class Codec:
             try:  # gains: at most one frame more than the latents decoded so far
                 payload = chunk.payload
                 if extender is not None:
-                    payload, envelope = _last_field(payload, h.channels * (2 if refiner else 1))
+                    payload, envelope = _last_field(payload, h.channels * (2 if refiner else 1) + head)
                     bound = extender.layout.max_frames(frames * m.hop_length, m.sample_rate, h.original_sample_rate)
                     envelope = _decoded(extend_layer.decode, envelope, h.channels, bound - envelope_frames)
                     envelope_frames += envelope[0].shape[-1]
                     extender.envelope(*envelope)
-                symbols, gains = self._split(payload, chunk.frames, h.channels, q,
-                                             refiner and len(refiner.starts), frames + 1 - gain_frames)
+                bands = refiner and len(refiner.starts)
+                symbols, gains, plan = self._split(payload, chunk.frames, h.channels, q, bands,
+                                                   frames + 1 - gain_frames, head)
             except FormatError as e:
                 raise FormatError(f"{where}chunk {chunk.index}: {e}") from None
+            if joiner is not None:
+                joiner.push(plan)
             z = torch.from_numpy(np.stack([self.entropy.dequantize(s, q) for s in symbols])).float()
             y = np.concatenate([dec(z[g]).numpy() for dec, g in zip(decoders, groups, strict=True)])
             if not np.isfinite(y).all():
                 raise FormatError(f"{where}chunk {chunk.index}: its latents decode to audio that is not finite")
             if refiner is not None:
                 gain_frames += gains.shape[-1]
+                if frames - gain_frames > 2 * CHUNK_FRAMES:  # the refiner would hold the audio in between
+                    raise FormatError(f"{where}chunk {chunk.index}: the refinement gains lag the latents by more "
+                                      f"than {2 * CHUNK_FRAMES} frames (file damaged)")
                 y = refiner.push(y, gains)
             yield y
         if need is not None and frames != need:
@@ -348,18 +371,26 @@ class Codec:
         yield y if refiner is None else refiner.flush(y)
 
     def _split(self, payload: bytes, frames: int, channels: int, quality: int, bands: int | None = None,
-               gain_frames: int = 0) -> tuple[list[np.ndarray], np.ndarray | None]:
-        """A payload's symbols per channel, and with ``bands`` its refinement gains (channels, bands, n), at most
-        ``gain_frames`` frames of them."""
-        fields = _fields(payload, channels * (2 if bands else 1))
+               gain_frames: int = 0, head: bool = True) -> tuple[list[np.ndarray], np.ndarray | None, joint.Plan]:
+        """A payload's symbols per channel (every frame's: held where not coded), with ``bands`` its refinement
+        gains (channels, bands, n), at most ``gain_frames`` frames of them, and its plan (without a ``head``,
+        layout 1: every frame coded, channels as they are)."""
+        layers = 2 if bands else 1
+        fields = _fields(payload, head + channels * layers)
         try:
-            symbols = [self.entropy.decode(d, quality, frames) for d in fields[:: 2 if bands else 1]]
-            gains = [refine_layer.decode(d, bands, gain_frames) for d in fields[1::2]] if bands else None
+            plan = joint.Plan.read(fields[0], channels, frames) if head else \
+                joint.Plan(None, np.zeros((channels, frames), bool))
+            symbols = [self.entropy.decode(d, quality, int(k.sum()))[:, joint.held(k)]
+                       for d, k in zip(fields[head::layers], plan.coded, strict=True)]
+            gains = [] if bands else None
+            for d in fields[head + 1 :: 2] if bands else ():  # layout 2: empty after channel 0, gains 0
+                gains.append(np.zeros_like(gains[0]) if head and gains and not d else
+                             refine_layer.decode(d, bands, gain_frames))
         except (ValueError, AssertionError, RuntimeError) as e:
             raise FormatError(f"undecodable payload ({e})") from None
         if gains and len({g.shape[-1] for g in gains}) > 1:
             raise FormatError("the payload's channels hold different numbers of refinement frames")
-        return symbols, None if gains is None else np.stack(gains)
+        return symbols, None if gains is None else np.stack(gains), plan
 
 
 def extension_bytes(data: bytes) -> int:
@@ -368,7 +399,7 @@ def extension_bytes(data: bytes) -> int:
     h = reader.header
     if "extend" not in h.codec:
         return 0
-    layers = h.channels * (2 if "refine" in h.codec else 1)
+    layers = h.channels * (2 if "refine" in h.codec else 1) + ("layout" in h.codec)
     return sum(4 + len(_last_field(c.payload, layers)[1]) for c in reader)
 
 
@@ -409,60 +440,78 @@ def _names(stored: str, sha256: str) -> bool:
 
 class _Chunker:
     """(channels, n) audio blocks -> posterior means in chunks of ``CHUNK_FRAMES`` frames (channels, dim, n),
-    each with its ``n * hop`` samples at the model's rate when ``keep_samples`` (else None) and with ``extend``
-    its coded extension envelope (else None); with ``length``, the signal must have exactly that many samples."""
+    each with its ``n * hop`` samples at the model's rate when ``keep_samples`` (else None), with ``extend``
+    its coded extension envelope (else None), and its plan (joint.py: the channels coded, as the means and
+    samples are, and their silence); with ``length``, the signal must have exactly that many samples."""
 
     def __init__(self, model: VAE, sample_rate: int, channels: int, length: int | None = None,
                  keep_samples: bool = False, extend: bool = False):
         if length is not None and length < 1:
             raise CodecError("no audio samples (length 0)")
+        self.planner = joint.Planner(channels, sample_rate, model.sample_rate, model.hop_length, CHUNK_FRAMES)
+        self.received = 0
         self.stream = EncodeStream(model, sample_rate, channels, self._keep if keep_samples else None)
         self.channels, self.length, self.hop = channels, length, model.hop_length
         self.pending = np.zeros((channels, model.latent_dim, 0), np.float32)
         self.samples = np.zeros((channels, 0), np.float32) if keep_samples else None
         self.extend = extend_layer.Analyzer(channels, sample_rate, model.sample_rate, model.hop_length) \
             if extend else None
-        self.taken = 0  # frames in the chunks so far
+        self.masks, self.rates = joint.MaskLog(channels), (sample_rate, model.sample_rate, model.hop_length)
+        self.taken = self.envelope_frames = 0  # frames in the chunks so far, the extension's
 
-    def push(self, block: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None, bytes | None]]:
+    def push(self, block: np.ndarray) -> list[tuple]:
         block = block[None] if block.ndim == 1 else block
         if block.shape[0] != self.channels:
             raise CodecError(f"stream of {self.channels} channel(s) got a block of {block.shape[0]}")
         if block.shape[1]:
             validate(block, "stream block")
-        if self.length is not None and self.stream.received + block.shape[1] > self.length:
+        if self.length is not None and self.received + block.shape[1] > self.length:
             raise CodecError(f"the signal is longer than the {self.length} samples announced")
-        if self.extend is not None:
-            self.extend.push(block)
-        return self._split(self.stream.push(block).numpy())
+        self.received += block.shape[1]
+        return self._code(self.planner.push(block))
 
-    def run(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray | None, bytes | None]]:
+    def run(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple]:
         for block in blocks:
             yield from self.push(block)
         yield from self.finish()
 
-    def finish(self) -> list[tuple[np.ndarray, np.ndarray | None, bytes | None]]:
-        if self.length is not None and self.stream.received != self.length:
-            raise CodecError(f"the signal has {self.stream.received} samples, not the {self.length} announced")
+    def finish(self) -> list[tuple]:
+        if self.length is not None and self.received != self.length:
+            raise CodecError(f"the signal has {self.received} samples, not the {self.length} announced")
+        chunks = self._code(self.planner.finish())
         self.pending = np.concatenate([self.pending, self.stream.finish().numpy()], axis=-1)
         n = self.pending.shape[-1]
         sizes = [CHUNK_FRAMES] * (n // CHUNK_FRAMES) + [n % CHUNK_FRAMES] * (n % CHUNK_FRAMES > 0)
-        return [self._take(k, last=i == len(sizes) - 1) for i, k in enumerate(sizes)]
+        return chunks + [self._take(k, last=i == len(sizes) - 1) for i, k in enumerate(sizes)]
+
+    def _code(self, blocks: list[np.ndarray]) -> list[tuple]:
+        """The chunks that the planner's ``blocks`` (the channels to code) complete."""
+        chunks = []
+        for block in blocks:
+            if self.extend is not None:
+                self.extend.push(block)
+            chunks += self._split(self.stream.push(block).numpy())
+        return chunks
 
     def _keep(self, x: np.ndarray) -> None:
         self.samples = np.concatenate([self.samples, x], axis=1)
 
-    def _take(self, frames: int, last: bool = False) -> tuple[np.ndarray, np.ndarray | None, bytes | None]:
+    def _take(self, frames: int, last: bool = False) -> tuple[np.ndarray, np.ndarray | None, bytes | None, joint.Plan]:
         """The next chunk; the ``last`` one's envelope holds every frame left."""
         means, self.pending = self.pending[..., :frames], self.pending[..., frames:]
         self.taken += frames
-        envelope = None if self.extend is None else extend_layer.encode(*self.extend.take(self.taken, last))
-        if self.samples is None:
-            return means, None, envelope
-        x, self.samples = self.samples[:, : frames * self.hop], self.samples[:, frames * self.hop :]
-        return means, x, envelope
+        plan, envelope, x = self.planner.plan(frames), None, None
+        self.masks.push(plan.masks)
+        if self.extend is not None:
+            levels = self.masks.extension(*self.extend.take(self.taken, last), self.envelope_frames,
+                                          self.extend.layout.hop, *self.rates)
+            self.envelope_frames += levels[0].shape[-1]
+            envelope = extend_layer.encode(*(joint.cut(a, levels[0]) for a in levels) if last else levels)
+        if self.samples is not None:
+            x, self.samples = self.samples[:, : frames * self.hop], self.samples[:, frames * self.hop :]
+        return means, x, envelope, plan
 
-    def _split(self, means: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None, bytes | None]]:
+    def _split(self, means: np.ndarray) -> list[tuple]:
         self.pending = np.concatenate([self.pending, means], axis=-1)
         chunks = []
         while self.pending.shape[-1] >= CHUNK_FRAMES:
@@ -474,17 +523,26 @@ class _RefineEncoder:
     """Decodes the coded latents as a decoder will, and measures each chunk's refinement gains (refine.py)."""
 
     def __init__(self, model: VAE, channels: int):
-        self.dec, self.samples = model.stream_decoder(), 0
+        self.dec, self.samples, self.done = model.stream_decoder(), 0, 0
         self.analyzer = refine_layer.Analyzer(channels, model.sample_rate, model.hop_length)
+        self.masks = joint.MaskLog(channels)
 
-    def __call__(self, x: np.ndarray, z: np.ndarray, last: bool) -> list[bytes]:
-        """Per channel, the coded gains of the frames that chunk (samples ``x``, latents ``z``) completes;
-        the ``last`` chunk's include every frame left."""
+    def __call__(self, x: np.ndarray, z: np.ndarray, last: bool, masks: np.ndarray) -> list[bytes]:
+        """Per channel, the coded gains of the frames that chunk (samples ``x``, latents ``z``, ``masks``)
+        completes; the ``last`` chunk's include every frame left up to the last gain that is not 0. A frame
+        over masked latent frames only (its audio is zeroed) gets gains 0: they cost least, and a channel after
+        the first whose gains are all 0 nothing."""
         self.samples += x.shape[1]
+        self.masks.push(masks)
         gains = [self.analyzer.push(x, self.dec(torch.from_numpy(z)).numpy())]
         if last:
             gains += [self.analyzer.push(y=self.dec.flush().numpy()), self.analyzer.finish(self.samples)]
-        return [refine_layer.encode(g) for g in np.concatenate(gains, axis=-1)]
+        g = np.concatenate(gains, axis=-1)
+        frames = np.arange(self.done, self.done + g.shape[-1])  # frame j spans latent frames j - 1 and j
+        g = np.where(self.masks.over(frames - 1, frames)[:, None], 0, g)
+        self.done += g.shape[-1]
+        g = joint.cut(g, g) if last else g
+        return [refine_layer.encode(c) if c.any() or not i else b"" for i, c in enumerate(g)]
 
 
 class StreamEncoder:
@@ -514,9 +572,9 @@ class StreamEncoder:
         return self._take()
 
     def _write(self, chunks: list, last: bool = False) -> None:
-        for i, (means, x, envelope) in enumerate(chunks):
-            payload = self.codec.chunk_payload(means, self.quality, x, self.refiner, last and i == len(chunks) - 1,
-                                               envelope)
+        for i, (means, x, envelope, plan) in enumerate(chunks):
+            payload = self.codec.chunk_payload(means, self.quality, plan, x, self.refiner,
+                                               last and i == len(chunks) - 1, envelope)
             self.writer.write_chunk(payload, means.shape[-1])
 
     def _take(self) -> bytes:
