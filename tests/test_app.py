@@ -257,7 +257,10 @@ def test_report_renders_the_bench_folder_and_examples(tmp_path):
     clip = tmp_path / "speech16k_short.wav"
     x, sr = short_clip(1.0)
     clip.write_bytes(wav(x, sr))
-    page = write_report(bench, tmp_path / "report.html", [clip], kbps=(6.0,)).read_text()
+    calls = []
+    page = write_report(bench, tmp_path / "report.html", [clip, tmp_path / "unknown_x.wav"], kbps=(6.0,),
+                        progress=lambda *c: calls.append(c)).read_text()
+    assert calls == [(1, 1)]  # a clip of an unknown model is left out
     assert "<td>opus</td>" in page and "ignored" not in page and "<td>467</td>" in page
     assert page.count("data:image/png;base64,") >= 4 and page.count("<audio") >= 3
     assert "Listen: codec examples" in page and "Generation" in page and 'src="http' not in page

@@ -8,17 +8,19 @@ import subprocess
 
 import numpy as np
 import pytest
+import soundfile as sf
 from rich.console import Console
 from rich.progress import Progress
 from typer.testing import CliRunner
 
 from audiovae.cli import app
 from audiovae.cli.common import output
-from audiovae.cli.progress import Bars, bars
+from audiovae.cli.progress import Bars, bars, then
 from audiovae.errors import AudioVAEError
 from audiovae.registry import load
 from tests.test_cli_info import COMMAND, run, sine_file
 from tests.test_cli_inputs import tiny_codec_model
+from tests.test_generate import tiny_vae, with_random_prior
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +107,54 @@ def test_bars_are_drawn_when_forced_and_not_quiet(monkeypatch, capsys, level, fo
         assert len(list(b.track([np.zeros((1, 4))], 4, "work"))) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and ("work" in captured.err) == drawn
+
+
+def invoke_all(*args):
+    r = CliRunner().invoke(app, list(map(str, args)))
+    assert r.exit_code == 0 and r.exception is None, (r.output, r.exception)
+    return r
+
+
+def test_generate_and_embed_show_bars_when_forced_and_print_nothing_with_quiet(tmp_path):
+    model = with_random_prior(tiny_vae(tmp_path / "model"))
+    shown = invoke_all("--progress", "generate", "--out", tmp_path / "a.wav", "--model", model, "--seconds", "0.3")
+    assert "generate a.wav" in shown.stderr and "100%" in shown.stderr and f"wrote {tmp_path / 'a.wav'}" in shown.stderr
+    quiet = invoke_all("-q", "--progress", "generate", "--out", tmp_path / "b.wav", "--model", model, "--seconds",
+                       "0.3")
+    assert quiet.stderr == "" and shown.stdout == quiet.stdout == ""
+    assert np.array_equal(sf.read(tmp_path / "a.wav")[0], sf.read(tmp_path / "b.wav")[0])
+    many = invoke_all("--progress", "generate", "--out", tmp_path / "many", "--model", model, "--seconds", "0.2",
+                      "-n", "2")
+    assert "2 files" in many.stderr and many.stderr.count("wrote ") == 2
+
+    wav = sine_file(tmp_path / "in.wav", seconds=0.5, channels=1)
+    shown = invoke_all("--progress", "embed", wav, "--out", tmp_path / "e.npz", "--model", model)
+    assert "embedding with tiny" in shown.stderr and "100%" in shown.stderr and "wrote 1 embeddings" in shown.stderr
+    quiet = invoke_all("-q", "--progress", "embed", wav, "--out", tmp_path / "f.npz", "--model", model)
+    assert quiet.stderr == "" and shown.stdout == quiet.stdout == ""
+    with np.load(tmp_path / "e.npz") as e, np.load(tmp_path / "f.npz") as f:
+        assert np.array_equal(e["embeddings"], f["embeddings"])
+
+
+def test_the_kbps_coding_pass_has_a_bar_of_its_own(model_dir, tmp_path):
+    wav = sine_file(tmp_path / "in.wav", seconds=1.0, channels=1)
+    r = invoke_all("--progress", "compress", wav, tmp_path / "a.avae", "--model", model_dir, "--kbps", "3")
+    first, coding = r.stderr.index("compress in.wav"), r.stderr.index("compress in.wav: coding at the best quality "
+                                                                        "for 3 kbps")
+    assert first < coding and r.stderr.count("100%") >= 2
+
+
+def test_a_task_pulses_until_told_and_is_full_at_the_end():
+    with Bars(None).task("x") as progress:
+        assert progress is None
+    with Progress(console=Console(file=io.StringIO(), force_terminal=True)) as p:
+        b = Bars(p)
+        with b.task("sampling") as progress:
+            assert p.tasks[0].total is None
+            progress(3, 8)
+            assert (p.tasks[0].completed, p.tasks[0].total) == (3, 8)
+        with b.task("silent work"):
+            pass
+        assert all(t.finished for t in p.tasks)
+    started = []
+    assert list(then(iter([1, 2]), lambda: started.append(True))) == [1, 2] and started == [True]

@@ -258,9 +258,9 @@ def test_from_folder(tmp_path):
     for rel, seed in [("dogs/a.wav", 1), ("dogs/b.flac", 2), ("cats/c.wav", 3), ("d.wav", 4)]:
         put(folder, rel, burst(0.8, seed=seed))
     put(folder, "notes.txt", "not audio")
-    r = CliRunner().invoke(app, ["data", "build", "--from-folder", str(folder), "--label-from", "parent-dir",
+    r = CliRunner().invoke(app, ["-q", "data", "build", "--from-folder", str(folder), "--label-from", "parent-dir",
                                  "--name", "pets", "--sample-rate", "8000", "--root", str(tmp_path / "c")])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 0 and r.stderr == "" and "pets: 4 clips" in r.stdout, r.output  # -q: no bars
     entries, _ = read_manifest(tmp_path / "c" / "pets" / "manifest.jsonl")
     labels = {e.id.rsplit("#", 1)[0]: e.labels["label"] for e in entries}
     assert labels == {"dogs/a.wav": "dogs", "dogs/b.flac": "dogs", "cats/c.wav": "cats", "d.wav": "mine"}

@@ -321,7 +321,7 @@ def test_cli_data_shard(tmp_path, monkeypatch, capsys):
     result = CliRunner().invoke(cli.app, ["data", "shard", str(manifest), str(out), "--shard-mb", "1"])
     assert result.exit_code == 0, result.output
     assert (out / "train-000000.tar").is_file() and (out / "index.json").is_file()
-    assert "wrote 1 train shards" in result.stdout
+    assert "wrote 1 train shards" in result.stderr
 
     monkeypatch.setattr(sys, "argv", ["audiovae", "data", "shard", str(tmp_path / "nope.jsonl"), str(out)])
     with pytest.raises(SystemExit) as exit_info:

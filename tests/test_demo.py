@@ -25,9 +25,12 @@ def test_demo_runs_end_to_end_with_a_shipped_model(tmp_path, monkeypatch):
     with_random_prior(models, labels=("cs", "en"))
     monkeypatch.setattr(registry, "PRETRAINED_DIR", models)
     console = Console(record=True, width=120)
-    run_demo(tmp_path / "out", console)
+    calls = []
+    run_demo(tmp_path / "out", console, lambda *c: calls.append(c))
     text = console.export_text()
     clips = sorted(ASSETS.glob("speech16k_*.flac"))
+    total = len(list(ASSETS.glob("*.flac"))) + 2  # each clip, the classification, the generation
+    assert calls == [(i, total) for i in range(1, total + 1)]
     assert clips and "codec --kbps 6" in text and "posterior mean" in text
     assert text.count("language of speech16k_") == len(clips)
     assert "in 'cs' from the latent prior" in text and (tmp_path / "out" / "generated_cs.wav").exists()

@@ -185,6 +185,25 @@ def test_long_flow_samples_are_made_window_by_window():
     assert torch.equal(long[:, 64:112], prior.sample(48, labels, long[:, 48:64], generator=rng_after(64)))
 
 
+def test_sampling_reports_its_progress_without_changing_the_result(gen):
+    calls = []
+    a = gen.sample(0.5, "high", seed=1, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 25) for i in range(1, 26)] and np.array_equal(a, gen.sample(0.5, "high", seed=1))
+    torch.manual_seed(0)
+    flow = FlowPrior(PriorConfig(latent_dim=4, num_labels=2, **TINY_FLOW)).eval()  # context 16: windows of 64
+    labels, prompt = torch.tensor([1]), torch.randn(1, 40, 4)
+    for frames, kw, windows in ((9, {}, 1), (150, {}, 3), (150, {"prompt": prompt}, 4)):  # prompted: 48 new a window
+        calls.clear()
+        x = flow.sample(frames, labels, generator=torch.Generator().manual_seed(0), progress=lambda *c: calls.append(c),
+                        **kw)
+        assert calls == [(i, 4 * windows) for i in range(1, 4 * windows + 1)]
+        assert torch.equal(x, flow.sample(frames, labels, generator=torch.Generator().manual_seed(0), **kw))
+    calls.clear()
+    wave = tone(16000, 0.3)
+    assert len(gen.interpolate(wave, 16000, wave, 16000, 3, lambda *c: calls.append(c))) == 3
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
 def test_flow_style_conditions_labelled_clips_and_is_drawn_per_label():
     torch.manual_seed(0)
     plain = FlowPrior(PriorConfig(latent_dim=4, num_labels=2, **TINY_FLOW)).eval()

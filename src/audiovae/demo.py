@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from itertools import count
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,9 @@ ASSETS = resource("assets", "demo")
 DEMO_KBPS = (3.0, 6.0)
 
 
-def run_demo(out: Path, console: Console) -> None:
+def run_demo(out: Path, console: Console, progress: Callable[[int, int], None] | None = None) -> None:
+    """Print on ``console`` and write into ``out`` what the shipped models do with the demo clips; ``progress(done,
+    total)`` is called after each clip, the classification and the generation."""
     from audiovae import audio, metrics
     from audiovae.codec.stream import Codec
     from audiovae.plots import save_spectrogram
@@ -25,6 +29,12 @@ def run_demo(out: Path, console: Console) -> None:
     if not clips:
         raise AudioVAEError(f"no demo clips in {ASSETS}: this installation is incomplete (reinstall audiovae)")
     out.mkdir(parents=True, exist_ok=True)
+    step = count(1)
+
+    def done() -> None:
+        if progress is not None:
+            progress(next(step), len(clips) + 2)
+
     shipped = list_models()
     table = Table(title="shipped models on the demo clips (test-split audio, never trained on)")
     for col in ("clip", "model", "mode", "kbps", "PESQ", "STOI", "SI-SDR", "mel dist"):
@@ -37,6 +47,7 @@ def run_demo(out: Path, console: Console) -> None:
         model_name, short = clip.stem.split("_", 1)
         if model_name not in shipped:
             table.add_row(short, f"{model_name}: not shipped yet", "", "", "", "", "", "")
+            done()
             continue
         model = load(model_name)
         from audiovae.inference import reconstruct
@@ -54,14 +65,14 @@ def run_demo(out: Path, console: Console) -> None:
             table.add_row(short, model_name, f"codec --kbps {kbps:g}", f"{real:.2f}", *_scores(x, y, sr))
         save_spectrogram(out / f"{clip.stem}_{DEMO_KBPS[-1]:g}kbps.png", y, sr,
                          title=f"{clip.name} through the codec at {DEMO_KBPS[-1]:g} kbps")
+        done()
     console.print(table)
     if not metrics.has_pesq():
         console.print("PESQ and STOI need the bench extra: pip install 'audiovae[bench]'", markup=False)
     _classify(clips, console)
+    done()
     _generate(out, console)
-    console.print(f"audio, .avae files and spectrograms in {out}/")
-    console.print("try: audiovae compress in.wav out.avae --kbps 6 && audiovae decompress out.avae out.wav")
-    console.print("the web app: audiovae serve (then open http://127.0.0.1:8000); a report: audiovae report")
+    done()
 
 
 def _classify(clips: list[Path], console: Console) -> None:

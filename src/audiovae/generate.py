@@ -5,7 +5,8 @@ All outputs are float32 (channels, samples) at the model's sample rate, peak-lim
 (a decoder can render a sampled latent louder than full scale). Prompts at any rate are resampled; multichannel
 prompts are mixed to mono (the prior models one latent sequence). The VAE encodes and decodes under
 ``torch.inference_mode()`` (``inference.py``); the prior samples under ``no_grad``, since classifier guidance
-differentiates its guide.
+differentiates its guide. ``progress(done, total)`` callbacks count the prior's sampling steps (frames
+for "ar", integration steps for "flow") or, for ``interpolate``, the clips.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from audiovae.errors import AudioVAEError
 from audiovae.inference import decode_frames, encode_means, to_model_rate
 from audiovae.limiter import limit
+from audiovae.models.prior import Progress
 from audiovae.registry import load, load_prior
 
 MAX_SECONDS = 120.0
@@ -85,7 +87,8 @@ class Generator:
         return render(self.model, z, z.shape[-1] * self.model.hop_length)
 
     def _sample(self, frames: int, label: str | None, prompt: torch.Tensor | None, temperature: float,
-                guidance: float | None, seed: int, classifier_guidance: float | None = None) -> torch.Tensor:
+                guidance: float | None, seed: int, classifier_guidance: float | None = None,
+                progress: Progress | None = None) -> torch.Tensor:
         """``guidance`` and ``classifier_guidance`` None: the prior's own (its config's)."""
         if temperature <= 0:
             raise GenerateError(f"temperature must be > 0, got {temperature:g}")
@@ -99,26 +102,27 @@ class Generator:
         labels = torch.tensor([self.label_index(label)])
         gen = torch.Generator().manual_seed(seed)
         guidance = cfg.guidance if guidance is None else guidance
-        return self.prior.sample(frames, labels, prompt, temperature, guidance, gen, weight)
+        return self.prior.sample(frames, labels, prompt, temperature, guidance, gen, weight, progress)
 
     def sample(self, seconds: float = 4.0, label: str | None = None, temperature: float = 1.0,
-               guidance: float | None = None, seed: int = 0, classifier_guidance: float | None = None
-               ) -> np.ndarray:
+               guidance: float | None = None, seed: int = 0, classifier_guidance: float | None = None,
+               progress: Progress | None = None) -> np.ndarray:
         """A new clip (1, samples); the same arguments give the same audio. ``guidance`` and
         ``classifier_guidance`` None: the prior's."""
         return self.decode(self._sample(self.frames(seconds), label, None, temperature, guidance, seed,
-                                        classifier_guidance))
+                                        classifier_guidance, progress))
 
     def continue_audio(self, wave: np.ndarray, sample_rate: int, seconds: float, label: str | None = None,
                        temperature: float = 1.0, guidance: float | None = None, seed: int = 0,
-                       classifier_guidance: float | None = None) -> np.ndarray:
+                       classifier_guidance: float | None = None, progress: Progress | None = None) -> np.ndarray:
         """The prompt's reconstruction followed by ``seconds`` of continuation (1, samples) at the model's rate."""
         prompt = self.encode(wave, sample_rate)
-        new = self._sample(self.frames(seconds), label, prompt, temperature, guidance, seed, classifier_guidance)
+        new = self._sample(self.frames(seconds), label, prompt, temperature, guidance, seed, classifier_guidance,
+                           progress)
         return self.decode(torch.cat([prompt, new], 1))
 
-    def interpolate(self, wave_a: np.ndarray, sr_a: int, wave_b: np.ndarray, sr_b: int, steps: int = 8
-                    ) -> list[np.ndarray]:
+    def interpolate(self, wave_a: np.ndarray, sr_a: int, wave_b: np.ndarray, sr_b: int, steps: int = 8,
+                    progress: Progress | None = None) -> list[np.ndarray]:
         """``steps`` clips morphing from A to B (first and last: their reconstructions), by spherical
         interpolation of their standardized latent sequences, cut to the shorter one."""
         if steps < 2:
@@ -126,7 +130,12 @@ class Generator:
         a, b = self.encode(wave_a, sr_a), self.encode(wave_b, sr_b)
         n = min(a.shape[1], b.shape[1])
         a, b = a[:, :n], b[:, :n]
-        return [self.decode(slerp(a, b, i / (steps - 1))) for i in range(steps)]
+        clips = []
+        for i in range(steps):
+            clips.append(self.decode(slerp(a, b, i / (steps - 1))))
+            if progress is not None:
+                progress(i + 1, steps)
+        return clips
 
     def arithmetic(self, wave: np.ndarray, sample_rate: int, minus: tuple[np.ndarray, int],
                    plus: tuple[np.ndarray, int], scale: float = 1.0) -> np.ndarray:

@@ -7,6 +7,7 @@ import base64
 import csv
 import html
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import soundfile as sf
@@ -20,6 +21,7 @@ SECTIONS = [("Codec", ("codec_", "_rate_quality")), ("Reconstruction quality", (
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".opus": "audio/ogg",
                ".mp3": "audio/mpeg"}
 MAX_ROWS = 40
+Progress = Callable[[int, int], None]
 STYLE = """body{font:15px/1.4 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d1d1f}
 .wide{overflow-x:auto}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px solid #ddd;padding:.2em .5em}
@@ -113,19 +115,21 @@ def _player(title: str, wav: bytes) -> str:
            f'src="{_data_url(_flac(wav), "audio/flac")}"></audio></figure>'
 
 
-def codec_examples(clips: list[Path], kbps: tuple[float, ...]) -> str:
-    """Each clip (named MODEL_name) through the codec of its shipped model at each bitrate, with Opus."""
+def codec_examples(clips: list[Path], kbps: tuple[float, ...], progress: Progress | None = None) -> str:
+    """Each clip (named MODEL_name) through the codec of its shipped model at each bitrate, with Opus;
+    ``progress(done, total)`` after each."""
     from audiovae.app.api import compare_codec
     from audiovae.registry import list_models
 
     parts = []
-    for clip in clips:
+    clips = [c for c in clips if c.stem.split("_", 1)[0] in list_models()]
+    for k, clip in enumerate(clips):
         name = clip.stem.split("_", 1)[0]
-        if name not in list_models():
-            continue
         x, sr = audio.load(clip)
         for i, rate in enumerate(kbps):
             r = compare_codec(x, sr, name, rate)
+            if progress is not None:
+                progress(k * len(kbps) + i + 1, len(clips) * len(kbps))
             rows = [["", "kbps", "PESQ", "STOI", "SI-SDR", "mel distance"],
                     _score_row(f"{name} (quality {r['quality']})", r["kbps"], r["metrics"])]
             players = [_player("original", r["original_wav"])] if i == 0 else []
@@ -145,14 +149,15 @@ def _score_row(name: str, kbps: float, m: dict) -> list[str]:
                                                                                    "mel_distance"))]
 
 
-def write_report(bench: Path | None, out: Path, clips: list[Path] = (), kbps: tuple[float, ...] = (3.0, 6.0)) -> Path:
+def write_report(bench: Path | None, out: Path, clips: list[Path] = (), kbps: tuple[float, ...] = (3.0, 6.0),
+                 progress: Progress | None = None) -> Path:
     """Render ``bench`` (when given) and codec examples on ``clips`` to the HTML file ``out`` (its folder is
-    created once the page is ready)."""
+    created once the page is ready); ``progress``: see ``codec_examples``."""
     if bench is not None and not bench.is_dir():
         raise AudioVAEError(f"{bench}: no such folder of benchmark results")
     sections = bench_sections(bench) if bench is not None else {}
     if clips:
-        sections["Listen: codec examples"] = [codec_examples(clips, kbps)]
+        sections["Listen: codec examples"] = [codec_examples(clips, kbps, progress)]
     if not sections:
         raise AudioVAEError(f"nothing to report: no benchmark results (CSV, Markdown, PNG or audio files)"
                             f"{f' in {bench}' if bench else ''} and no examples")

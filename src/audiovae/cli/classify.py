@@ -8,22 +8,20 @@ from pathlib import Path
 
 import typer
 
-from audiovae.cli.common import app, classify_app, console, err_console, refuse_existing
+from audiovae.cli.common import app, classify_app, console, output, refuse_existing, say, warn
+from audiovae.cli.progress import bars
 from audiovae.errors import AudioVAEError
 
 
 def _embed_with_progress(items, kind: str, model, what: str, skip_errors: bool = True, pooling: str | None = None,
                          embedder=None):
-    from rich.progress import Progress
-
+    """``classify.embed_items`` under a bar named ``what``; each skipped file is a warning."""
     from audiovae.classify import embed_items
 
-    with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task(what, total=len(items))
-        out = embed_items(items, kind, model, lambda i, n: bar.update(task, completed=i), skip_errors=skip_errors,
-                          pooling=pooling, embedder=embedder)
+    with bars() as b, b.task(what) as progress:
+        out = embed_items(items, kind, model, progress, skip_errors=skip_errors, pooling=pooling, embedder=embedder)
     for msg in out[2]:
-        err_console.print(f"skipped: {msg}", highlight=False, markup=False, soft_wrap=True)
+        warn(f"skipped {msg}")
     return out
 
 
@@ -67,8 +65,8 @@ def embed(
         raise AudioVAEError(f"none of the {len(items)} files could be embedded")
     with replaced(out) as tmp, tmp.open("wb") as f:
         np.savez(f, paths=np.array([str(items[i].path) for i in kept]), embeddings=x)
-    console.print(f"wrote {len(kept)} embeddings ({x.shape[1]} dims, {pooling} pooling) to {out}; {len(failed)} "
-                  "file(s) skipped", soft_wrap=True)
+    say(f"wrote {len(kept)} embeddings ({x.shape[1]} dims, {pooling} pooling) to {out}; {len(failed)} file(s) "
+        "skipped")
 
 
 def _classifier_model(clf, folder: Path, model: str | None):
@@ -126,7 +124,7 @@ def classify_fit(
         means, kept, failed = _embed_with_progress(items, cl.MEANS, m, f"posteriors of {len(items)} clips")
         y = np.array([items[i].label for i in kept])
         cl.check_classes(y)
-        head, x = finetuned_embeddings(m, means, y, tune, progress=True, accelerator=accelerator)
+        head, x = finetuned_embeddings(m, means, y, tune, progress=output.level >= 0, accelerator=accelerator)
     else:
         x, kept, failed = _embed_with_progress(items, features, m, f"{features} features of {len(items)} clips",
                                                pooling=pooling)
@@ -190,7 +188,7 @@ def classify_predict(
     else:
         _write_csv(out, rows)
     if out is not None:
-        console.print(f"wrote {len(rows)} predictions to {out}", soft_wrap=True)
+        say(f"wrote {len(rows)} predictions to {out}")
 
 
 @classify_app.command("eval")
@@ -290,4 +288,4 @@ def classify_suggest(
     _write_csv(out, [{"rank": r, "path": paths[i], "cluster_size": int(s)}
                      for r, (i, s) in enumerate(zip(picks, sizes, strict=True), 1)])
     if out is not None:
-        console.print(f"wrote {len(picks)} suggestions out of {len(paths)} clips to {out}", soft_wrap=True)
+        say(f"wrote {len(picks)} suggestions out of {len(paths)} clips to {out}")

@@ -14,7 +14,7 @@ import typer
 
 from audiovae.cli import batch
 from audiovae.cli.common import app, check_suffix, codec_app, console, detail, refuse_existing, say, to_stdout, warn
-from audiovae.cli.progress import Bars, bars
+from audiovae.cli.progress import Bars, bars, then
 from audiovae.errors import AudioVAEError, shown
 
 DEFAULT_MODEL = "speech16k"
@@ -230,7 +230,10 @@ def _compress(codecs: _Codecs, src: Path, dst: Path, b: Bars, options: dict, for
         codec = codecs.named(DEFAULT_MODEL)
         start = time.perf_counter()
         blocks = b.track(audio.blocks(path, block_frames(meta.sample_rate)), meta.frames, f"compress {src.name}")
-        with _output(dst) as f:
+        with contextlib.ExitStack() as coding, _output(dst) as f:
+            if options["kbps"] is not None:  # the samples are read by a first pass; the coding follows: its own bar
+                blocks = then(blocks, lambda: coding.enter_context(
+                    b.task(f"compress {src.name}: coding at the best quality for {options['kbps']:g} kbps")))
             q = codec.write_blocks(f, blocks, meta.sample_rate, meta.channels, meta.frames, **options)
             size = f.tell()
             f.seek(0)
@@ -336,10 +339,11 @@ def codec_fit(
     m = load(model)
     entries, _ = read_manifest(manifest, split="train")
     chosen = spread(entries, clips)
-    waves = [audio.load(e.audio_path(manifest.parent), sample_rate=m.sample_rate, mono=True, offset=e.offset,
-                        duration=e.duration)[0][0] for e in chosen]
-    fit_for_model(m, waves, m.sample_rate)
-    console.print(f"fitted the entropy model of {model} on {len(waves)} train clips")
+    with bars() as b, b.task(f"fitting on {len(chosen)} train clips"):
+        waves = [audio.load(e.audio_path(manifest.parent), sample_rate=m.sample_rate, mono=True, offset=e.offset,
+                            duration=e.duration)[0][0] for e in chosen]
+        fit_for_model(m, waves, m.sample_rate)
+    say(f"fitted the entropy model of {model} on {len(waves)} train clips")
 
 
 @contextlib.contextmanager

@@ -44,10 +44,12 @@ def _version(value: bool) -> None:
 @dataclass
 class Output:
     """What the global options asked of the commands' own output: ``level`` -1 (-q), 0 or 1 (-v); ``progress``:
-    bars also when stderr is not a terminal."""
+    bars also when stderr is not a terminal; ``stderr``: the console of such bars while they are drawn (the lines on
+    stderr go through it, above them)."""
 
     level: int = 0
     progress: bool = False
+    stderr: Console | None = None
 
 
 output = Output()
@@ -69,7 +71,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_version,
 
 
 def _line(text: str) -> None:
-    err_console.print(text, highlight=False, markup=False, soft_wrap=True)
+    (output.stderr or err_console).print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def say(text: str) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
-from audiovae.cli.common import console, data_app, err_console
+from audiovae.cli.common import console, data_app, err_console, output, say
+from audiovae.cli.progress import bars
 
 
 @data_app.command("shard")
@@ -18,15 +20,12 @@ def data_shard(
     sample_rate: int | None = typer.Option(None, "--sample-rate", help="Resample to this rate."),
 ) -> None:
     """Write a split as WebDataset tar shards (FLAC + JSON per clip) for streaming training."""
-    from rich.progress import Progress
-
     from audiovae.train.data import write_shards
 
-    with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task(f"sharding {split}", total=None)
+    with bars() as b, b.task(f"sharding {split}") as progress:
         shards = write_shards(manifest, outdir, split, shard_size_mb=shard_mb, sample_rate=sample_rate,
-                              progress=lambda done, total: bar.update(task, completed=done, total=total))
-    console.print(f"wrote {len(shards)} {split} shards and index.json to {outdir}")
+                              progress=progress)
+    say(f"wrote {len(shards)} {split} shards and index.json to {outdir}")
 
 
 @data_app.command("build")
@@ -53,7 +52,7 @@ def data_build(
         recipe = load_recipe(find_recipe(name))
     else:
         raise typer.BadParameter("give a recipe NAME or --from-folder DIR")
-    card = build(recipe, root, jobs=jobs, console=err_console)
+    card = build(recipe, root, jobs=jobs, console=Console(quiet=True) if output.level < 0 else err_console)
     for src in card["sources"]:
         console.print(f"  {src['name']:32} {src['clips']:7d} clips {src['hours']:8.2f} h "
                       f"({src['too_short']} too short, {src['unreadable']} unreadable)")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from audiovae.cli.common import app, console, refuse_existing
+from audiovae.cli.common import app, refuse_existing, say
+from audiovae.cli.progress import bars
 
 
 def _outputs(out: Path, count: int, stem: str) -> list[Path]:
@@ -17,14 +18,11 @@ def _outputs(out: Path, count: int, stem: str) -> list[Path]:
     return [out / f"{stem}-{k}.wav" for k in range(count)]
 
 
-def _write_all(paths: list[Path], clips, sample_rate: int, force: bool, *inputs: Path) -> None:
+def _write(path: Path, x, sample_rate: int) -> None:
     from audiovae import audio
 
-    for p in paths:
-        refuse_existing(p, force, *inputs)
-    for p, x in zip(paths, clips, strict=True):
-        audio.save(p, x, sample_rate)
-        console.print(f"wrote {p}", soft_wrap=True)
+    audio.save(path, x, sample_rate)
+    say(f"wrote {path}")
 
 
 @app.command()
@@ -48,8 +46,13 @@ def generate(
     gen = Generator(model)
     gen.frames(seconds), gen.label_index(label)  # bad arguments fail before any output is written
     paths = _outputs(out, n, f"{gen.model.name}-{label or 'any'}-seed{seed}")
-    clips = (gen.sample(seconds, label, temperature, guidance, seed + k, classifier_guidance) for k in range(n))
-    _write_all(paths, clips, gen.sample_rate, force)
+    for p in paths:
+        refuse_existing(p, force)
+    with bars() as b:
+        for k, p in b.files(list(enumerate(paths))) if n > 1 else enumerate(paths):
+            with b.task(f"generate {p.name}") as progress:
+                x = gen.sample(seconds, label, temperature, guidance, seed + k, classifier_guidance, progress)
+            _write(p, x, gen.sample_rate)
 
 
 @app.command("continue")
@@ -70,7 +73,9 @@ def continue_(
     refuse_existing(out, force, prompt)
     gen = Generator(model)
     x, sr = audio.load(prompt)
-    _write_all([out], [gen.continue_audio(x, sr, seconds, label, temperature, seed=seed)], gen.sample_rate, True)
+    with bars() as b, b.task(f"continue {prompt.name}") as progress:
+        x = gen.continue_audio(x, sr, seconds, label, temperature, seed=seed, progress=progress)
+    _write(out, x, gen.sample_rate)
 
 
 @app.command()
@@ -87,8 +92,14 @@ def interpolate(
     from audiovae.generate import Generator
 
     gen = Generator(model)
+    paths = _outputs(out, steps, "step")
+    for p in paths:
+        refuse_existing(p, force, a, b)
     (xa, sra), (xb, srb) = audio.load(a), audio.load(b)
-    _write_all(_outputs(out, steps, "step"), gen.interpolate(xa, sra, xb, srb, steps), gen.sample_rate, force, a, b)
+    with bars() as bs, bs.task(f"interpolate {a.name} {b.name}") as progress:
+        clips = gen.interpolate(xa, sra, xb, srb, steps, progress)
+    for p, x in zip(paths, clips, strict=True):
+        _write(p, x, gen.sample_rate)
 
 
 @app.command()
@@ -107,8 +118,9 @@ def arithmetic(
 
     refuse_existing(out, force, clip, minus, plus)
     gen = Generator(model)
-    x = gen.arithmetic(*audio.load(clip), audio.load(minus), audio.load(plus), scale)
-    _write_all([out], [x], gen.sample_rate, True)
+    with bars() as b, b.task(f"arithmetic {clip.name}"):
+        x = gen.arithmetic(*audio.load(clip), audio.load(minus), audio.load(plus), scale)
+    _write(out, x, gen.sample_rate)
 
 
 @app.command()
@@ -127,4 +139,6 @@ def transfer(
     refuse_existing(out, force, content)
     target = Generator(model)
     x, sr = audio.load(content)
-    _write_all([out], [run(x, sr, source, target)], target.sample_rate, True)
+    with bars() as b, b.task(f"transfer {content.name}"):
+        x = run(x, sr, source, target)
+    _write(out, x, target.sample_rate)

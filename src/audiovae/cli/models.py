@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from audiovae.cli.common import app, console
+from audiovae.cli.common import app, console, say
 from audiovae.errors import AudioVAEError
 
 
@@ -29,16 +29,16 @@ def export(
         if name or attachments_from:
             raise AudioVAEError("--name and --attachments-from apply to checkpoints, not to a shipped model")
         for path in copy_model(str(checkpoint), out_dir):
-            console.print(f"wrote {path}", soft_wrap=True)
+            say(f"wrote {path}")
         return
     if not checkpoint.is_file():
         raise AudioVAEError(f"{checkpoint}: neither a training checkpoint (.ckpt) nor a shipped model "
                             f"({', '.join(list_models())})")
     card = export_model(checkpoint, out_dir, name=name)
-    console.print(f"wrote {card} and {card.with_suffix('.safetensors')}")
+    say(f"wrote {card} and {card.with_suffix('.safetensors')}")
     if attachments_from:
         for path in copy_attachments(load(attachments_from), load(card)):
-            console.print(f"wrote {path}", soft_wrap=True)
+            say(f"wrote {path}")
 
 
 @app.command()

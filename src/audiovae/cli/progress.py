@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import numpy as np
@@ -17,7 +17,8 @@ T = TypeVar("T")
 
 
 class Bars:
-    """The bars of one command: ``track`` for the samples of one file, ``files`` for a batch."""
+    """The bars of one command: ``track`` for the samples of one file, ``task`` for a library call's own progress
+    callback, ``files`` for a batch."""
 
     def __init__(self, progress: Progress | None):
         self._progress = progress
@@ -31,6 +32,18 @@ class Bars:
         for x in blocks:
             self._progress.advance(task, x.shape[-1])
             yield x
+
+    @contextlib.contextmanager
+    def task(self, description: str) -> Iterator[Callable[[int, int], None] | None]:
+        """A bar while the block runs, fed by the ``progress(done, total)`` callback it yields (None without bars):
+        pulsing until its first call (or throughout, for work that reports nothing), full when the block ends."""
+        if self._progress is None:
+            yield None
+            return
+        p = self._progress
+        task = p.add_task(description, total=None)
+        yield lambda done, total: p.update(task, completed=done, total=total)
+        p.update(task, completed=1, total=1)
 
     def files(self, items: list[T]) -> Iterator[T]:
         """``items`` (one per file), a bar counting them; each file's own bars go once it is done."""
@@ -46,13 +59,26 @@ class Bars:
             p.advance(task)
 
 
+def then(items: Iterable[T], start: Callable[[], object]) -> Iterator[T]:
+    """``items``, then ``start()`` once the last one is taken (to show the work that follows them)."""
+    yield from items
+    start()
+
+
 @contextlib.contextmanager
-def bars() -> Iterator[Bars]:
-    """The bars of a command, on stderr while the block runs (lines printed meanwhile appear above them)."""
+def bars(lines: Console = err_console) -> Iterator[Bars]:
+    """The bars of a command, on stderr while the block runs; lines printed meanwhile on ``lines`` (a console)
+    appear above them (stdout's: where stdout is the terminal too, the bars are drawn through it)."""
     if output.level < 0 or not (err_console.is_terminal or output.progress):
         yield Bars(None)
         return
-    console = err_console if err_console.is_terminal else Console(stderr=True, force_terminal=True)
+    if err_console.is_terminal:
+        console = lines if lines.is_terminal else err_console
+    else:
+        console = output.stderr = Console(stderr=True, force_terminal=True)
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, redirect_stdout=False) as p:
-        yield Bars(p)
+    try:
+        with Progress(*columns, console=console, redirect_stdout=False) as p:
+            yield Bars(p)
+    finally:
+        output.stderr = None

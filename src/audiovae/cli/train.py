@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from audiovae.cli.common import app, console
+from audiovae.cli.common import app, output, say
 
 # Options declared once: train-prior and train-embedder share all of these, train the first four.
 Resume = Annotated[bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint.")]
@@ -49,9 +49,9 @@ def train(
     last = run_training(
         cfg, run_dir or Path("runs") / cfg.name, resume=resume, init=init, max_minutes=max_minutes,
         accelerator=accelerator, devices=int(devices) if devices.isdigit() else devices,
-        num_nodes=num_nodes, strategy=strategy, threads=threads,
+        num_nodes=num_nodes, strategy=strategy, threads=threads, progress=output.level >= 0,
     )
-    console.print(f"last checkpoint: {last}")
+    say(f"last checkpoint: {last}")
 
 
 @app.command("train-prior")
@@ -86,10 +86,10 @@ def _train_on_latents(cfg, overrides: dict, run_dir: Path | None, train, export,
     from dataclasses import replace
 
     cfg = replace(cfg, **{k: str(v) if isinstance(v, Path) else v for k, v in overrides.items() if v is not None})
-    last = train(cfg, run_dir or Path("runs") / cfg.name, **run)
-    console.print(f"last checkpoint: {last}")
+    last = train(cfg, run_dir or Path("runs") / cfg.name, progress=output.level >= 0, **run)
+    say(f"last checkpoint: {last}")
     if export is not None:
-        console.print(f"wrote {export(last, cfg.model)}")
+        say(f"wrote {export(last, cfg.model)}")
 
 
 @app.command("export-prior")
@@ -106,7 +106,7 @@ def export_prior_cmd(
     VAE's sha256 and encoder_sha256); any model with the encoder it was trained on will do."""
     from audiovae.train.prior import export_prior
 
-    console.print(f"wrote {export_prior(checkpoint, model, guidance, classifier_guidance)}")
+    say(f"wrote {export_prior(checkpoint, model, guidance, classifier_guidance)}")
 
 
 @app.command("train-embedder")
@@ -142,4 +142,4 @@ def export_embedder_cmd(
     """Store a trained embedding head with its VAE (NAME.embed.safetensors, recorded with its sha256 in NAME.json)."""
     from audiovae.train.embedder import export_embedder
 
-    console.print(f"wrote {export_embedder(checkpoint, model)}")
+    say(f"wrote {export_embedder(checkpoint, model)}")

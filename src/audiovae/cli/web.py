@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from audiovae.cli.common import app, console, err_console
+from audiovae.cli.common import app, console, err_console, say, warn
+from audiovae.cli.progress import bars
 from audiovae.errors import AudioVAEError
 
 
@@ -17,7 +18,11 @@ def demo(
     """Run what the shipped models can do on the shipped clips."""
     from audiovae.demo import run_demo
 
-    run_demo(out, console)
+    with bars(lines=console) as b, b.task("demo") as progress:
+        run_demo(out, console, progress)
+    say(f"audio, .avae files and spectrograms in {out}/")
+    say("try: audiovae compress in.wav out.avae --kbps 6 && audiovae decompress out.avae out.wav")
+    say("the web app: audiovae serve (then open http://127.0.0.1:8000); a report: audiovae report")
 
 
 @app.command()
@@ -48,7 +53,7 @@ def serve(
         raise AudioVAEError(f"{data}: no such folder or manifest")
     hosts, token = access(host, allow_host, token)
     if host_name(host) not in LOOPBACK and hosts == list(LOOPBACK):
-        err_console.print(f"warning: binding {host}, but only loopback Host names are served: add --allow-host NAME")
+        warn(f"binding {host}, but only loopback Host names are served: add --allow-host NAME")
     if token is not None:
         name = next((h for h in reversed(hosts) if h not in LOOPBACK), host_name(host) if host_name(host) in LOOPBACK
                     else "127.0.0.1")
@@ -70,5 +75,6 @@ def report(
 
     if bench is None and Path("docs/bench").is_dir():
         bench = Path("docs/bench")
-    path = write_report(bench, out, sorted(ASSETS.glob("*.flac")) if examples else [])
-    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    with bars() as b, b.task("report") as progress:
+        path = write_report(bench, out, sorted(ASSETS.glob("*.flac")) if examples else [], progress=progress)
+    say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

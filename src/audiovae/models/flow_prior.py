@@ -25,13 +25,14 @@ what the clip is has been decided), on top of classifier-free guidance.
 from __future__ import annotations
 
 import math
-from itertools import pairwise
+from collections.abc import Callable
+from itertools import count, pairwise
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from audiovae.models.prior import LatentPrior, Prior, PriorConfig
+from audiovae.models.prior import LatentPrior, Prior, PriorConfig, Progress
 
 
 def time_features(t: Tensor, dim: int) -> Tensor:
@@ -247,28 +248,34 @@ class FlowPrior(Prior):
     @torch.no_grad()
     def sample(self, frames: int, labels: Tensor, prompt: Tensor | None = None, temperature: float = 1.0,
                guidance: float = 1.0, generator: torch.Generator | None = None,
-               classifier_guidance: float = 0.0) -> Tensor:
+               classifier_guidance: float = 0.0, progress: Progress | None = None) -> Tensor:
         """``frames`` (>= 1) new standardized frames (batch, frames, dim) following ``prompt`` (batch, n, dim), of
         which the last ``context`` frames condition them. ``guidance`` g mixes the velocities as
         ``uncond + g * (cond - uncond)``; ``temperature`` scales the initial noise. Up to 4 x ``context`` frames
         (prompt included) are sampled at once; longer clips window by window, each continuing the last
         ``context`` frames before it, so that the cost stays linear in the length. With ``style``, one style is
         drawn per clip (before the noise) and holds for all its windows. ``classifier_guidance``: the weight of
-        the guide's gradient (see the module's docstring; a prior without a guide refuses a weight above 0)."""
+        the guide's gradient (see the module's docstring; a prior without a guide refuses a weight above 0).
+        ``progress(done, total)`` is called after each Euler step (``steps`` per window)."""
         self.check_classifier_guidance(classifier_guidance)
         style = self.draw_style(labels, generator)
         window, context, out = 4 * self.config.context, self.config.context, []
         prompt = None if prompt is None or not prompt.shape[1] else prompt[:, -context:]
-        while frames > 0:
-            new = min(frames, window - (0 if prompt is None else prompt.shape[1]))
+        sizes, left, known = [], frames, 0 if prompt is None else prompt.shape[1]
+        while left > 0:  # the new frames of each window
+            sizes.append(min(left, window - known))
+            left, known = left - sizes[-1], min(context, known + sizes[-1])
+        done, total = count(1), len(sizes) * self.config.steps
+        step = None if progress is None else lambda: progress(next(done), total)
+        for new in sizes:
             out.append(self._sample_window(new, labels, prompt, temperature, guidance, generator, style,
-                                           classifier_guidance))
-            prompt, frames = torch.cat([p for p in (prompt, out[-1]) if p is not None], 1)[:, -context:], frames - new
+                                           classifier_guidance, step))
+            prompt = torch.cat([p for p in (prompt, out[-1]) if p is not None], 1)[:, -context:]
         return torch.cat(out, 1)
 
     def _sample_window(self, frames: int, labels: Tensor, prompt: Tensor | None, temperature: float,
                        guidance: float, generator: torch.Generator | None, style: Tensor | None,
-                       classifier_guidance: float) -> Tensor:
+                       classifier_guidance: float, step: Callable[[], None] | None) -> Tensor:
         b, d = labels.shape[0], self.config.latent_dim
         n = 0 if prompt is None else prompt.shape[1]
         noise = temperature * torch.randn(b, n + frames, d, generator=generator)
@@ -286,6 +293,8 @@ class FlowPrior(Prior):
             if classifier_guidance:
                 v = v + self._guide_velocity(x, t, labels, classifier_guidance)
             x = x + (t_next - t) * v
+            if step is not None:
+                step()
         return x[:, n:]
 
 

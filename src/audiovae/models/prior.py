@@ -13,6 +13,7 @@ cache; past ``context`` tokens the cache is rebuilt from the last ``context // 2
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ from audiovae.config import ConfigError
 
 Params = tuple[Tensor, Tensor, Tensor]  # mixture logits (..., K), means and log-scales (..., K, D)
 Cache = list[tuple[Tensor, Tensor]]  # per layer: keys and values (batch, heads, tokens, head_dim)
+Progress = Callable[[int, int], None]  # sampling's progress(done, total): frames (ar) or integration steps (flow)
 
 
 @dataclass
@@ -202,12 +204,13 @@ class LatentPrior(Prior):
     @torch.no_grad()
     def sample(self, frames: int, labels: Tensor, prompt: Tensor | None = None, temperature: float = 1.0,
                guidance: float = 1.0, generator: torch.Generator | None = None,
-               classifier_guidance: float = 0.0) -> Tensor:
+               classifier_guidance: float = 0.0, progress: Progress | None = None) -> Tensor:
         """``frames`` (>= 1) new standardized frames (batch, frames, dim) following ``prompt`` (batch, n, dim).
 
         ``guidance`` g mixes the conditional and unconditional mixture parameters as
         ``uncond + g * (cond - uncond)`` (1: conditional only). ``temperature`` T divides the mixture
-        logits and multiplies the scales by sqrt(T). This kind has no guide: ``classifier_guidance`` must be 0."""
+        logits and multiplies the scales by sqrt(T). This kind has no guide: ``classifier_guidance`` must be 0.
+        ``progress(done, frames)`` is called after each frame."""
         self.check_classifier_guidance(classifier_guidance)
         b, ctx = labels.shape[0], self.config.context
         both = self.guided_labels(labels, guidance)
@@ -232,6 +235,8 @@ class LatentPrior(Prior):
             if guided:
                 x = torch.cat([x, x])
             seq.append(x)
+            if progress is not None:
+                progress(i + 1, frames)
             if i == frames - 1:
                 break
             if 1 + len(seq) - start > ctx:  # the next token would not fit: keep the last half
