@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import zipfile
 from pathlib import Path
@@ -436,3 +437,26 @@ def test_archive_lister_labels_from_named_groups(tmp_path):
         ("audio/voice/latin/civ/civ_male_yes_1.ogg", "la", "game:la:male")]
     assert items[0].key == f"game{wz}/audio/voice/greek/civ/civ_female_attack_1.ogg"
     assert items[0].labels["kind"] == "speech" and items[0].labels["corpus"] == "x"
+
+
+def _mo(path: Path, messages: dict[str, str]) -> None:
+    """A little-endian gettext catalogue holding ``messages`` (msgid -> msgstr) after the header entry."""
+    entries = sorted(({"": "Content-Type: text/plain; charset=UTF-8\n"} | messages).items())
+    n, start, table, data = len(entries), 28 + 16 * len(entries), [], b""
+    for blob in [k.encode() for k, _ in entries] + [v.encode() for _, v in entries]:
+        table.append(struct.pack("<2I", len(blob), start + len(data)))
+        data += blob + b"\0"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<7I", 0x950412DE, 0, n, 28, 28 + 8 * n, 0, 0) + b"".join(table) + data)
+
+
+def test_gettext_texts_keep_translated_sentences_in_the_languages_script(tmp_path):
+    _mo(tmp_path / "ru/LC_MESSAGES/app.mo", {"Open the file now": "Открыть этот файл сейчас",
+                                              "Save %s": "Сохранить %s", "A GdkPixbuf to show": "A GdkPixbuf to show",
+                                              "Use the XYZ protocol here": "Использовать протокол XYZ здесь",
+                                              "Quit": "Выход"})
+    _mo(tmp_path / "ru/LC_MESSAGES/warzone2100.mo", {"Enemy base sighted now": "Замечена вражеская база рядом"})
+    _mo(tmp_path / "en@shaw/LC_MESSAGES/app.mo", {"Open the file now": "𐑴𐑐𐑩𐑯 𐑞 𐑓𐑲𐑤 𐑯𐑬"})
+    assert sources.gettext_texts("ru", tmp_path) == ["Открыть этот файл сейчас"]  # no placeholder, copy, Latin
+    assert sources.gettext_texts("en", tmp_path) == []  # a script variant is not the language
+    assert load_recipe(corpus.find_recipe("speech16k-synth")).sources[0].lister == "espeak_voices"
