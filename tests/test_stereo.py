@@ -127,8 +127,9 @@ def test_kbps_counts_joint_stereo(codec):
 
 @pytest.mark.parametrize("name", ["layout1_mono16k", "layout1_stereo22k"])
 def test_files_of_layout_1_decode_as_before(name):
-    """Written by the codec before layout 2 (commit f452340: speech16k, the stereo one with refinement and
-    extension); their decoded audio then is the FLAC next to them (16-bit)."""
+    """Written by the codec before layout 2 (commit f452340: the first speech16k decoder, the stereo one with
+    refinement and extension); the shipped decoder decodes them (it lists those weights in ``decodes_sha256``) to the
+    FLAC next to them (16-bit; the layout-1 path gave the same audio before and after layout 2, commit 044d855)."""
     data = (DATA / f"{name}.avae").read_bytes()
     assert "layout" not in Reader(io.BytesIO(data)).header.codec
     y, sr = Codec("speech16k").decompress(data)
