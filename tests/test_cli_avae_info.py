@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 
+from audiovae.codec import extend
 from audiovae.codec.format import Header, Writer
 from audiovae.codec.stream import Codec
 from audiovae.registry import load
@@ -33,7 +34,8 @@ def test_info_shows_the_header(avae):
     size = path.stat().st_size
     expected = [str(path), "  format      .avae version 2", f"  model       tiny (sha256 {sha[:16]})",
                 "  quality     4",
-                "  layers      envelope refinement on (version 1), bandwidth extension on (version 1)",
+                "  layers      payload layout 2 (joint stereo and silence runs), envelope refinement on (version 1), "
+                f"bandwidth extension on (version {extend.VERSION})",
                 "  sample rate 44100 Hz (coded at 16000 Hz)", "  channels    2",
                 "  duration    1.500 s (66150 frames)",
                 f"  size        {size} bytes, {size * 8 / 1.5 / 1000:.2f} kbps", "  chunks      1"]
@@ -77,6 +79,7 @@ def test_hostile_header_text_is_printed_on_its_line(tmp_path):
     lines = r.stdout.splitlines()
     assert lines[2] == "  model       'evil\\n\\x1b[31mred' (sha256 0000000000000000)"
     assert lines[3] == "  entropy     [bold]x[/bold]" and lines[4] == "  quality     2.5"
-    assert lines[5] == "  layers      envelope refinement on (version '\\x07'), bandwidth extension off"
+    assert lines[5] == ("  layers      payload layout 1 (channels coded apart), envelope refinement on (version "
+                        "'\\x07'), bandwidth extension off")
     assert lines[8:] == ["  duration    not in the header (streamed)", "  size        " +
                          f"{(tmp_path / 'h.avae').stat().st_size} bytes", "  chunks      0"]

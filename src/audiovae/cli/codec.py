@@ -103,9 +103,12 @@ def _printable(text: str) -> str:
 
 
 def _layers(header) -> str:
-    """The codec's optional layers that a header turns on or off."""
-    return ", ".join(f"{label} " + (f"on (version {shown(header.codec[key])})" if key in header.codec else "off")
-                     for key, label in (("refine", "envelope refinement"), ("extend", "bandwidth extension")))
+    """The payload layout and the codec's optional layers that a header turns on or off."""
+    layout = header.codec.get("layout", 1)
+    joint = "joint stereo and silence runs" if layout != 1 else "channels coded apart"
+    return f"payload layout {shown(layout)} ({joint}), " + ", ".join(
+        f"{label} " + (f"on (version {shown(header.codec[key])})" if key in header.codec else "off")
+        for key, label in (("refine", "envelope refinement"), ("extend", "bandwidth extension")))
 
 
 @app.command()
