@@ -1,4 +1,4 @@
-"""``bench speed / memory / quality / codec / curve / classify / generate``."""
+"""``bench speed / memory / quality / codec / curve / classify / generate / language``."""
 
 from __future__ import annotations
 
@@ -268,3 +268,51 @@ def bench_generate(
         page = bg.listening_page(html, f"audiovae {name}: generated audio", tables,
                                  bg.report_sections(gen, result, target))
         console.print(f"listening page: {page}")
+
+
+@bench_app.command("language")
+def bench_language(
+    data: Path = typer.Option(Path("corpora/speech16k/manifest.jsonl"), "--data", help="A speech corpus manifest "
+                              "with language labels."),
+    synthetic: Path = typer.Option(Path("corpora/speech16k-synth/manifest.jsonl"), "--synthetic",
+                                   help="The synthetic corpus (`audiovae data build speech16k-synth`), for the "
+                                   "variants that train on it."),
+    model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
+    variant: list[str] = typer.Option(None, "--variant", help="Probe recipes to evaluate (repeat; default: all)."),
+    cache: Path = typer.Option(Path("runs/langprobe"), "--cache", help="Folder for the cached latents and each "
+                               "fold's predictions (reused)."),
+    out: Path = typer.Option(Path("bench-results"), "--out", help="Output folder."),
+    save: Path | None = typer.Option(None, "--save", help="Also fit the first --variant on the whole train split "
+                                     "and save it here as a classifier folder."),
+) -> None:
+    """Spoken language across recording chains: leave-one-source-out over the corpus's families of sources, and
+    the unseen split, for each probe recipe. Writes OUT/language_loso.{md,csv,png} and
+    OUT/language_loso_cells.{md,csv}."""
+    import time
+
+    from rich.progress import Progress
+
+    from audiovae.bench import language as bl
+    from audiovae.registry import load
+
+    names = variant or list(bl.VARIANTS)
+    unknown = [n for n in names if n not in bl.VARIANTS]
+    if unknown:
+        raise AudioVAEError(f"unknown --variant '{unknown[0]}' (use {', '.join(bl.VARIANTS)})")
+    chosen = [bl.VARIANTS[n] for n in names]
+    start = time.time()
+    m = load(model)
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("encoding", total=None)
+        corpus = bl.load_corpus(m, data, cache, synthetic if any(v.synthetic for v in chosen) else None,
+                                augmented=any(v.augmented for v in chosen),
+                                progress=lambda what, i, n: bar.update(task, description=what, completed=i, total=n))
+    folds = bl.loso_folds(corpus.clips) + [bl.unseen_fold(corpus.clips)[0]]
+    results = {v.name: bl.run_variant(m, v, corpus, folds, cache, log=console.print) for v in chosen}
+    report = bl.write_report(corpus.clips, results, out)
+    console.print(report["md"].read_text())
+    if save is not None:
+        bl.fit_shipped(m, chosen[0], corpus, save, str(data), model)
+        console.print(f"saved the {chosen[0].name} probe to {save}")
+    console.print(f"table: {report['csv']} (cells: language_loso_cells.csv); confusion ({report['best']}): "
+                  f"{report['png']}; {time.time() - start:.0f} s", soft_wrap=True)

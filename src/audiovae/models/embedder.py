@@ -7,7 +7,10 @@ follow (``blocks.py``), and attention weights per frame and channel give a weigh
 deviation over time, projected to ``dim`` values. Causal blocks make padding on the right harmless: with a
 ``mask``, a batch of clips of several lengths embeds each clip as it would alone. It is trained without labels
 (``train/embedder.py``: NT-Xent over two crops of a clip); the projection head of that loss is not part
-of this module.
+of this module. With labels (``train/head.py``) it is fine-tuned, or trained from scratch as a small sequence
+head (the spoken-language probe, ``bench/language.py``), where ``cmvn`` first subtracts each clip's mean frame
+(``meanvar``: and divides by its standard deviation): a recording chain's constant offset in latent space is
+gone before any layer sees it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from torch.nn import functional as F
 from audiovae.config import ConfigError
 from audiovae.models.blocks import ConvNeXtStack
 
+CMVN = ("none", "mean", "meanvar")
+
 
 @dataclass
 class EmbedderConfig:
@@ -33,10 +38,15 @@ class EmbedderConfig:
     stride: int = 2  # latent frames merged by the stem
     attention: int = 64  # hidden units of the attention
     dim: int = 192  # embedding size
+    expansion: int = 3  # of the ConvNeXt blocks' hidden layer
+    cmvn: str = "none"  # per-clip normalization over time: none, mean or meanvar
 
     def validate(self) -> None:
-        if min(self.latent_dim, self.channels, self.blocks, self.kernel, self.stride, self.attention, self.dim) < 1:
+        if min(self.latent_dim, self.channels, self.blocks, self.kernel, self.stride, self.attention, self.dim,
+               self.expansion) < 1:
             raise ConfigError("embedder: every size must be >= 1")
+        if self.cmvn not in CMVN:
+            raise ConfigError(f"embedder: cmvn must be one of {', '.join(CMVN)}, got '{self.cmvn}'")
 
 
 class Embedder(nn.Module):
@@ -47,7 +57,7 @@ class Embedder(nn.Module):
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_dim))
         self.register_buffer("latent_std", torch.ones(cfg.latent_dim))
         self.stem = nn.Conv1d(cfg.latent_dim, cfg.channels, cfg.stride, stride=cfg.stride)
-        self.stack = ConvNeXtStack(cfg.channels, cfg.blocks, kernel=cfg.kernel)
+        self.stack = ConvNeXtStack(cfg.channels, cfg.blocks, expansion=cfg.expansion, kernel=cfg.kernel)
         self.attend = nn.Sequential(nn.Conv1d(cfg.channels, cfg.attention, 1), nn.Tanh(),
                                     nn.Conv1d(cfg.attention, cfg.channels, 1))
         self.out = nn.Linear(2 * cfg.channels, cfg.dim)
@@ -69,6 +79,8 @@ class Embedder(nn.Module):
         if mask is not None:  # padding repeats the last real frame, as the stem's own padding does
             last = (mask.long().cumsum(-1) - 1).clamp_min(0)
             x = x.gather(-1, last[:, None].expand_as(x))
+        if self.config.cmvn != "none":
+            x = self._cmvn(x, mask)
         h, _ = self.stack(self.stem(F.pad(x, (0, -x.shape[-1] % s), mode="replicate")))
         logits = self.attend(h)
         if mask is not None:
@@ -77,6 +89,14 @@ class Embedder(nn.Module):
         mean = (w * h).sum(-1)
         std = ((w * h * h).sum(-1) - mean**2).clamp_min(1e-6).sqrt()
         return self.out(torch.cat([mean, std], -1))
+
+    def _cmvn(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        m = torch.ones_like(x[:, :1]) if mask is None else mask[:, None].float()
+        n = m.sum(-1, keepdim=True)
+        x = x - (x * m).sum(-1, keepdim=True) / n
+        if self.config.cmvn == "meanvar":
+            x = x / ((x * x * m).sum(-1, keepdim=True) / n + 1e-4).sqrt()
+        return x
 
     def forward(self, z: Tensor, mask: Tensor | None = None) -> Tensor:
         """Embeddings (batch, dim) of raw posterior means (batch, latent_dim, frames)."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from audiovae.classify.embed import head_embedding, learned_embedder
 from audiovae.models.embedder import Embedder
@@ -61,15 +61,24 @@ class HeadModule(L.LightningModule):
 
 def finetune_head(embedder: Embedder, clips: list[Tensor], labels: list[int], frame_rate: float,
                   cfg: FinetuneConfig | None = None, accelerator: str = "cpu", devices: int | str = 1,
-                  progress: bool = True) -> Embedder:
-    """A copy of ``embedder`` fine-tuned to tell ``labels`` (class indices) apart from ``clips`` (raw posterior
-    means, each (frames, latent_dim)); the input is left unchanged."""
+                  progress: bool = True, weights: list[float] | None = None) -> Embedder:
+    """A copy of ``embedder`` (a learned head, or any module with its interface such as ``SeqHead``) fine-tuned
+    to tell ``labels`` (class indices) apart from ``clips`` (raw posterior means, each (frames, latent_dim)),
+    drawing clips uniformly or in proportion to ``weights``; the input is left unchanged."""
+    return finetune_classifier(embedder, clips, labels, frame_rate, cfg, accelerator, devices, progress, weights)[0]
+
+
+def finetune_classifier(embedder: Embedder, clips: list[Tensor], labels: list[int], frame_rate: float,
+                        cfg: FinetuneConfig | None = None, accelerator: str = "cpu", devices: int | str = 1,
+                        progress: bool = True, weights: list[float] | None = None) -> tuple[Embedder, nn.Linear]:
+    """``finetune_head``, also returning the linear layer trained on top of the head (class logits)."""
     cfg = cfg or FinetuneConfig()
     torch.manual_seed(cfg.seed)
     module = HeadModule(copy.deepcopy(embedder).train().requires_grad_(True), max(labels) + 1, cfg)
     data = CropDataset(clips, labels, max(1, round(cfg.crop * frame_rate)), train=True, seed=cfg.seed)
-    sampler = RandomSampler(data, replacement=True, num_samples=cfg.steps * cfg.batch_size,
-                            generator=torch.Generator().manual_seed(cfg.seed))
+    draw = {"num_samples": cfg.steps * cfg.batch_size, "generator": torch.Generator().manual_seed(cfg.seed)}
+    sampler = RandomSampler(data, replacement=True, **draw) if weights is None else \
+        WeightedRandomSampler(weights, replacement=True, **draw)
     quiet = logging.getLogger("lightning.pytorch")  # its device report and tips, at every fit
     level = quiet.level
     quiet.setLevel(logging.WARNING)
@@ -84,19 +93,21 @@ def finetune_head(embedder: Embedder, clips: list[Tensor], labels: list[int], fr
                                            drop_last=True))
     finally:
         quiet.setLevel(level)
-    return module.embedder.cpu().eval()
+    return module.embedder.cpu().eval(), module.linear.cpu().eval()
 
 
 def finetuned_embeddings(model, means: list[np.ndarray], labels, cfg: FinetuneConfig | None = None,
-                         progress: bool = False, **trainer) -> tuple[Embedder, np.ndarray]:
+                         progress: bool = False, head=None, weights=None, **trainer) -> tuple[Embedder, np.ndarray]:
     """Fine-tune ``model``'s learned head with a linear layer on labelled clips: ``means`` are each clip's
     posterior means (channels, latent_dim, frames), every channel a training clip. Returns the head, rounded to
-    its stored precision (fp16 weights), and the clips' embeddings (N, dim) by it. ``trainer``: accelerator,
-    devices."""
+    its stored precision (fp16 weights), and the clips' embeddings (N, dim) by it. ``head``: the head to start
+    from (default: the model's learned head); ``weights``: per clip, see ``finetune_head``; ``trainer``:
+    accelerator, devices."""
     _, idx = np.unique(np.asarray(labels).astype(str), return_inverse=True)
     clips = [torch.from_numpy(ch.T).float() for mu in means for ch in mu]
     targets = [int(c) for mu, c in zip(means, idx, strict=True) for _ in mu]
-    head = finetune_head(learned_embedder(model), clips, targets, model.sample_rate / model.hop_length, cfg,
-                         progress=progress, **trainer)
+    per_channel = None if weights is None else [float(w) for mu, w in zip(means, weights, strict=True) for _ in mu]
+    head = finetune_head(learned_embedder(model) if head is None else head, clips, targets,
+                         model.sample_rate / model.hop_length, cfg, progress=progress, weights=per_channel, **trainer)
     head.load_state_dict(stored_state(head))
     return head, np.stack([head_embedding(head, mu) for mu in means])
