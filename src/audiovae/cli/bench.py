@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
 
 from audiovae.cli.common import bench_app, console, err_console
+from audiovae.cli.progress import bars
 from audiovae.errors import AudioVAEError
+
+
+@contextlib.contextmanager
+def _bar(description: str) -> Iterator[Callable[..., None] | None]:
+    """A bench's ``progress(done, total)`` callback, drawing a bar on stderr (None where bars are off, as with -q)."""
+    with bars() as b, b.task(description) as progress:
+        yield progress
+
+
+def _named(progress: Callable[..., None] | None) -> Callable[[str, int, int], None] | None:
+    """``progress`` for library calls that report ``(what, done, total)``: ``what`` names the bar."""
+    return None if progress is None else (lambda what, done, total: progress(done, total, what))
 
 
 @bench_app.command("speed")
@@ -59,15 +74,13 @@ def bench_quality(
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
 ) -> None:
     """Posterior-mean reconstruction quality (PESQ, STOI, SI-SDR, mel distance) on a corpus split."""
-    from rich.progress import Progress
 
     from audiovae import bench
     from audiovae.registry import load
 
     m = load(model)
-    with Progress(console=console) as bar:
-        task = bar.add_task(f"{m.name} on {split}", total=None)
-        rows = bench.quality(m, manifest, split, clips, progress=lambda i, n: bar.update(task, completed=i, total=n))
+    with _bar(f"{m.name} on {split}") as progress:
+        rows = bench.quality(m, manifest, split, clips, progress=progress)
     bench.write_table(rows, out, f"quality_{m.name}_{split}_clips", f"{m.name} per clip ({split} split)")
     summary = bench.summarize(rows)
     _, md = bench.write_table(summary, out, f"quality_{m.name}_{split}", f"{m.name} reconstruction, {split} split")
@@ -90,7 +103,6 @@ def bench_codec(
     seconds: float = typer.Option(10.0, help="With --folder: the clip length."),
 ) -> None:
     """Our codec at several bitrates against Opus, Codec2 and MP3 on the same clips."""
-    from rich.progress import Progress
 
     from audiovae import bench
     from audiovae.codec import baselines
@@ -105,10 +117,8 @@ def bench_codec(
         return
     if manifest is None:
         raise AudioVAEError("bench codec needs --manifest (a corpus) or --folder (full-band files)")
-    with Progress(console=console) as bar:
-        task = bar.add_task(f"{codec.model.name} vs classic codecs", total=None)
-        rows = bench.codec_benchmark(codec, manifest, split, clips,
-                                     progress=lambda i, n: bar.update(task, completed=i, total=n),
+    with _bar(f"{codec.model.name} vs classic codecs") as progress:
+        rows = bench.codec_benchmark(codec, manifest, split, clips, progress=progress,
                                      conditions=bench.codec_conditions(codec.model, kbps or bench.OURS_KBPS,
                                                                        classics))
     name = codec.model.name
@@ -124,17 +134,15 @@ def bench_codec(
 
 def _bench_fullband(codec, folder: Path, clips: int, seconds: float, kbps: list[float], classics: bool,
                     out: Path) -> None:
-    from rich.progress import Progress
 
     from audiovae import bench
 
     name = codec.model.name
     out.mkdir(parents=True, exist_ok=True)
     figure = out / f"codec_{name}_fullband_spectrograms.png"
-    with Progress(console=console) as bar:
-        task = bar.add_task(f"{name} on full-band files vs classic codecs", total=None)
+    with _bar(f"{name} on full-band files vs classic codecs") as progress:
         rows = bench.fullband_benchmark(codec, folder, clips, seconds, kbps, classics, figure=figure,
-                                        progress=lambda i, n: bar.update(task, completed=i, total=n))
+                                        progress=progress)
     bench.write_table(rows, out, f"codec_{name}_fullband_clips", f"{name} codec per full-band clip ({folder})")
     _, md = bench.write_table(bench.summarize_codec(rows), out, f"codec_{name}_fullband",
                               f"{name} vs classic codecs on {len(rows) and len({r['clip'] for r in rows})} "
@@ -182,8 +190,6 @@ def bench_classify(
     OUT/classify.{md,csv,png}, OUT/classify_pooling_valid.{md,csv} and OUT/classify_tasks.{md,csv}."""
     import time
 
-    from rich.progress import Progress
-
     from audiovae.bench import classify as bt
     from audiovae.classify import DEFAULT_POOLING, LEARNED
 
@@ -192,10 +198,9 @@ def bench_classify(
     if len(overrides) != len(model or []):
         raise AudioVAEError("--model takes NAME=MODEL, e.g. speech16k=runs/speech16k/export")
     start = time.time()
-    with Progress(console=err_console, transient=True) as bar:
-        bar_task = bar.add_task("embedding", total=None)
+    with _bar("embedding") as progress:
         result = bt.run(tasks, corpora, out, overrides, pooling, max_train, max_eval, draws, semi_supervised, finetune,
-                        lambda what, i, n: bar.update(bar_task, description=what, completed=i, total=n))
+                        _named(progress))
     console.print(result["md"].read_text())
     chosen = result["chosen"]
     if pooling == "auto" and chosen != LEARNED:
@@ -224,7 +229,6 @@ def bench_generate(
     """Fréchet distances (learned prior vs N(0, I) vs real train) and conditional accuracy of generated clips;
     with --arithmetic, how often A - B + C is recognized as C's label."""
     import torch
-    from rich.progress import Progress
 
     from audiovae import bench
     from audiovae.bench import generate as bg
@@ -234,12 +238,8 @@ def bench_generate(
     torch.set_num_threads(1)
     gen = Generator(model)
     target = Generator(transfer_to) if html is not None and transfer_to else None  # fail before the work
-    with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task("generating", total=None)
-
-        def report(what: str, done: int, total: int) -> None:
-            bar.update(task, description=what, completed=done, total=total)
-
+    with _bar("generating") as progress:
+        report = _named(progress)
         result = bg.evaluate(gen, manifest, clips, per_label, guidance, temperature, progress=report,
                              classifier_guidance=classifier_guidance)
         moved = [] if arithmetic is None else bg.arithmetic(gen, manifest, arithmetic, progress=report)
@@ -290,8 +290,6 @@ def bench_language(
     OUT/language_loso_cells.{md,csv}."""
     import time
 
-    from rich.progress import Progress
-
     from audiovae.bench import language as bl
     from audiovae.registry import load
 
@@ -302,11 +300,9 @@ def bench_language(
     chosen = [bl.VARIANTS[n] for n in names]
     start = time.time()
     m = load(model)
-    with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task("encoding", total=None)
+    with _bar("encoding") as progress:
         corpus = bl.load_corpus(m, data, cache, synthetic if any(v.synthetic for v in chosen) else None,
-                                augmented=any(v.augmented for v in chosen),
-                                progress=lambda what, i, n: bar.update(task, description=what, completed=i, total=n))
+                                augmented=any(v.augmented for v in chosen), progress=_named(progress))
     folds = bl.loso_folds(corpus.clips) + [bl.unseen_fold(corpus.clips)[0]]
     results = {v.name: bl.run_variant(m, v, corpus, folds, cache, log=console.print) for v in chosen}
     report = bl.write_report(corpus.clips, results, out)

@@ -35,14 +35,16 @@ class Bars:
 
     @contextlib.contextmanager
     def task(self, description: str) -> Iterator[Callable[[int, int], None] | None]:
-        """A bar while the block runs, fed by the ``progress(done, total)`` callback it yields (None without bars):
+        """A bar while the block runs, fed by the ``progress(done, total, what=None)`` callback it yields (None without
+        bars; ``what`` renames the bar):
         pulsing until its first call (or throughout, for work that reports nothing), full when the block ends."""
         if self._progress is None:
             yield None
             return
         p = self._progress
         task = p.add_task(description, total=None)
-        yield lambda done, total: p.update(task, completed=done, total=total)
+        yield lambda done, total, what=None: p.update(task, completed=done, total=total,
+                                                      **({"description": what} if what else {}))
         p.update(task, completed=1, total=1)
 
     def files(self, items: list[T]) -> Iterator[T]:
