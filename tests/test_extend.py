@@ -3,9 +3,11 @@
 import io
 import struct
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from scipy.signal import butter, sosfilt
 
 from audiovae import metrics
@@ -16,6 +18,7 @@ from audiovae.errors import AudioVAEError
 from tests import test_codec
 
 SR, MODEL_SR, HOP = 48000, 16000, 320
+DATA = Path(__file__).parent / "data"
 model_dir = test_codec.model_dir  # the tiny model of the codec tests (16 kHz)
 
 
@@ -52,23 +55,48 @@ def codec(model_dir):
 
 
 @pytest.mark.parametrize("channels,frames", [(1, 1), (1, 2), (2, 57), (3, 300)])
-def test_envelope_coding_is_exact(channels, frames):
+def test_envelope_coding_is_exact(channels, frames, monkeypatch):
+    """With a point at every frame and no floor, version 2 codes the envelope exactly, as version 1 did."""
+    monkeypatch.setattr(extend, "SPAN", 1)
+    monkeypatch.setattr(extend, "FLOOR", extend.LEVELS)
     rng = np.random.default_rng(frames)
     levels = np.clip(rng.integers(0, extend.LEVELS, (1, extend.BANDS, frames)) + rng.integers(-2, 3, (channels, 1, 1)),
                      0, extend.LEVELS - 1).astype(np.int32)
     levels[:, :, : frames // 2] = 20  # flat and random stretches
     noise = rng.integers(0, 2, (channels, extend.BANDS, frames)).astype(np.int32)
-    got = extend.decode(extend.encode(levels, noise), channels, frames)
+    data = extend.encode(levels, noise)
+    got = extend.decode(data, channels, frames)
     np.testing.assert_array_equal(got[0], levels)
     np.testing.assert_array_equal(got[1], noise)
+    v1 = data[3:]  # version 1 codes every frame as version 2 codes its points
+    np.testing.assert_array_equal(extend.decode(v1, channels, frames, version=1)[0], levels)
 
 
-def test_a_measured_envelope_codes_exactly_and_cheaply():
+@pytest.mark.parametrize("frames", [1, 2, 9, 40, 57])
+def test_levels_are_interpolated_between_points_and_quiet_bands_left_out(frames, monkeypatch):
+    monkeypatch.setattr(extend, "SPAN", 2)
+    t = np.arange(frames)
+    levels = np.stack([30 + np.minimum(t, 10), 35 - np.minimum(t, 6)])[:, None].repeat(extend.BANDS, 1)  # kinks: points
+    levels[:, -1] = 5 - t % 3  # the top band: a noise floor, over FLOOR steps down, left out
+    noise = (t >= 27)[None, None].repeat(2, 0).repeat(extend.BANDS, 1).astype(np.int32)
+    data = extend.encode(levels.astype(np.int32), noise)
+    assert data[2] == 2 and len(data) < 100
+    got = extend.decode(data, 2, frames)
+    levels[:, -1] = 0
+    np.testing.assert_array_equal(got[0], levels)
+    assert (got[1][:, :-1] == (t >= 28)).all() and not got[1][:, -1].any()  # each frame takes the nearest point's
+    np.testing.assert_array_equal(extend.points(frames, 8), np.unique(np.r_[np.arange(0, frames, 8), frames - 1]))
+
+
+def test_a_measured_envelope_codes_closely_and_cheaply():
     levels, noise = envelope(signal(3.0))
     data = extend.encode(levels, noise)
     got = extend.decode(data, 2, levels.shape[-1])
-    assert (got[0] == levels).all() and (got[1] == noise).all()
-    assert len(data) * 8 / 3.0 < 1500  # bits per second, two channels
+    at = extend.points(levels.shape[-1], extend.SPAN)
+    loud = levels > levels.max(axis=(1, 2), keepdims=True) - extend.FLOOR
+    np.testing.assert_array_equal(got[0][..., at], np.where(loud, levels, 0)[..., at])
+    assert loud.mean() > 0.9
+    assert len(data) * 8 / 3.0 < 1700  # bits per second, two channels (version 1: 1340; the floor cuts this band)
     assert extend.decode(extend.encode(levels[:, :, :0], noise[:, :, :0]), 2, 0)[0].shape == (2, extend.BANDS, 0)
 
 
@@ -76,14 +104,19 @@ def test_damaged_envelope_data_is_refused():
     levels, noise = envelope(signal(1.0))
     data = extend.encode(levels, noise)
     n = levels.shape[-1]
-    for bad, match in [(data[:1], "shorter"), (data[:-1], "whole header"), (data + b"\0" * 4, "not the coding"),
-                       (data[:2] + b"\x00" + data[3:], "outside its range"),
-                       (data[:3] + b"\x7f" + data[4:], "outside its range"),
-                       (struct.pack("<H", 0) + b"\0", "no frames")]:
+    for bad, match in [(data[:2], "shorter"), (data[:-1], "whole header"), (data + b"\0" * 4, "not the coding"),
+                       (data[:2] + b"\x03" + data[3:], "span 3 is not one of"),
+                       (data[:3] + struct.pack("<H", n - 1) + data[5:], "points, not the"),
+                       (data[:5] + b"\x00" + data[6:], "outside its range"),
+                       (data[:6] + b"\x7f" + data[7:], "outside its range"),
+                       (struct.pack("<HBH", 0, 1, 0) + b"\0", "no frames")]:
         with pytest.raises(ValueError, match=match):
             extend.decode(bad, 2, n)
     with pytest.raises(ValueError, match="more than the 3"):
         extend.decode(data, 2, 3)
+    for bad, match in [(data[3:4], "shorter"), (data[3:5] + b"\x00" + data[6:], "outside its range")]:  # version 1
+        with pytest.raises(ValueError, match=match):
+            extend.decode(bad, 2, n, version=1)
 
 
 def test_streamed_extension_equals_whole():
@@ -160,6 +193,17 @@ def test_extension_off_gives_the_output_of_a_file_without_it(codec):
     z = np.concatenate(list(stream.to_rate(codec._decode_chunks(Reader(io.BytesIO(plain)), h), MODEL_SR, SR, 1,
                                            h.codec["samples"], h.original_length)), axis=1)
     np.testing.assert_array_equal(y, z)
+
+
+def test_files_of_extension_version_1_decode_as_before():
+    """Written by the codec before version 2 (commit 03ea08f: music24k, quality 8, ``0.04 * signal(0.7, 44100,
+    channels=1, seed=3)``); its decoded audio then is the FLAC next to it (16-bit)."""
+    data = (DATA / "extend1_music44k.avae").read_bytes()
+    assert Reader(io.BytesIO(data)).header.codec["extend"] == 1
+    y, sr = Codec("music24k").decompress(data)
+    ref, ref_sr = sf.read(DATA / "extend1_music44k.flac", dtype="float32", always_2d=True)
+    assert sr == ref_sr and y.shape == ref.T.shape
+    np.testing.assert_allclose(y, ref.T, atol=1e-4)
 
 
 def test_kbps_counts_the_extension(codec):

@@ -300,9 +300,9 @@ class Codec:
         if h.codec.get("refine", refine_layer.VERSION) != refine_layer.VERSION:
             raise CodecError(f"{where}envelope refinement version {h.codec['refine']!r} is not supported "
                              f"(this codec reads version {refine_layer.VERSION})")
-        if h.codec.get("extend", extend_layer.VERSION) != extend_layer.VERSION:
+        if h.codec.get("extend", extend_layer.VERSION) not in extend_layer.VERSIONS:
             raise CodecError(f"{where}bandwidth extension version {h.codec['extend']!r} is not supported "
-                             f"(this codec reads version {extend_layer.VERSION})")
+                             f"(this codec reads versions {', '.join(map(str, extend_layer.VERSIONS))})")
         if "extend" in h.codec and not extend_layer.possible(h.original_sample_rate, m.sample_rate):
             raise CodecError(f"{where}a bandwidth extension from {m.sample_rate} Hz to {h.original_sample_rate} Hz "
                              "has no band to extend")
@@ -342,7 +342,8 @@ class Codec:
                 if extender is not None:
                     payload, envelope = _last_field(payload, h.channels * (2 if refiner else 1) + head)
                     bound = extender.layout.max_frames(frames * m.hop_length, m.sample_rate, h.original_sample_rate)
-                    envelope = _decoded(extend_layer.decode, envelope, h.channels, bound - envelope_frames)
+                    envelope = _decoded(extend_layer.decode, envelope, h.channels, bound - envelope_frames,
+                                        h.codec["extend"])
                     envelope_frames += envelope[0].shape[-1]
                     extender.envelope(*envelope)
                 bands = refiner and len(refiner.starts)
