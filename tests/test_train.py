@@ -239,8 +239,8 @@ def test_grown_decoder_starts_as_its_init_model_and_resumes(tmp_path):
     with pytest.raises(Exception, match="--init: the weights do not fit the model"):
         load_grown(grown, {k: v for k, v in start.state_dict().items() if k != "encoder.out.bias"}, 1)
     train(cfg, tmp_path / "run", init=str(tmp_path / "init"), progress=False)
-    last = train(replace(cfg, max_steps=5), tmp_path / "run", init=str(tmp_path / "init"), resume=True,
-                 progress=False)
+    # a resume takes the architecture from its checkpoint: no --init, and the decoder is not grown twice
+    last = train(replace(cfg, max_steps=5), tmp_path / "run", resume=True, progress=False)
     _, state, steps = read_checkpoint(last)
     assert steps == 5 and all(torch.equal(state[k], v) for k, v in start.state_dict().items()
                               if k.startswith("encoder."))

@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from audiovae.config import ModelConfig, from_dict
 from audiovae.errors import AudioVAEError
-from audiovae.registry import load, read_model_checkpoint
+from audiovae.registry import load, read_checkpoint, read_model_checkpoint
 from audiovae.train.common import start_run, time_budget
 from audiovae.train.config import TrainConfig
 from audiovae.train.data import AudioDataModule
@@ -66,9 +66,11 @@ def train(
     ckpt_dir = last.parent
     if cfg.freeze_encoder and not (init or resume):
         raise AudioVAEError("freeze_encoder trains the decoder alone: give --init, the model whose encoder to keep")
-    if cfg.grow_decoder and not init:
+    if cfg.grow_decoder and not (init or resume):
         raise AudioVAEError("grow_decoder adds blocks to a trained decoder: give --init, the model to grow")
-    if init:
+    if resume:  # the run's own architecture: --init is not needed, and a grown decoder is not grown twice
+        cfg = replace(cfg, model=from_dict(ModelConfig, read_checkpoint(last)[0]["model"]))
+    elif init:
         model_cfg, state, scales = initial_weights(init)
         cfg = replace(cfg, model=replace(model_cfg, dec_blocks=model_cfg.dec_blocks + cfg.grow_decoder,
                                          noise_bands=cfg.model.noise_bands or model_cfg.noise_bands))
