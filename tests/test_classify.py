@@ -419,3 +419,29 @@ def test_floors_and_wide_table():
                                      "t: k=5 accuracy 0.840 more than 10 points below all labels 0.950"]
     wide = bench_classify.wide_table(rows)
     assert [w["features"] for w in wide] == ["vae", "mfcc"] and wide[0]["acc@all"] == 0.95 and wide[1]["f1@1"] == 0.4
+
+
+def test_unseen_tasks_test_on_the_unseen_split_and_within_tasks_split_by_file(tmp_path):
+    import json
+    from dataclasses import replace
+
+    corpora = tiny_corpus(tmp_path / "corpora")
+    manifest = corpora / "speech16k" / "manifest.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    unseen = [dict(r, split="unseen", id=f"u{r['id']}#{c}", offset=0.1 * c, duration=0.1)
+              for r in rows for c in range(2)]  # two clips of each file
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows + unseen))
+    plain = bench_classify.Task("t", "speech16k", "", (bench_classify.Part("speech16k", "speaker"),))
+    test_only = replace(plain, test_split="unseen")
+    assert len(bench_classify.task_items(plain, corpora, "test")) == 6
+    assert len(bench_classify.task_items(test_only, corpora, "test")) == 104
+    assert len(bench_classify.task_items(test_only, corpora, "train")) == 40
+    within = replace(test_only, within=True, min_train=5)
+    parts = {s: bench_classify.task_items(within, corpora, s) for s in ("train", "valid", "test")}
+    files = {s: {str(it.path) for it in items} for s, items in parts.items()}
+    assert sum(len(v) for v in parts.values()) == 104 and all(parts.values())
+    assert not (files["train"] & files["valid"] or files["train"] & files["test"] or files["valid"] & files["test"])
+    items, classes = bench_classify.task_classes(within, corpora)
+    assert classes == ["fillets-cs:m", "fillets-cs:v"] and items["test"] == parts["test"]
+    assert [t.name for t in bench_classify.tasks_named(["speaker-unseen", "source-type-unseen"])] == [
+        "speaker-unseen", "source-type-unseen"]

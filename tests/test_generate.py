@@ -559,3 +559,18 @@ def test_cli_bench_generate_writes_tables_and_page(tmp_path, model_dir):
     text = page.read_text()
     assert text.count("data:audio/ogg;base64,") >= 10 and "data:image/jpeg;base64," in text and "Transfer" in text
     assert "Latent arithmetic" in text
+
+
+def test_cli_bench_generate_measures_against_the_unseen_split(tmp_path, model_dir):
+    import json
+
+    manifest = make_corpus(tmp_path)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    unseen = [dict(r, split="unseen", id="u" + r["id"]) for r in rows if r["split"] == "test"]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows + unseen))
+    r = invoke("bench", "generate", "--model", model_dir, "--manifest", manifest, "--clips", 3, "--per-label", 1,
+               "--split", "unseen", "--out", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    fd = (tmp_path / "b" / "generate_tiny_fd_unseen.md").read_text()
+    assert f"Fréchet distance to {min(3, len(unseen))} unseen clips" in fd and "real train (floor)" in fd
+    assert not (tmp_path / "b" / "generate_tiny_fd.md").exists()

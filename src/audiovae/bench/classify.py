@@ -3,6 +3,7 @@ features, and the tables and floors of few-label accuracy."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from audiovae.classify.embed import (
     model_poolings,
 )
 from audiovae.classify.fewlabel import DRAWS, SEMI_METHODS, SUGGESTED, few_label_eval
+from audiovae.data.manifest import UNSEEN
 from audiovae.plots import save_figure
 from audiovae.registry import load
 
@@ -43,7 +45,9 @@ class Part:
 @dataclass(frozen=True)
 class Task:
     """A classification task over the corpora: the model whose embeddings it uses, the clips it trains on
-    (train split) and the clips it is evaluated on (valid and test splits; by default the same parts)."""
+    (train split) and the clips it is evaluated on (valid and test splits; by default the same parts). The
+    test clips come from the manifests' ``test_split``; with ``within``, all three splits are cut from that
+    split's clips by a hash of their source file (a probe fitted and tested on sources no model trained on)."""
 
     name: str
     model: str
@@ -51,6 +55,9 @@ class Task:
     train: tuple[Part, ...]
     eval_parts: tuple[Part, ...] = ()
     rate: int | None = None
+    test_split: str = "test"
+    within: bool = False
+    min_train: int = 20  # clips a class needs in the train split to be kept
 
 
 TASKS = (
@@ -64,7 +71,14 @@ TASKS = (
          (Part("music24k", "kind"), Part("speech16k", None, fixed="speech")), rate=16000),
     Task("language-cross-source", "speech16k", "spoken language, trained on Tux Paint stamps, tested on Asterisk "
          "prompts", (Part("speech16k", "language", "tuxpaint"),), (Part("speech16k", "language", "asterisk"),)),
+    Task("speaker-unseen", "speech16k", "speaker, the voices of the unseen split (OpenArena, 0 A.D. Meroitic and "
+         "Persian, Warzone 2100 taunts): probes fitted on half of their files, tested on a quarter",
+         (Part("speech16k", "speaker"),), test_split=UNSEEN, within=True, min_train=5),
+    Task("source-type-unseen", "music24k", "music vs sound effects vs speech, trained on our sources, tested on "
+         "the unseen split's (FreedroidRPG, Warzone 2100, OpenArena, 0 A.D. voices); 16 kHz sampling first",
+         (Part("music24k", "kind"), Part("speech16k", None, fixed="speech")), rate=16000, test_split=UNSEEN),
 )
+WITHIN = {0: "train", 1: "train", 2: "valid", 3: "test"}  # a within task's split by its file's hash, mod 4
 
 
 def task_manifest(part: Part, corpora: Path) -> Path:
@@ -76,18 +90,21 @@ def task_manifest(part: Part, corpora: Path) -> Path:
 
 def task_items(task: Task, corpora: Path, split: str) -> list[Item]:
     parts = task.train if split == "train" or not task.eval_parts else task.eval_parts
+    source_split = task.test_split if split == "test" or task.within else split
     items = []
     for part in parts:
-        for it in manifest_items(task_manifest(part, corpora), part.label, split, part.source, part.fixed):
+        for it in manifest_items(task_manifest(part, corpora), part.label, source_split, part.source, part.fixed):
             it.rate = task.rate
-            items.append(it)
+            if not task.within or WITHIN[int(hashlib.sha1(str(it.path).encode()).hexdigest(), 16) % 4] == split:
+                items.append(it)
     return items
 
 
-def task_classes(task: Task, corpora: Path, min_train: int = 20, min_test: int = 3
+def task_classes(task: Task, corpora: Path, min_train: int | None = None, min_test: int = 3
                  ) -> tuple[dict[str, list[Item]], list[str]]:
-    """Each split's items of ``task`` and the classes it keeps: those with >= ``min_train`` train and >=
-    ``min_test`` test clips (an error when fewer than two)."""
+    """Each split's items of ``task`` and the classes it keeps: those with >= ``min_train`` (default: the
+    task's) train and >= ``min_test`` test clips (an error when fewer than two)."""
+    min_train = task.min_train if min_train is None else min_train
     items = {s: task_items(task, corpora, s) for s in ("train", "valid", "test")}
     n_tr, n_te = Counter(it.label for it in items["train"]), Counter(it.label for it in items["test"])
     classes = sorted(c for c in n_tr if n_tr[c] >= min_train and n_te[c] >= min_test)
@@ -97,7 +114,7 @@ def task_classes(task: Task, corpora: Path, min_train: int = 20, min_test: int =
     return items, classes
 
 
-def task_subsets(task: Task, corpora: Path, max_train: int = 100, max_eval: int = 50, min_train: int = 20,
+def task_subsets(task: Task, corpora: Path, max_train: int = 100, max_eval: int = 50, min_train: int | None = None,
                  min_test: int = 3) -> tuple[dict[str, list[Item]], list[str]]:
     """The clips ``task_features`` embeds: up to ``max_train`` per kept class of the train split and ``max_eval``
     of valid and test, and the kept classes (``task_classes``)."""
@@ -107,7 +124,7 @@ def task_subsets(task: Task, corpora: Path, max_train: int = 100, max_eval: int 
 
 
 def task_features(task: Task, corpora: Path, model, poolings=tuple(POOLINGS), max_train: int = 100,
-                  max_eval: int = 50, min_train: int = 20, min_test: int = 3,
+                  max_eval: int = 50, min_train: int | None = None, min_test: int = 3,
                   progress: Callable[[str, int, int], None] | None = None, means: bool = False) -> tuple[dict, dict]:
     """Features of ``task``'s clips: {split: ({"vae:POOLING" | "mfcc": (N, D)}, labels (N,))} for train, valid
     and test, and a summary; with ``means``, each clip's posterior means too (under ``MEANS``). Classes with >=

@@ -77,15 +77,17 @@ def _seconds(e: Entry) -> float:
 def evaluate(gen: Generator, manifest: str | Path, clips: int = 100, per_label: int = 10,
              guidance: float | None = None, temperature: float = 1.0,
              progress: Callable[[str, int, int], None] | None = None,
-             classifier_guidance: float | None = None) -> dict:
-    """FD rows, per-label accuracy rows and the audio behind them (for the listening page)."""
+             classifier_guidance: float | None = None, split: str = "test") -> dict:
+    """FD rows, per-label accuracy rows and the audio behind them (for the listening page). The FD's reference
+    clips come from ``split`` ("unseen": sources no model trained on); the accuracy's real clips from the
+    test split (the probes need the prior's labels)."""
     manifest = Path(manifest)
     sr, model, key = gen.sample_rate, gen.model, gen.label_key
     kw = {"temperature": temperature, "guidance": guidance, "classifier_guidance": classifier_guidance}
     tests, trains = (spread([e for e in read_manifest(manifest, split=s)[0] if e.duration >= MIN_SECONDS], clips)
-                     for s in ("test", "train"))
+                     for s in (split, "train"))
     if len(tests) < 2 or len(trains) < 2:
-        raise AudioVAEError(f"{manifest}: need at least two test and two train clips of {MIN_SECONDS} s or more")
+        raise AudioVAEError(f"{manifest}: need at least two {split} and two train clips of {MIN_SECONDS} s or more")
 
     def label_of(e: Entry) -> str | None:
         value = None if key is None else e.labels.get(key)

@@ -69,7 +69,7 @@ def bench_memory(
 def bench_quality(
     model: str = typer.Option("speech16k", "--model", help="Model name or folder."),
     manifest: Path = typer.Option(..., help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
-    split: str = typer.Option("test", help="Split to evaluate (report test only)."),
+    split: str = typer.Option("test", help="Split to evaluate (test; unseen: sources no model trained on)."),
     clips: int = typer.Option(200, help="At most this many clips, spread over the split."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
 ) -> None:
@@ -91,7 +91,7 @@ def bench_quality(
 def bench_codec(
     model: str = typer.Option("speech16k", "--model", help="Model name or folder (with its entropy model)."),
     manifest: Path | None = typer.Option(None, help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
-    split: str = typer.Option("test", help="Split to evaluate (report test only)."),
+    split: str = typer.Option("test", help="Split to evaluate (test; unseen: sources no model trained on)."),
     clips: int = typer.Option(16, help="At most this many clips (2 s or longer), spread over the split."),
     out: Path = typer.Option(Path("bench-results"), help="Output folder."),
     kbps: list[float] | None = typer.Option(None, "--kbps", help="Our codec's target rates (default: "
@@ -166,7 +166,7 @@ def bench_curve(
 @bench_app.command("classify")
 def bench_classify(
     corpora: Path = typer.Option(Path("corpora"), help="Folder holding speech16k/ and music24k/ manifests."),
-    task: list[str] = typer.Option(None, "--task", help="Task(s) to run (default: all five, listed above)."),
+    task: list[str] = typer.Option(None, "--task", help="Task(s) to run (default: all seven, listed above)."),
     model: list[str] = typer.Option(None, "--model", help="NAME=MODEL: use MODEL (a name or folder) where a task "
                                     "names NAME (e.g. speech16k=runs/speech16k/export)."),
     pooling: str = typer.Option("auto", help="VAE pooling for the test table, or auto (best on valid among the "
@@ -186,7 +186,8 @@ def bench_classify(
     embeddings vs an MFCC(+deltas) baseline, probes chosen by cross-validation; the pooling chosen on valid;
     with all labels also a probe on the learned head fine-tuned with them (--finetune).
 
-    Tasks: language, speaker, instrument-family, source-type, language-cross-source. Writes
+    Tasks: language, speaker, instrument-family, source-type, language-cross-source, and on sources no model
+    trained on: speaker-unseen (probes fitted on part of the unseen voices), source-type-unseen. Writes
     OUT/classify.{md,csv,png}, OUT/classify_pooling_valid.{md,csv} and OUT/classify_tasks.{md,csv}."""
     import time
 
@@ -214,6 +215,8 @@ def bench_generate(
     model: str = typer.Option("speech16k", "--model", help="Model name or folder (with a prior)."),
     manifest: Path = typer.Option(..., help="Corpus manifest (e.g. corpora/speech16k/manifest.jsonl)."),
     clips: int = typer.Option(100, help="Test clips (and as many generated, N(0, I) and train clips)."),
+    split: str = typer.Option("test", help="The manifest split of the real clips the Fréchet distance compares "
+                              "with (unseen: sources no model trained on; files get an _unseen suffix)."),
     per_label: int = typer.Option(10, "--per-label", help="Generated clips per label for the accuracy."),
     guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance (default: the prior's)."),
     classifier_guidance: float | None = typer.Option(
@@ -241,11 +244,11 @@ def bench_generate(
     with _bar("generating") as progress:
         report = _named(progress)
         result = bg.evaluate(gen, manifest, clips, per_label, guidance, temperature, progress=report,
-                             classifier_guidance=classifier_guidance)
+                             classifier_guidance=classifier_guidance, split=split)
         moved = [] if arithmetic is None else bg.arithmetic(gen, manifest, arithmetic, progress=report)
     name = gen.model.name
-    _, md = bench.write_table(result["fd"], out, f"generate_{name}_fd",
-                              f"{name}: Fréchet distance to {clips} test clips (lower is better)")
+    _, md = bench.write_table(result["fd"], out, f"generate_{name}_fd" + ("" if split == "test" else f"_{split}"),
+                              f"{name}: Fréchet distance to {len(result['tests'])} {split} clips (lower is better)")
     console.print(md.read_text())
     _, md = bench.write_table([result["speed"]], out, f"generate_{name}_speed", f"{name}: sampling on one CPU thread")
     console.print(md.read_text())
