@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import butter, sosfilt
 
-from audiovae import metrics
+from audiovae import audio, metrics
 from audiovae.codec import extend, stream
 from audiovae.codec.format import FormatError, Reader, Writer
 from audiovae.codec.stream import Codec, CodecError
@@ -151,6 +151,25 @@ def test_the_band_energy_tracks_the_original(sr):
     assert np.abs(out - y).max() > 0.01 and (band_db(out, sr, 0, 7000) - band_db(y, sr, 0, 7000) < 0.05).all()
 
 
+@pytest.mark.parametrize("sr", [44100, 48000])
+def test_no_notch_at_the_crossover(sr):
+    """White noise through the codec's resampler (down to the model's rate and back: soxr HQ, -3 dB at 0.95 of the
+    model's Nyquist, -39 dB at 0.983), extended: version 3 leaves no notch below the model's Nyquist, where
+    version 2's band started; every 100 Hz band from 0.9 to 1.1 of it within 3 dB of the original."""
+    x = (0.1 * np.random.default_rng(1).standard_normal((1, 3 * sr))).astype(np.float32)
+    y = audio.resample(audio.resample(x, sr, MODEL_SR), MODEL_SR, sr)
+    levels, noise = envelope(x, sr)
+    out = {}
+    for version in (2, 3):
+        ext = extend.Extender(1, sr, MODEL_SR, version)
+        ext.envelope(levels, noise)
+        out[version] = np.concatenate([ext.push(y), ext.flush()], axis=1)
+    error = {v: [float((band_db(o, sr, lo, lo + 100) - band_db(x, sr, lo, lo + 100))[0])
+                 for lo in range(7200, 8800, 100)] for v, o in out.items()}
+    assert np.abs(error[3]).max() < 3.0, error[3]
+    assert min(error[2]) < -10.0  # the notch that version 3 fills
+
+
 def test_no_tonal_artefacts_on_noise():
     """On a noise-like signal the extended band's LTAS ripple is at most 1.5 times the original's."""
     x = signal(4.0, channels=1, tonal=False)
@@ -204,6 +223,19 @@ def test_files_of_extension_version_1_decode_as_before():
     ref, ref_sr = sf.read(DATA / "extend1_music44k.flac", dtype="float32", always_2d=True)
     assert sr == ref_sr and y.shape == ref.T.shape
     np.testing.assert_allclose(y, ref.T, atol=1e-4)
+
+
+def test_files_of_extension_version_2_decode_as_before():
+    """Written by the codec at version 2 (commit f17d322: music24k, quality 8,
+    ``0.04 * signal(0.7, 44100, channels=1, seed=3)``); its decoded audio then is the float WAV next to it, equal
+    to the bit on the machine that wrote it (the tolerance is for another machine's float rounding; version 3's
+    layout moves the band by 20 Hz and changes samples by far more)."""
+    data = (DATA / "extend2_music44k.avae").read_bytes()
+    assert Reader(io.BytesIO(data)).header.codec["extend"] == 2
+    y, sr = Codec("music24k").decompress(data)
+    ref, ref_sr = sf.read(DATA / "extend2_music44k.wav", dtype="float32", always_2d=True)
+    assert sr == ref_sr and y.shape == ref.T.shape
+    np.testing.assert_allclose(y, ref.T, rtol=0, atol=1e-6)
 
 
 def test_kbps_counts_the_extension(codec):

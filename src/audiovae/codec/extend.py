@@ -14,6 +14,9 @@ Frames are those of refine.py at the original rate with ``hop`` about ``sample_r
 the envelope at points every ``span`` frames of a chunk (and at its last), the span written in the chunk, and the
 decoder interpolates the levels between them; its encoder leaves out the levels far below a channel's loudest.
 Channels after the first are coded as differences from the first: channels that agree cost almost nothing.
+Version 3 codes as version 2 but starts the band at ``EDGE`` / 1000 of the model's Nyquist frequency: the decoder's
+resampler (soxr HQ) is -3 dB at 0.95 of it and -39 dB at 0.983, so a band from the Nyquist frequency up left a notch
+there (a dark line at 11.4-12 kHz in decoded music); versions 1 and 2 keep their layout.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from scipy.signal import lfilter
 from audiovae.codec.entropy import _CATEGORICAL, RADIUS, TOTAL, _models, _queue, exact_pmf, logistic_tables
 from audiovae.codec.refine import _Frames, frame_count
 
-VERSION = 2
-VERSIONS = (1, 2)  # the versions ``decode`` reads: 1 has a point every frame
+VERSION = 3
+VERSIONS = (1, 2, 3)  # the versions ``decode`` reads: 1 has a point every frame, 3 its band lower
 FRAME_RATE = 40  # frames per second: hop = sample_rate // FRAME_RATE (25 ms), window twice that
-BANDS = 8  # bands of equal width from the model's Nyquist frequency to the top
+BANDS = 8  # bands of equal width from the crossover to the top
+EDGE = 940  # version 3: the band starts at EDGE / 1000 of the model's Nyquist (the resampler's passband edge)
 TOP_HZ = 20000  # the band ends here, or at the input's Nyquist frequency below it
 MIN_WIDTH_HZ = 1000  # a narrower band above the model's is not extended
 STEP_DB = 3.0
@@ -88,11 +92,12 @@ class _Frames32(_Frames):
 class Layout:
     """Frame hop, band edges (rfft bins of a ``2 * hop`` frame) and the source bin of every extended bin."""
 
-    def __init__(self, sample_rate: int, model_rate: int):
+    def __init__(self, sample_rate: int, model_rate: int, version: int = VERSION):
         if not possible(sample_rate, model_rate):
             raise ValueError(f"no band to extend from {model_rate} Hz to {sample_rate} Hz")
         self.hop = hop = fast_hop(sample_rate // FRAME_RATE)
-        low = -(-model_rate * hop // sample_rate)  # ceil(model Nyquist / bin width)
+        edge = EDGE if version >= 3 else 1000  # versions 1 and 2: from the model's Nyquist frequency
+        low = -(-model_rate * hop * edge // (1000 * sample_rate))  # ceil(edge * model Nyquist / bin width)
         top = min(hop, -(-2 * TOP_HZ * hop // sample_rate))
         self.edges = low + (top - low) * np.arange(BANDS + 1) // BANDS
         shift = min(top - low, low // 2) // 2 * 2  # even: frames hop by half their length
@@ -127,7 +132,7 @@ class Analyzer:
     (channels, BANDS, frames) of the frames a chunk carries."""
 
     def __init__(self, channels: int, sample_rate: int, model_rate: int, model_hop: int):
-        self.layout = Layout(sample_rate, model_rate)
+        self.layout = Layout(sample_rate, model_rate)  # the encoder writes VERSION
         self.rates, self.model_hop = (model_rate, sample_rate), model_hop
         self.x = _Frames32(channels, self.layout.hop)
         self.received = 0
@@ -172,8 +177,8 @@ class Extender:
     come -> the audio with its band filled, ``hop`` samples behind; ``flush`` returns the rest. A frame that
     no chunk carries gets no band."""
 
-    def __init__(self, channels: int, sample_rate: int, model_rate: int):
-        self.layout = lay = Layout(sample_rate, model_rate)
+    def __init__(self, channels: int, sample_rate: int, model_rate: int, version: int = VERSION):
+        self.layout = lay = Layout(sample_rate, model_rate, version)
         self.y = _Frames32(channels, lay.hop)
         self.levels = np.zeros((channels, BANDS, 0), np.int32)  # from frame ``first_envelope`` on
         self.noise = np.zeros((channels, BANDS, 0), np.int32)
@@ -247,7 +252,7 @@ class Extender:
 
 
 def encode(levels: np.ndarray, noise: np.ndarray) -> bytes:
-    """Levels and noise flags (channels, BANDS, frames) -> bytes of version 2 (docs/format.md, "Bandwidth
+    """Levels and noise flags (channels, BANDS, frames) -> bytes of versions 2 and 3 (docs/format.md, "Bandwidth
     extension"): a channel's levels ``FLOOR`` steps or more below its loudest in the chunk are left out (0, no flag),
     and the levels and flags of every ``SPAN``-th frame and the last are coded."""
     n = levels.shape[-1]

@@ -257,7 +257,7 @@ class Codec:
         limit, length = (h.codec.get("samples", 0), h.original_length) if known else (None, None)
         joiner = joint.Joiner(h.channels, h.original_sample_rate, h.sample_rate, self.model.hop_length) \
             if "layout" in h.codec else None
-        extender = extend_layer.Extender(h.channels, h.original_sample_rate, h.sample_rate) \
+        extender = extend_layer.Extender(h.channels, h.original_sample_rate, h.sample_rate, h.codec["extend"]) \
             if "extend" in h.codec else None
         chunks = self._decode_chunks(reader, h, extender, joiner)
         if extender is None:
