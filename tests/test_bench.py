@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from scipy.signal import butter, sosfilt
 
 from audiovae import bench
 from audiovae.config import ModelConfig
@@ -90,6 +91,23 @@ def test_fullband_benchmark_compares_with_and_without_extension(tmp_path):
     assert bench.summarize_codec(rows)[0]["ext_kbps"] == rows[0]["ext_kbps"] and figure.stat().st_size > 1000
     with pytest.raises(AudioVAEError, match="no audio files"):
         bench.fullband_benchmark(codec, tmp_path / "m")
+
+def test_band_error_ignores_what_is_quiet_in_the_original():
+    """A band 60 dB below the loudest (a speech clip's empty top band) and a pause are not compared: leaving them
+    silent costs nothing, while a loud band's level error counts in full."""
+    sr, rng = 48000, np.random.default_rng(0)
+    n = 2 * sr
+
+    def band(lo, hi, gain):
+        return gain * sosfilt(butter(8, [lo, hi], "bandpass", fs=sr, output="sos"), rng.standard_normal(n))
+
+    loud = band(8200, 8800, 1.0)
+    loud[sr : sr + sr // 4] *= 1e-4  # a pause, 80 dB down
+    ref = loud + band(12200, 12800, 1e-3)  # 60 dB down
+    assert bench.band_error_db(ref, loud, sr, 8000, 13000) < 0.5  # the quiet band and the pause left silent
+    assert bench.band_error_db(ref, loud * 10 ** (-6 / 20), sr, 8000, 13000) == pytest.approx(6.0, abs=0.5)
+    assert math.isnan(bench.band_error_db(ref, loud, sr, 8005, 8010))
+
 
 def test_codec_conditions_and_targets_cover_12_kbps():
     for cfg in (TINY, ModelConfig(sample_rate=24000, hop_length=480, enc_n_fft=960, n_fft=960)):

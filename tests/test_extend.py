@@ -229,7 +229,7 @@ def test_files_of_extension_version_2_decode_as_before():
     """Written by the codec at version 2 (commit f17d322: music24k, quality 8,
     ``0.04 * signal(0.7, 44100, channels=1, seed=3)``); its decoded audio then is the float WAV next to it, equal
     to the bit on the machine that wrote it (the tolerance is for another machine's float rounding; version 3's
-    layout moves the band by 20 Hz and changes samples by far more)."""
+    layout starts the band 0.06 of the Nyquist frequency lower and changes samples by far more)."""
     data = (DATA / "extend2_music44k.avae").read_bytes()
     assert Reader(io.BytesIO(data)).header.codec["extend"] == 2
     y, sr = Codec("music24k").decompress(data)

@@ -3,8 +3,10 @@
 against real clips). The names of ``measure`` and ``codec`` are here too."""
 
 from audiovae.bench.codec import (
+    BAND_FLOOR_DB,
     CODEC_TARGETS,
     OURS_KBPS,
+    band_error_db,
     codec_benchmark,
     codec_conditions,
     codec_targets,
@@ -26,7 +28,8 @@ from audiovae.bench.measure import (
 )
 
 __all__ = [
-    "CODEC_TARGETS", "OURS_KBPS", "codec_benchmark", "codec_conditions", "codec_speed", "codec_targets", "demo_speech",
+    "BAND_FLOOR_DB", "CODEC_TARGETS", "OURS_KBPS", "band_error_db", "codec_benchmark", "codec_conditions",
+    "codec_speed", "codec_targets", "demo_speech",
     "fullband_benchmark", "memory", "plot_rate_quality", "quality", "run_measured", "speed", "summarize",
     "summarize_codec",
     "training_curve", "training_throughput", "write_table",

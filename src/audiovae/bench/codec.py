@@ -169,21 +169,26 @@ def bandwidth(x: np.ndarray, sr: int, floor_db: float = 60.0) -> float:
     return float(f[np.flatnonzero(db > np.median(db[(f > 1000) & (f < 4000)]) - floor_db)[-1]])
 
 
+BAND_FLOOR_DB = 48.0  # band_error_db: cells of the original this far below its loudest are not compared
+
+
 def band_error_db(ref: np.ndarray, est: np.ndarray, sr: int, lo: float, hi: float) -> float:
-    """Mean over 25 ms frames and 1 kHz bands in ``lo .. hi`` of |dB(est) - dB(ref)| (frames within 50 dB of
-    the loudest only)."""
+    """Mean over 1 kHz bands in ``lo .. hi`` of the mean over 25 ms frames of |dB(est) - dB(ref)|, comparing only
+    the (frame, band) cells whose level in the original is within ``BAND_FLOOR_DB`` of the original's loudest cell
+    in ``lo .. hi``: a band or a frame that is empty or quiet in the original (a speech clip's top bands, its pauses)
+    is not read as a large error when the codec leaves it silent (the extension drops levels 48 dB below the
+    loudest, too). Bands with no such cell are left out; NaN if none is left."""
     hop = sr // 40
     frames = [np.lib.stride_tricks.sliding_window_view(s, 2 * hop)[::hop] for s in (ref, est)]
     spectra = [np.abs(np.fft.rfft(s * np.hanning(2 * hop), axis=-1)) ** 2 for s in frames]
     f = np.fft.rfftfreq(2 * hop, 1 / sr)
-    out = []
-    for b in np.arange(lo, hi, 1000.0):
-        sel = (f >= b) & (f < min(hi, b + 1000))
-        if not sel.any():  # a last band narrower than a bin
-            continue
-        e = [10 * np.log10(s[:, sel].mean(-1) + 1e-12) for s in spectra]
-        loud = e[0] > e[0].max() - 50
-        out.append(np.abs(e[1] - e[0])[loud].mean())
+    bands = [sel for b in np.arange(lo, hi, 1000.0) if (sel := (f >= b) & (f < min(hi, b + 1000))).any()]
+    if not bands:  # narrower than a bin
+        return math.nan
+    e = [np.stack([10 * np.log10(s[:, sel].mean(-1) + 1e-12) for sel in bands], axis=-1) for s in spectra]
+    loud = e[0] > e[0].max() - BAND_FLOOR_DB  # (frames, bands)
+    error = np.abs(e[1] - e[0])
+    out = [error[loud[:, b], b].mean() for b in range(len(bands)) if loud[:, b].any()]
     return float(np.mean(out))
 
 

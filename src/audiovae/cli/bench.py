@@ -147,7 +147,8 @@ def _bench_fullband(codec, folder: Path, clips: int, seconds: float, kbps: list[
     _, md = bench.write_table(bench.summarize_codec(rows), out, f"codec_{name}_fullband",
                               f"{name} vs classic codecs on {len(rows) and len({r['clip'] for r in rows})} "
                               f"full-band clips ({folder}; mono; band metrics from {codec.model.sample_rate // 2} Hz "
-                              "to each original's real bandwidth, at most 20 kHz)")
+                              "to each original's real bandwidth, at most 20 kHz; band_error_db over the "
+                              f"(25 ms, 1 kHz) cells within {bench.BAND_FLOOR_DB:g} dB of the original's loudest)")
     console.print(md.read_text())
     console.print(f"spectrograms: {figure}")
 
