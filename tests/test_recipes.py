@@ -17,7 +17,7 @@ ROOT = Path(__file__).parents[1]
 RECIPES = sorted([*(ROOT / "recipes").glob("*/*.yaml"), *(ROOT / "experiments").glob("*/*/*.yaml")])
 # these take their model from --init
 FROM_INIT = ("gan.yaml", "gan-gpu.yaml", "finetune-codec.yaml", "finetune-rd.yaml", "finetune-deeper.yaml",
-             "finetune-logmag.yaml", "finetune-hq.yaml")
+             "finetune-logmag.yaml", "finetune-hq.yaml", "finetune-noise.yaml", "finetune-augment.yaml")
 TRAIN_CONFIGS = [p for p in RECIPES if p.name in ("train.yaml", "train-gpu.yaml", *FROM_INIT)]
 
 
@@ -29,7 +29,8 @@ def test_every_shipped_model_has_a_training_config():
 def test_config_runs_one_tiny_step(path):
     cfg = load_train_config(path)
     if path.name in FROM_INIT:
-        cfg = replace(cfg, model=load_train_config(ROOT / "recipes" / path.parent.name / "train.yaml").model)
+        base = load_train_config(ROOT / "recipes" / path.parent.name / "train.yaml").model
+        cfg = replace(cfg, model=replace(base, noise_bands=cfg.model.noise_bands))  # what --init keeps of it
     assert cfg.data.sample_rate == cfg.model.sample_rate
     model_cfg = replace(cfg.model, enc_channels=8, enc_blocks=1, dec_channels=8, dec_blocks=1 + cfg.grow_decoder)
     torch.manual_seed(0)
