@@ -15,6 +15,7 @@ from audiovae.codec import extend, stream
 from audiovae.codec.format import FormatError, Reader, Writer
 from audiovae.codec.stream import Codec, CodecError
 from audiovae.errors import AudioVAEError
+from audiovae.resources import resource
 from tests import test_codec
 
 SR, MODEL_SR, HOP = 48000, 16000, 320
@@ -168,6 +169,29 @@ def test_no_notch_at_the_crossover(sr):
                  for lo in range(7200, 8800, 100)] for v, o in out.items()}
     assert np.abs(error[3]).max() < 3.0, error[3]
     assert min(error[2]) < -10.0  # the notch that version 3 fills
+
+
+def test_the_span_follows_the_content_causally(codec):
+    """Speech (the shipped demo clips) takes SPEECH_SPAN, music (a melody) SPAN; a chunk's choice reads no audio
+    after it; the codec writes each chunk's span."""
+    from tests.test_content import melody
+
+    speech = audio.load(resource("assets", "demo") / "speech16k_fillets-nl.flac", sample_rate=SR, mono=True)[0]
+    music = audio.resample(melody(seconds=4.0), 44100, SR)
+    spans = []
+    for first, then in ((speech, music), (music, speech)):
+        analyzer = extend.Analyzer(1, SR, MODEL_SR, HOP)
+        analyzer.push(np.concatenate([first, then, then], axis=1))
+        analyzer.take(first.shape[1] * MODEL_SR // SR // HOP, last=False)  # the latent frames of ``first``
+        spans.append(analyzer.span)
+    assert spans == [extend.SPEECH_SPAN, extend.SPAN]
+    for x, span in ((speech, extend.SPEECH_SPAN), (music, extend.SPAN)):
+        data = codec.compress(x, SR, quality=5)
+        h = Reader(io.BytesIO(data)).header
+        layers = h.channels * (2 if "refine" in h.codec else 1) + ("layout" in h.codec)
+        assert {stream._last_field(c.payload, layers)[1][2] for c in Reader(io.BytesIO(data))} == {span}
+    with pytest.raises(ValueError, match="span 3"):
+        extend.encode(*envelope(speech), span=3)
 
 
 def test_no_tonal_artefacts_on_noise():

@@ -507,7 +507,8 @@ class _Chunker:
             levels = self.masks.extension(*self.extend.take(self.taken, last), self.envelope_frames,
                                           self.extend.layout.hop, *self.rates)
             self.envelope_frames += levels[0].shape[-1]
-            envelope = extend_layer.encode(*(joint.cut(a, levels[0]) for a in levels) if last else levels)
+            envelope = extend_layer.encode(*(joint.cut(a, levels[0]) for a in levels) if last else levels,
+                                           span=self.extend.span)
         if self.samples is not None:
             x, self.samples = self.samples[:, : frames * self.hop], self.samples[:, frames * self.hop :]
         return means, x, envelope, plan
