@@ -185,6 +185,12 @@ def test_the_span_follows_the_content_causally(codec):
         analyzer.take(first.shape[1] * MODEL_SR // SR // HOP, last=False)  # the latent frames of ``first``
         spans.append(analyzer.span)
     assert spans == [extend.SPEECH_SPAN, extend.SPAN]
+    analyzer = extend.Analyzer(1, SR, MODEL_SR, HOP)  # the check reruns once the input is CONTENT_SECONDS further
+    analyzer.push(np.concatenate([speech] + [music] * 4, axis=1))
+    for end in (speech.shape[1], speech.shape[1] + music.shape[1], speech.shape[1] + 4 * music.shape[1]):
+        analyzer.take(end * MODEL_SR // SR // HOP, last=False)
+        spans.append(analyzer.span)
+    assert spans[2:] == [extend.SPEECH_SPAN, extend.SPEECH_SPAN, extend.SPAN]
     for x, span in ((speech, extend.SPEECH_SPAN), (music, extend.SPAN)):
         data = codec.compress(x, SR, quality=5)
         h = Reader(io.BytesIO(data)).header

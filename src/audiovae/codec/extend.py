@@ -145,6 +145,7 @@ class Analyzer:
         self.last = np.full((channels, BANDS), -LEVELS)  # the previous frame's levels
         self.mono, self.mono_start = np.zeros(0, np.float32), 0  # the mixdown from input sample ``mono_start`` on
         self.span = SPAN  # the last chunk's: SPEECH_SPAN where it sounds like speech
+        self.checked = None  # the input sample at which the last content check ended
 
     def push(self, block: np.ndarray) -> None:
         self.x.push(np.asarray(block, np.float64))
@@ -166,13 +167,18 @@ class Analyzer:
 
     def choose_span(self, end: int) -> int:
         """The span of a chunk whose input ends at sample ``end``, from the last ``CONTENT_SECONDS`` before it
-        (causal: nothing after the chunk): ``SPEECH_SPAN`` where content.py calls it speech, else ``SPAN``."""
-        sr = self.rates[1]
-        start = max(0, end - round(CONTENT_SECONDS * sr))
+        (causal: nothing after the chunk): ``SPEECH_SPAN`` where content.py calls it speech, else ``SPAN``. The
+        check runs again only once the input has moved ``CONTENT_SECONDS`` past the last one, so that it reads
+        each sample once; the chunks in between keep its span."""
+        sr, size = self.rates[1], round(CONTENT_SECONDS * self.rates[1])
+        if self.checked is not None and end - self.checked < size:
+            return self.span
+        start = max(0, end - size)
         window = self.mono[start - self.mono_start : end - self.mono_start]
-        self.mono, self.mono_start = self.mono[start - self.mono_start :], start  # the next chunk ends later
         if len(window) < MIN_CONTENT_SECONDS * sr:
+            self.mono, self.mono_start = self.mono[start - self.mono_start :], start
             return SPAN
+        self.mono, self.mono_start, self.checked = self.mono[end - self.mono_start :], end, end  # next: from here
         return SPAN if music_probability(window[None], sr) >= MUSIC_FROM else SPEECH_SPAN
 
     def _measure(self, n: int) -> tuple[np.ndarray, np.ndarray]:
