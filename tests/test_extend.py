@@ -246,7 +246,8 @@ def test_extension_off_gives_the_output_of_a_file_without_it(codec):
 
 def test_files_of_extension_version_1_decode_as_before():
     """Written by the codec before version 2 (commit 03ea08f: music24k, quality 8, ``0.04 * signal(0.7, 44100,
-    channels=1, seed=3)``); its decoded audio then is the FLAC next to it (16-bit)."""
+    channels=1, seed=3)``); the FLAC next to it (16-bit) is its audio decoded by the shipped decoder (written again
+    when the comb-free music24k decoder shipped, which lists the earlier weights in ``decodes_sha256``)."""
     data = (DATA / "extend1_music44k.avae").read_bytes()
     assert Reader(io.BytesIO(data)).header.codec["extend"] == 1
     y, sr = Codec("music24k").decompress(data)
@@ -257,9 +258,10 @@ def test_files_of_extension_version_1_decode_as_before():
 
 def test_files_of_extension_version_2_decode_as_before():
     """Written by the codec at version 2 (commit f17d322: music24k, quality 8,
-    ``0.04 * signal(0.7, 44100, channels=1, seed=3)``); its decoded audio then is the float WAV next to it, equal
-    to the bit on the machine that wrote it (the tolerance is for another machine's float rounding; version 3's
-    layout starts the band 0.06 of the Nyquist frequency lower and changes samples by far more)."""
+    ``0.04 * signal(0.7, 44100, channels=1, seed=3)``); the float WAV next to it is its audio decoded by the shipped
+    decoder (as for version 1), equal to the bit on the machine that wrote it (the tolerance is for another
+    machine's float rounding; version 3's layout starts the band 0.06 of the Nyquist frequency lower and changes
+    samples by far more)."""
     data = (DATA / "extend2_music44k.avae").read_bytes()
     assert Reader(io.BytesIO(data)).header.codec["extend"] == 2
     y, sr = Codec("music24k").decompress(data)
