@@ -40,6 +40,6 @@ if hasattr(extend, "SPEECH_SPAN"):
     a.push(s[:, : 10 * 44100])
     t0 = time.perf_counter()
     for _ in range(20):
-        a.mono_start, a.mono, a.checked = 0, s[0, : 10 * 44100], None
+        a.mono_start, a.mono, a.checked = 0, [s[0, : 10 * 44100]], None
         a.choose_span(10 * 44100)
     print(f"the span's content check: {(time.perf_counter() - t0) / 20 * 1000:.1f} ms per check (10 s window)")

@@ -143,13 +143,13 @@ class Analyzer:
         self.x = _Frames32(channels, self.layout.hop)
         self.received = 0
         self.last = np.full((channels, BANDS), -LEVELS)  # the previous frame's levels
-        self.mono, self.mono_start = np.zeros(0, np.float32), 0  # the mixdown from input sample ``mono_start`` on
+        self.mono, self.mono_start = [], 0  # blocks of the mixdown from input sample ``mono_start`` on
         self.span = SPAN  # the last chunk's: SPEECH_SPAN where it sounds like speech
         self.checked = None  # the input sample at which the last content check ended
 
     def push(self, block: np.ndarray) -> None:
         self.x.push(np.asarray(block, np.float64))
-        self.mono = np.concatenate([self.mono, np.asarray(block, np.float32).mean(0)])
+        self.mono.append(np.asarray(block, np.float32).mean(0))  # joined only when the check reads it
         self.received += block.shape[1]
 
     def take(self, model_frames: int, last: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -174,11 +174,12 @@ class Analyzer:
         if self.checked is not None and end - self.checked < size:
             return self.span
         start = max(0, end - size)
-        window = self.mono[start - self.mono_start : end - self.mono_start]
+        mono = np.concatenate(self.mono) if self.mono else np.zeros(0, np.float32)
+        window = mono[start - self.mono_start : end - self.mono_start]
         if len(window) < MIN_CONTENT_SECONDS * sr:
-            self.mono, self.mono_start = self.mono[start - self.mono_start :], start
+            self.mono, self.mono_start = [mono[start - self.mono_start :]], start
             return SPAN
-        self.mono, self.mono_start, self.checked = self.mono[end - self.mono_start :], end, end  # next: from here
+        self.mono, self.mono_start, self.checked = [mono[end - self.mono_start :]], end, end  # next: from here
         return SPAN if music_probability(window[None], sr) >= MUSIC_FROM else SPEECH_SPAN
 
     def _measure(self, n: int) -> tuple[np.ndarray, np.ndarray]:
