@@ -65,6 +65,7 @@ _FLAG_COST = np.log2(TOTAL / np.array([[TOTAL - (TOTAL >> (k + 1)), TOTAL >> (k 
 _UNIFORM = _models.Uniform(LEVELS)
 _BAND = struct.Struct("<bB")  # a band's residual center and table index
 _SPAN = struct.Struct("<HB")  # version 2: the chunk's frames and span
+_SMOOTH = np.array([1 - DECAY, 1, -DECAY], np.float32)  # the whitening's running mean: b, then a
 _PHASES = np.exp(2j * np.pi * np.arange(256) / 256).astype(np.complex64)  # the noise's phases
 
 
@@ -86,11 +87,18 @@ def fast_hop(hop: int) -> int:
 
 
 class _Frames32(_Frames):
-    """refine.py's frames, transformed in single precision."""
+    """refine.py's frames, held and transformed in single precision."""
+
+    def __init__(self, channels: int, hop: int):
+        super().__init__(channels, hop)
+        self.buf, self.window = self.buf.astype(np.float32), self.window.astype(np.float32)
+
+    def push(self, block: np.ndarray) -> None:
+        super().push(np.asarray(block, np.float32))
 
     def take(self, n: int) -> np.ndarray:
         frames = np.lib.stride_tricks.sliding_window_view(self.buf[:, : (n + 1) * self.hop], 2 * self.hop, axis=-1)
-        spectra = scipy.fft.rfft((frames[:, :: self.hop] * self.window).astype(np.float32), axis=-1)
+        spectra = scipy.fft.rfft(frames[:, :: self.hop] * self.window, axis=-1)
         self.buf, self.next = self.buf[:, n * self.hop :], self.next + n
         return spectra
 
@@ -148,7 +156,7 @@ class Analyzer:
         self.checked = None  # the input sample at which the last content check ended
 
     def push(self, block: np.ndarray) -> None:
-        self.x.push(np.asarray(block, np.float64))
+        self.x.push(block)
         self.mono.append(np.asarray(block, np.float32).mean(0))  # joined only when the check reads it
         self.received += block.shape[1]
 
@@ -184,14 +192,15 @@ class Analyzer:
 
     def _measure(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         lay = self.layout
-        power = np.abs(self.x.take(n)) ** 2  # (channels, n, bins)
+        spectra = self.x.take(n)
+        power = spectra.real**2 + spectra.imag**2  # (channels, n, bins)
         band = power[..., lay.edges[0] : lay.edges[-1]]
         energy = _band_sum(band, lay.band) / np.diff(lay.edges)
         steps = np.clip(10 * np.log10(energy / lay.hop + 1e-30) / STEP_DB + ZERO, 0, LEVELS - 1)
         levels = np.empty(steps.shape, np.int32)
-        for t in range(n):  # hysteresis: a level moves only when off by HOLD steps (fewer bits on steady bands)
-            self.last = np.where(np.abs(steps[:, t] - self.last) < HOLD, self.last, np.rint(steps[:, t]))
-            levels[:, t] = self.last
+        for c, b in np.ndindex(self.last.shape):  # in plain Python: a few operations per frame
+            if held := _hold(self.last[c, b], steps[c, :, b].tolist()):
+                levels[c, :, b], self.last[c, b] = held, held[-1]
         noise = _flatness(band, lay.band) > _flatness(power[..., lay.source], lay.band) + NOISE_MARGIN
         levels = levels.transpose(0, 2, 1)
         if n:  # stereo: a channel within a step of channel 0 plus its mean offset takes that (almost no bits)
@@ -200,6 +209,17 @@ class Analyzer:
             near = (np.abs(levels[1:] - follow) <= SNAP) & (levels[1:] > 0) & (follow > 0)
             levels[1:] = np.where(near, follow, levels[1:])
         return levels, noise.transpose(0, 2, 1).astype(np.int32)
+
+
+def _hold(level: float, steps: list[float]) -> list[float]:
+    """Hysteresis: the level moves to a frame's rounded step only when it is off by ``HOLD`` or more (fewer bits
+    on steady bands)."""
+    out = []
+    for step in steps:
+        if abs(step - level) >= HOLD:
+            level = round(step)
+        out.append(level)
+    return out
 
 
 class Extender:
@@ -215,7 +235,7 @@ class Extender:
         self.first_envelope = 0
         self.raw = np.zeros((channels, 0), np.float32)  # decoded samples not yet returned
         self.tail = np.zeros((channels, lay.hop))  # the last frame's second half
-        self.mean = np.zeros((channels, len(lay.source_bins)))  # the source bins' running mean power
+        self.mean = np.zeros((channels, len(lay.source_bins)), np.float32)  # the source bins' running mean power
         self.rng = np.random.Generator(np.random.PCG64(0))  # noise, drawn frame by frame in order
         self.samples = 0
 
@@ -257,19 +277,21 @@ class Extender:
         spectra = self.y.take(n)  # (channels, n, bins)
         levels, noise = self._envelope(first, n)
         patch = spectra[..., lay.source_bins]
-        power = np.abs(patch) ** 2
+        power = patch.real**2 + patch.imag**2
         # long-term whitening: stationary notches and lines of the decoded band are not copied upwards
-        mean, self.mean = lfilter([1 - DECAY], [1, -DECAY], power, axis=1, zi=self.mean[:, None])
+        mean, self.mean = lfilter(_SMOOTH[:1], _SMOOTH[1:], power, axis=1, zi=self.mean[:, None])
         self.mean = self.mean[:, 0]
         t = first + np.arange(1, n + 1)
-        white = patch[..., lay.take] / np.sqrt(mean / (1 - DECAY ** t)[:, None] + 1e-30)[..., lay.take]
-        wpow = _band_sum(np.abs(white) ** 2, lay.band) / np.diff(lay.edges)
+        white = patch[..., lay.take] / np.sqrt(mean / (1 - DECAY ** t).astype(np.float32)[:, None]
+                                               + np.float32(1e-30))[..., lay.take]
+        wpow = _band_sum(white.real**2 + white.imag**2, lay.band) / np.diff(lay.edges)
         target = np.where(levels > 0, 10.0 ** ((levels - ZERO) * STEP_DB / 10) * hop, 0.0).transpose(0, 2, 1)
         use_noise = (noise.transpose(0, 2, 1) > 0) | (wpow < 1e-12)  # (channels, n, BANDS)
         mix = np.where(use_noise, 1.0, MIX)
         phases = _PHASES[self.rng.integers(0, len(_PHASES), (n, *white.shape[::2]))].transpose(1, 0, 2)  # by frame
-        fill = white * np.sqrt((1 - mix) * target / (wpow + 1e-30))[..., lay.band] \
-            + phases * np.sqrt(2 * mix * target)[..., lay.band]  # random phases: half a frame's power
+        gain = np.sqrt((1 - mix) * target / (wpow + 1e-30)).astype(np.float32)
+        noise_gain = np.sqrt(2 * mix * target).astype(np.float32)
+        fill = white * gain[..., lay.band] + phases * noise_gain[..., lay.band]  # random phases: half a frame's power
         full = np.zeros_like(spectra)
         full[..., lay.edges[0] : lay.edges[-1]] = fill
         frames = scipy.fft.irfft(full, n=2 * hop, axis=-1) * self.y.window

@@ -142,10 +142,12 @@ class Planner:
 
     def _stats(self, x: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The frames that samples ``first ..`` of ``x`` (signals, n) fall in, and their peaks and energies there."""
-        t = frame_of(np.arange(first, first + x.shape[1], dtype=np.int64), *self.frame)
-        starts = np.flatnonzero(np.diff(t, prepend=-1))
-        x = x.astype(np.float64)
-        return t[starts], np.maximum.reduceat(np.abs(x), starts, axis=1), np.add.reduceat(x * x, starts, axis=1)
+        rate, model_rate, hop = self.frame
+        last = frame_of(first + x.shape[1] - 1, *self.frame) if x.shape[1] else -1
+        frames = np.arange(frame_of(first, *self.frame), last + 1)
+        starts = np.maximum(-(-frames * hop * rate // model_rate) - first, 0)  # each frame's first sample in x
+        return frames, np.maximum.reduceat(np.abs(x), starts, axis=1), \
+            np.add.reduceat(np.square(x, dtype=np.float64), starts, axis=1)
 
     def _measure(self, x: np.ndarray) -> None:
         """Add the peaks and energies of the coded signals ``x`` (signals, n) to their frames'."""
@@ -249,15 +251,17 @@ class Joiner:
         if n == 0 or self.modes.size == 0:
             self.done += n
             return y
-        t = frame_of(np.arange(self.done, self.done + n, dtype=np.int64), *self.frame) - self.first
-        known = t < self.modes.size
-        t = np.minimum(t, self.modes.size - 1)
-        y = np.where(self.masks[:, t] & known, np.float32(0), y)
-        ms = self.modes[t] == MS
-        if ms.any():
-            mid, side = y[0, ms], y[1, ms] + self.alphas[t[ms]] * y[0, ms]  # alpha 0: the side as decoded
-            y[:, ms] = np.stack([mid + side, mid - side])
-        drop = min(int(t[-1]), self.modes.size - 1)
+        lo, hi = (frame_of(i, *self.frame) - self.first for i in (self.done, self.done + n - 1))
+        if hi >= self.modes.size or self.masks[:, lo : hi + 1].any() or (self.modes[lo : hi + 1] == MS).any():
+            t = frame_of(np.arange(self.done, self.done + n, dtype=np.int64), *self.frame) - self.first
+            known = t < self.modes.size
+            t = np.minimum(t, self.modes.size - 1)
+            y = np.where(self.masks[:, t] & known, np.float32(0), y)
+            ms = self.modes[t] == MS
+            if ms.any():
+                mid, side = y[0, ms], y[1, ms] + self.alphas[t[ms]] * y[0, ms]  # alpha 0: the side as decoded
+                y[:, ms] = np.stack([mid + side, mid - side])
+        drop = min(hi, self.modes.size - 1)
         self.modes, self.alphas, self.masks = self.modes[drop:], self.alphas[drop:], self.masks[:, drop:]
         self.first += drop
         self.done += n
