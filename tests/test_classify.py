@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -150,24 +151,40 @@ def test_fit_save_load_predict_eval_round_trip(model_dir, tones, tmp_path):
     in_memory, _ = classify.fit(x, [it.label for it in items], {"features": "vae"})
     assert np.allclose(in_memory.predict_proba(x), loaded.predict_proba(x))
 
-    r = cli("classify", "predict", out, tones)  # the model is the one recorded in the classifier
+    r = cli("classify", "predict", out, tones, "--model", model_dir)
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert [row["label"] for row in rows] == in_memory.predict(x)
     assert all(0.0 < float(row["probability"]) <= 1.0 for row in rows)
     json_out = tmp_path / "pred.json"
-    assert cli("classify", "predict", out, tones / "low", "--out", json_out).exit_code == 0
+    assert cli("classify", "predict", out, tones / "low", "--out", json_out, "--model", model_dir).exit_code == 0
     assert json_out.read_text().count('"label"') == 6
-
+    assert loaded.meta["model"] is None  # a folder's path is not recorded: no paths in a classifier
     png = tmp_path / "cm.png"
-    r = cli("classify", "eval", out, "--data", tones, "--plot", png)
+    r = cli("classify", "eval", out, "--data", tones, "--plot", png, "--model", model_dir)
     assert r.exit_code == 0, r.output
     assert "accuracy" in r.output and "macro-F1" in r.output and png.stat().st_size > 0
 
 
-def test_mfcc_classifier_on_a_manifest_separates_tones(tones, tmp_path):
-    import json
+def test_classifier_never_opens_a_path_it_names(model_dir, tones, tmp_path, monkeypatch):
+    """A classifier file is user input: the model it names is a shipped name or nothing, never a folder."""
+    from audiovae import registry
 
+    out = tmp_path / "clf"
+    assert cli("classify", "fit", "--data", tones, "--label", "parent-dir", "--model", model_dir,
+               "--out", out).exit_code == 0
+    meta = json.loads((out / "classifier.json").read_text())
+    opened = []
+    monkeypatch.setattr(registry, "_resolve", lambda p: opened.append(p) or registry.PRETRAINED_DIR / "none.json")
+    for named in (None, str(model_dir), "../" + Path(model_dir).name):
+        (out / "classifier.json").write_text(json.dumps(meta | {"model": named}))
+        for args in (("predict", out, tones), ("eval", out, tones)):
+            assert_error(cli("classify", *args), "clf: classifier was fitted on a model folder (model 'tiny'",
+                         "not a shipped model: give that folder with --model FOLDER")
+    assert not opened
+
+
+def test_mfcc_classifier_on_a_manifest_separates_tones(tones, tmp_path):
     manifest = tmp_path / "manifest.jsonl"
     lines = []
     for f in sorted(tones.rglob("*.wav")):
@@ -295,7 +312,8 @@ def test_bad_inputs_give_one_line_errors(model_dir, tones, tmp_path):
 
     short = tmp_path / "short.wav"
     sf.write(short, np.zeros(50, np.float32), SR)
-    assert_error(cli("classify", "predict", clf, short), "short.wav: shorter than one latent frame")
+    assert_error(cli("classify", "predict", clf, short, "--model", model_dir),
+                 "short.wav: shorter than one latent frame")
     assert_error(cli("embed", empty, "--model", model_dir, "--out", tmp_path / "e.npz"), "no audio files")
 
 
@@ -331,7 +349,7 @@ def test_pooling_and_estimator_are_saved_and_used(model_dir, tones, tmp_path):
     assert clf.pooling == "quantiles" and clf.dim == 5 * 4 and clf.meta["estimator"] == "LogisticRegression"
     assert clf.meta["train_clips"] == 10
     assert (out / "classifier.npz").stat().st_size < 10_000
-    r = cli("classify", "predict", out, tones / "high")
+    r = cli("classify", "predict", out, tones / "high", "--model", model_dir)
     assert r.exit_code == 0, r.output
     m = load(model_dir)
     x, _, _ = classify.embed_items(classify.labelled_items(tones, "parent-dir"), "vae", m, pooling="quantiles")
@@ -347,8 +365,8 @@ def test_pooling_and_estimator_are_saved_and_used(model_dir, tones, tmp_path):
                  "unknown pooling 'best'")
     clf.meta["pooling"] = "mean-std"  # a classifier whose pooling gives another dimension than it was fitted on
     clf.save(tmp_path / "edited")
-    assert_error(cli("classify", "predict", tmp_path / "edited", tones), "expects 20-dim embeddings",
-                 "gives 8 (mean-std pooling)")
+    assert_error(cli("classify", "predict", tmp_path / "edited", tones, "--model", model_dir),
+                 "expects 20-dim embeddings", "gives 8 (mean-std pooling)")
 
 
 def test_silent_file_is_classified_like_any_other(model_dir, tones, tmp_path):
@@ -358,7 +376,7 @@ def test_silent_file_is_classified_like_any_other(model_dir, tones, tmp_path):
                "--out", out).exit_code == 0
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(SR, np.float32), SR)
-    r = cli("classify", "predict", out, silent)
+    r = cli("classify", "predict", out, silent, "--model", model_dir)
     assert r.exit_code == 0, r.output
     (row,) = csv.DictReader(io.StringIO(r.stdout))
     assert row["label"] in ("low", "high") and 0.0 < float(row["probability"]) <= 1.0
@@ -366,7 +384,6 @@ def test_silent_file_is_classified_like_any_other(model_dir, tones, tmp_path):
 
 def tiny_corpus(root: Path) -> Path:
     """corpora/speech16k/manifest.jsonl with two Fish Fillets speakers: 20 train, 3 valid, 3 test clips each."""
-    import json
 
     d = root / "speech16k"
     (d / "audio").mkdir(parents=True)
@@ -422,7 +439,6 @@ def test_floors_and_wide_table():
 
 
 def test_unseen_tasks_test_on_the_unseen_split_and_within_tasks_split_by_file(tmp_path):
-    import json
     from dataclasses import replace
 
     corpora = tiny_corpus(tmp_path / "corpora")

@@ -64,12 +64,12 @@ def test_predict_and_eval_use_the_classifiers_own_pooling(tmp_path, headed, tone
     assert r.exit_code == 0, r.output
     clf = classify.Classifier.load(out)
     assert clf.pooling == "mean-std" and clf.dim == 8  # the model's default (learned) gives 6 dims
-    r = cli("classify", "predict", out, tones / "high")
+    r = cli("classify", "predict", out, "--model", headed, tones / "high")
     assert r.exit_code == 0, r.output
     assert r.stdout.count("\n") == 5  # a header and 4 rows
     x = clf.embed(load(headed), tone(2000.0), SR)
     np.testing.assert_array_equal(x, classify.embed(load(headed), tone(2000.0), SR, pooling="mean-std"))
-    r = cli("classify", "eval", out, tones)
+    r = cli("classify", "eval", out, "--model", headed, tones)
     assert r.exit_code == 0, r.output
     assert f"{tones.name}: 10 clips (0 skipped), accuracy 1.000" in r.output
 
@@ -82,7 +82,7 @@ def test_eval_on_a_folder_reports_recall_confusions_and_unknown_labels(tmp_path,
     assert cli("classify", "fit", "--data", lowhigh, "--label", "parent-dir", "--model", headed, "--pooling",
                "mean-std", "--out", out).exit_code == 0
 
-    r = cli("classify", "eval", out, tones, "--label", "parent-dir")
+    r = cli("classify", "eval", out, "--model", headed, tones, "--label", "parent-dir")
     assert r.exit_code == 0, r.output
     lines = [line for line in r.output.splitlines() if line]  # (a transient progress bar leaves a blank line)
     assert lines[:5] == [f"{tones.name}: 8 clips (0 skipped), accuracy 0.875, macro-F1 0.873",  # mid: left out
@@ -91,14 +91,15 @@ def test_eval_on_a_folder_reports_recall_confusions_and_unknown_labels(tmp_path,
                          "most frequent confusions (true -> predicted): high -> low (1)",
                          "left out 2 clip(s) with labels the classifier does not know: mid (2)"]
     assert (out / f"confusion_{tones.name}.png").stat().st_size > 0
-    assert cli("classify", "eval", out, "--data", tones, "--plot", tmp_path / "cm.png").exit_code == 0
+    assert cli("classify", "eval", out, "--model", headed, "--data", tones, "--plot",
+               tmp_path / "cm.png").exit_code == 0
     assert (tmp_path / "cm.png").stat().st_size > 0
 
-    assert_error(cli("classify", "eval", out), "DATA or --data")
-    assert_error(cli("classify", "eval", out, tones, "--data", tones), "DATA or --data")
-    assert_error(cli("classify", "eval", out, tones, "--label", "pitch"), "use --label parent-dir")
-    assert_error(cli("classify", "eval", out, tones / "mid"), "none of its labels (mid (2)) is a class of the "
-                 "classifier (high, low)")
+    assert_error(cli("classify", "eval", out, "--model", headed), "DATA or --data")
+    assert_error(cli("classify", "eval", out, "--model", headed, tones, "--data", tones), "DATA or --data")
+    assert_error(cli("classify", "eval", out, "--model", headed, tones, "--label", "pitch"), "use --label parent-dir")
+    assert_error(cli("classify", "eval", out, "--model", headed, tones / "mid"),
+                 "none of its labels (mid (2)) is a class of the classifier (high, low)")
 
 
 def test_evaluate_counts_recall_and_confusions_per_class():

@@ -157,7 +157,8 @@ def test_classifier_and_bench_with_learned_pooling(trained, tmp_path):
     assert clf.meta["embed_sha256"] == json.loads((folder / "tiny.json").read_text())["embed"]["sha256"]
     clf.meta["embed_sha256"] = "0" * 64  # fitted on another head
     clf.save(tmp_path / "edited")
-    assert_error(cli("classify", "predict", tmp_path / "edited", corpora), "another learned embedding head")
+    assert_error(cli("classify", "predict", tmp_path / "edited", corpora, "--model", folder),
+                 "another learned embedding head")
 
     bench = tmp_path / "bench"
     r = cli("bench", "classify", "--corpora", corpora, "--task", "speaker", "--model", f"speech16k={folder}",
@@ -279,7 +280,7 @@ def test_finetuned_head_classifier_round_trip(trained, tmp_path):
 
     items = classify.labelled_items(manifest, "speaker", "test")
     x, kept, _ = classify.embed_items(items, "vae", m, pooling="learned", embedder=clf.head)
-    r = cli("classify", "eval", out, "--data", manifest, "--plot", tmp_path / "cm.png")
+    r = cli("classify", "eval", out, "--data", manifest, "--plot", tmp_path / "cm.png", "--model", folder)
     assert r.exit_code == 0, r.output
     expected = classify.evaluate([items[i].label for i in kept], clf.predict(x))["accuracy"]
     assert f"accuracy {expected:.3f}" in r.output
@@ -289,7 +290,7 @@ def test_finetuned_head_classifier_round_trip(trained, tmp_path):
     data = bytearray((out / "head.safetensors").read_bytes())
     data[-1] ^= 1
     (out / "head.safetensors").write_bytes(bytes(data))
-    assert_error(cli("classify", "predict", out, corpora), "head.safetensors", "sha256")
+    assert_error(cli("classify", "predict", out, corpora, "--model", folder), "head.safetensors", "sha256")
     assert_error(cli("classify", "fit", "--data", manifest, "--label", "speaker", "--model", folder, "--out",
                      tmp_path / "x", "--finetune", 5, "--pooling", "all"), "--finetune", "--pooling learned")
     one = tmp_path / "one"  # refused before any fine-tuning

@@ -212,6 +212,23 @@ def test_adversarial_stage_keeps_the_per_channel_steps_of_its_init(tmp_path):
     assert not all(torch.equal(state[k], v) for k, v in start.state_dict().items() if k.startswith("decoder."))
     assert np.allclose(load(export(last, tmp_path / "out")).card["step_scales"]["a"], steps["a"])
 
+    # an encoder fine-tuned without steps takes another model's (--steps-from): its own encoder, the donor's steps
+    last = train(cfg, tmp_path / "run2", init=str(tmp_path / "plain"), steps_from=str(tmp_path / "init"),
+                 progress=False)
+    out = load(export(last, tmp_path / "out2"))
+    assert np.allclose(out.card["step_scales"]["a"], steps["a"])
+    assert out.card["encoder_sha256"] == load(tmp_path / "plain").card["encoder_sha256"]
+    with pytest.raises(Exception, match="--steps-from .*plain: the model has no per-channel steps"):
+        train(cfg, tmp_path / "run3", init=str(tmp_path / "init"), steps_from=str(tmp_path / "plain"),
+              progress=False)
+    wide = replace(cfg.model, latent_dim=6)
+    save(wide, VAE(wide).state_dict(), tmp_path / "wide", "tiny", step_scales={"a": [0.0] * 6, "b": [0.0] * 6})
+    with pytest.raises(Exception, match="--steps-from .*wide: 6 latent channels, --init has 4"):
+        train(cfg, tmp_path / "run4", init=str(tmp_path / "plain"), steps_from=str(tmp_path / "wide"),
+              progress=False)
+    with pytest.raises(Exception, match="give it with --init, not with --resume"):
+        train(cfg, tmp_path / "run2", resume=True, steps_from=str(tmp_path / "init"), progress=False)
+
 
 def test_grown_decoder_starts_as_its_init_model_and_resumes(tmp_path):
     from audiovae.registry import read_checkpoint, save

@@ -29,7 +29,7 @@ from safetensors.numpy import load_file, save_file
 from audiovae import audio
 from audiovae.bench.measure import write_table
 from audiovae.classify.classifier import Classifier, evaluate, plot_confusion
-from audiovae.classify.embed import LEARNED, head_embedding, learned_embedder, pooling_meta
+from audiovae.classify.embed import LEARNED, head_embedding, learned_embedder, model_meta
 from audiovae.data.manifest import Entry, read_manifest
 from audiovae.files import replaced
 from audiovae.inference import encode_means
@@ -353,9 +353,7 @@ def write_report(clips: Clips, results: dict[str, dict], out: Path) -> dict:
 
 def fit_shipped(model, v: Variant, corpus: Corpus, out: Path, data: str, model_ref: str) -> Classifier:
     """Fit recipe ``v`` on every train clip and save it to OUT as a classifier folder (``classify predict``)."""
-    meta = {"features": "vae", "label": "language", "data": data, "model": model_ref, "model_name": model.name,
-            "model_sha256": model.card.get("sha256"), "encoder_sha256": model.card.get("encoder_sha256")} | \
-        pooling_meta(model, LEARNED)
+    meta = {"features": "vae", "label": "language", "data": data} | model_meta(model, model_ref, LEARNED)
     clf = fit_probe(model, v, corpus, unseen_fold(corpus.clips)[0].train, meta)
     clf.save(out)
     return clf

@@ -36,8 +36,8 @@ from audiovae.classify.embed import (
     learned_embedder,
     manifest_items,
     mfcc_features,
+    model_meta,
     model_poolings,
-    pooling_meta,
     posterior,
     posterior_frames,
 )
@@ -48,6 +48,6 @@ __all__ = [
     "PARENT_DIR", "POOLINGS", "SEMI_METHODS", "SUGGESTED", "Classifier", "ClassifyError", "Item", "balanced_subset",
     "best_pooling", "check_classes", "check_estimators", "check_pooling", "embed", "embed_items",
     "embed_items_multi", "embed_many", "embedding_dim", "evaluate", "features", "few_label_eval", "fit",
-    "head_embedding", "labelled_items", "learned_embedder", "manifest_items", "mfcc_features", "model_poolings",
-    "plot_confusion", "pooling_meta", "posterior", "posterior_frames", "probe_search", "suggest",
+    "head_embedding", "labelled_items", "learned_embedder", "manifest_items", "mfcc_features", "model_meta",
+    "model_poolings", "plot_confusion", "posterior", "posterior_frames", "probe_search", "suggest",
 ]

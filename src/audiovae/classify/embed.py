@@ -122,9 +122,15 @@ def check_pooling(pooling: str, model=None) -> None:
         learned_embedder(model)
 
 
-def pooling_meta(model, pooling: str) -> dict:
-    """What a classifier records about its pooling: its name and, for ``learned``, the head's sha256."""
-    return {"pooling": pooling} | ({"embed_sha256": model.card["embed"]["sha256"]} if pooling == LEARNED else {})
+def model_meta(model, ref: str, pooling: str) -> dict:
+    """What a classifier records about the model ``ref`` (as the user named it) and its pooling: the model's name
+    and hashes, ``model`` the shipped name it loads by itself (None for a folder: no paths in a classifier),
+    the pooling and, for ``learned``, the head's sha256."""
+    from audiovae.registry import list_models
+
+    return {"model": ref if ref in list_models() else None, "model_name": model.name,
+            "model_sha256": model.card.get("sha256"), "encoder_sha256": model.card.get("encoder_sha256"),
+            "pooling": pooling} | ({"embed_sha256": model.card["embed"]["sha256"]} if pooling == LEARNED else {})
 
 
 def head_embedding(embedder, mu: np.ndarray) -> np.ndarray:

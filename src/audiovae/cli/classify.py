@@ -10,7 +10,7 @@ import typer
 
 from audiovae.cli.common import app, classify_app, console, output, refuse_existing, say, warn
 from audiovae.cli.progress import bars
-from audiovae.errors import AudioVAEError
+from audiovae.errors import AudioVAEError, shown
 
 
 def _embed_with_progress(items, kind: str, model, what: str, skip_errors: bool = True, pooling: str | None = None,
@@ -70,12 +70,17 @@ def embed(
 
 
 def _classifier_model(clf, folder: Path, model: str | None):
-    """The model a classifier's features need (None for MFCC), checked against the classifier."""
-    from audiovae.registry import load
+    """The model a classifier's features need (None for MFCC), checked against the classifier: ``--model``, else
+    the shipped model the classifier names. A path in a classifier file is never opened."""
+    from audiovae.registry import list_models, load, load_shipped
 
     if clf.meta["features"] != "vae":
         return None
-    m = load(model or clf.meta["model"])
+    if model is None and clf.meta.get("model") not in list_models():
+        raise AudioVAEError(f"{folder}: classifier was fitted on a model folder (model "
+                            f"{shown(clf.meta.get('model_name'))}, encoder {shown(clf.meta.get('encoder_sha256'), 20)}"
+                            "), not a shipped model: give that folder with --model FOLDER")
+    m = load(model) if model is not None else load_shipped(clf.meta["model"])
     clf.check_model(m, folder)  # same embedding dimension and encoder (the decoder may differ)
     return m
 
@@ -131,9 +136,7 @@ def classify_fit(
         head = None
     meta = {"features": features, "label": label, "data": str(data), "train_clips": len(kept)}
     if m is not None:
-        meta |= {"model": str(Path(model).resolve()) if Path(model).is_dir() else model, "model_name": m.name,
-                 "model_sha256": m.card.get("sha256"), "encoder_sha256": m.card.get("encoder_sha256")} | \
-                cl.pooling_meta(m, pooling) | ({"finetune": to_dict(tune)} if finetune else {})
+        meta |= cl.model_meta(m, model, pooling) | ({"finetune": to_dict(tune)} if finetune else {})
     clf, cv = cl.fit(x, np.array([items[i].label for i in kept]), meta, estimators=estimators)
     clf.head = head
     clf.save(out)
@@ -165,7 +168,8 @@ def classify_predict(
                                             "classifier's name (speech16k-language)."),
     files: list[Path] = typer.Argument(..., help="Audio files and/or folders."),
     out: Path | None = typer.Option(None, "--out", help="Write .csv or .json here (default: CSV on stdout)."),
-    model: str | None = typer.Option(None, "--model", help="Model name or folder (default: the classifier's)."),
+    model: str | None = typer.Option(None, "--model", help="Model name or folder (default: the shipped model "
+                                      "the classifier was fitted on; one fitted on a folder needs it)."),
 ) -> None:
     """Label and probability per file."""
     import json
@@ -202,7 +206,8 @@ def classify_eval(
                                      "names) or a manifest label key; default: parent-dir for a folder, else the "
                                      "classifier's key."),
     split: str = typer.Option("test", "--split", help="Manifest split to evaluate."),
-    model: str | None = typer.Option(None, "--model", help="Model name or folder (default: the classifier's)."),
+    model: str | None = typer.Option(None, "--model", help="Model name or folder (default: the shipped model "
+                                      "the classifier was fitted on; one fitted on a folder needs it)."),
     plot: Path | None = typer.Option(None, "--plot", help="Confusion matrix PNG (default: FOLDER/confusion_SPLIT.png, "
                                      "or confusion_DATA.png for a folder; none for a shipped classifier)."),
 ) -> None:

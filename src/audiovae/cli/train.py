@@ -26,6 +26,8 @@ def train(
     run_dir: Path | None = typer.Option(None, help="Run folder (default runs/NAME)."),
     data: list[Path] | None = typer.Option(None, "--data", help="Manifest(s) replacing the config's."),
     init: str | None = typer.Option(None, help="Start from a pretrained model (name or folder) or a .ckpt."),
+    steps_from: str | None = typer.Option(None, help="With --init: start the per-channel quantization steps "
+                                          "(rd) from this model's (name or folder) instead of --init's."),
     resume: Resume = False,
     max_minutes: MaxMinutes = None,
     max_steps: MaxSteps = None,
@@ -47,8 +49,8 @@ def train(
     if max_steps is not None:
         cfg = replace(cfg, max_steps=max_steps)
     last = run_training(
-        cfg, run_dir or Path("runs") / cfg.name, resume=resume, init=init, max_minutes=max_minutes,
-        accelerator=accelerator, devices=int(devices) if devices.isdigit() else devices,
+        cfg, run_dir or Path("runs") / cfg.name, resume=resume, init=init, steps_from=steps_from,
+        max_minutes=max_minutes, accelerator=accelerator, devices=int(devices) if devices.isdigit() else devices,
         num_nodes=num_nodes, strategy=strategy, threads=threads, progress=output.level >= 0,
     )
     say(f"last checkpoint: {last}")

@@ -20,14 +20,25 @@ from audiovae.train.data import AudioDataModule
 from audiovae.train.module import VAEModule
 
 
-def initial_weights(init: str) -> tuple[ModelConfig, dict, dict | None]:
+def initial_weights(init: str, steps_from: str | None = None) -> tuple[ModelConfig, dict, dict | None]:
     """Model config, VAE weights and per-channel step parameters {a, b} (None without) to start from: a
-    training checkpoint (.ckpt) or a pretrained model."""
+    training checkpoint (.ckpt) or a pretrained model; the steps from the model ``steps_from`` when given (an
+    encoder fine-tuned without them starts its rate-distortion fine-tuning from the shipped ones)."""
     if init.endswith(".ckpt"):
         config, state, scales, _ = read_model_checkpoint(init)
-        return from_dict(ModelConfig, config["model"]), state, scales
-    model = load(init)
-    return model.config, model.state_dict(), model.card.get("step_scales")
+        model_cfg = from_dict(ModelConfig, config["model"])
+    else:
+        model = load(init)
+        model_cfg, state, scales = model.config, model.state_dict(), model.card.get("step_scales")
+    if steps_from is not None:
+        donor = load(steps_from)
+        scales = donor.card.get("step_scales")
+        if scales is None:
+            raise AudioVAEError(f"--steps-from {steps_from}: the model has no per-channel steps (step_scales)")
+        if donor.latent_dim != model_cfg.latent_dim:
+            raise AudioVAEError(f"--steps-from {steps_from}: {donor.latent_dim} latent channels, --init has "
+                                f"{model_cfg.latent_dim}")
+    return model_cfg, state, scales
 
 
 def load_grown(vae, state: dict, blocks: int) -> None:
@@ -50,6 +61,7 @@ def train(
     *,
     resume: bool = False,
     init: str | None = None,
+    steps_from: str | None = None,
     max_minutes: float | None = None,
     accelerator: str = "cpu",
     devices: int | str = 1,
@@ -59,6 +71,9 @@ def train(
     progress: bool = True,
 ) -> Path:
     """Train (or resume) into ``run_dir``; returns the path of the last checkpoint."""
+    if steps_from is not None and (resume or not init):
+        raise AudioVAEError("--steps-from sets the per-channel steps that --init starts from: give it with --init, "
+                            "not with --resume")
     if accelerator != "cpu":
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
     last = start_run(run_dir, resume, cfg.seed, threads)
@@ -71,7 +86,7 @@ def train(
     if resume:  # the run's own architecture: --init is not needed, and a grown decoder is not grown twice
         cfg = replace(cfg, model=from_dict(ModelConfig, read_checkpoint(last)[0]["model"]))
     elif init:
-        model_cfg, state, scales = initial_weights(init)
+        model_cfg, state, scales = initial_weights(init, steps_from)
         cfg = replace(cfg, model=replace(model_cfg, dec_blocks=model_cfg.dec_blocks + cfg.grow_decoder,
                                          noise_bands=cfg.model.noise_bands or model_cfg.noise_bands))
     module = VAEModule(cfg, str(run_dir))
