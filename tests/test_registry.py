@@ -287,3 +287,51 @@ def test_a_decoder_that_takes_over_the_entropy_model_decodes_the_earlier_weights
     (newer / "tiny.json").write_text(json.dumps(card))
     with pytest.raises((ModelLoadError, CodecError), match="decodes_sha256 must be a list of sha256 hex digests"):
         Codec(str(newer)).decompress(old_file)
+
+
+def test_a_retrained_model_ships_under_its_name_and_the_files_of_the_earlier_one_still_decode(base, tmp_path,
+                                                                                             monkeypatch):
+    """keep_for_decoding keeps the shipped weights and entropy model in pretrained/earlier before a model with
+    another encoder ships under the name; a file names its model and weights, and the decoder takes the version
+    that wrote it."""
+    import io
+
+    from typer.testing import CliRunner
+
+    from audiovae import registry
+    from audiovae.cli import app
+    from audiovae.codec.format import Reader
+    from audiovae.codec.stream import CodecError
+    from audiovae.registry import copy_model, keep_for_decoding, load_version
+
+    shipped = tmp_path / "pretrained"
+    copy_model(base, shipped)
+    monkeypatch.setattr(registry, "PRETRAINED_DIR", shipped)
+    monkeypatch.setattr(registry, "EARLIER_DIR", shipped / "earlier")
+    first = load("tiny")
+    old_file = Codec("tiny").compress(voice(0.5), 16000, quality=8)
+    kept = keep_for_decoding("tiny")
+    stem = f"tiny-{first.card['sha256'][:12]}"
+    assert kept == shipped / "earlier" / f"{stem}.json"
+    assert sorted(p.name for p in kept.parent.iterdir()) == [f"{stem}.entropy.safetensors", f"{stem}.json",
+                                                             f"{stem}.safetensors"]  # no prior, no head
+    assert load(kept).name == "tiny" and "prior" not in load(kept).card
+
+    retrained = variant(base, tmp_path / "retrained", "encoder.out.bias")  # another encoder: other latents
+    fit_for_model(load(retrained), [voice(1.0, s) for s in range(2)], 16000)
+    copy_model(retrained, shipped)
+    assert load("tiny").card["encoder_sha256"] != first.card["encoder_sha256"]
+    new_file = Codec("tiny").compress(voice(0.5), 16000, quality=8)
+    for data, weights in ((old_file, first.card["sha256"]), (new_file, load("tiny").card["sha256"])):
+        codec = Codec.for_header(Reader(io.BytesIO(data)).header)
+        assert codec.model.card["sha256"] == weights
+    assert np.array_equal(Codec.for_header(Reader(io.BytesIO(old_file)).header).decompress(old_file)[0],
+                          Codec(base).decompress(old_file)[0])  # exactly what the first version decodes
+    with pytest.raises(CodecError, match="not with 'tiny'"):
+        Codec("tiny").decompress(old_file)  # the current model alone
+    (tmp_path / "old.avae").write_bytes(old_file)
+    r = CliRunner().invoke(app, ["decompress", str(tmp_path / "old.avae"), str(tmp_path / "old.wav")])
+    assert r.exit_code == 0, r.output
+    assert load_version("tiny", lambda m: False).card["sha256"] == load("tiny").card["sha256"]  # none: the current
+    with pytest.raises(ModelLoadError, match="unknown model"):
+        load_version(str(shipped / "earlier" / stem), lambda m: True)  # a file's model_id is never a path

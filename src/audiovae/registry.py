@@ -40,6 +40,7 @@ from audiovae.models.prior import PriorConfig
 from audiovae.models.vae import VAE
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+EARLIER_DIR = PRETRAINED_DIR / "earlier"  # earlier versions of shipped models, kept to decode their .avae files
 CARD_VERSION = 1
 
 
@@ -262,25 +263,53 @@ def decodes_sha256(model: VAE) -> list[str]:
     return listed
 
 
-def copy_model(name_or_path: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
-    """Copy a model (a shipped one by name) into ``out_dir``: its card, its weights and the attachments its card
-    names, each checked against its sha256 first. Returns the written paths; ``load(out_dir)`` loads the copy."""
+def copy_model(name_or_path: str | os.PathLike, out_dir: str | os.PathLike,
+               keys: tuple[str, ...] = LATENT_ATTACHMENTS, stem: str | None = None) -> list[Path]:
+    """Copy a model (a shipped one by name) into ``out_dir``: its card, its weights and those of the attachments
+    ``keys`` its card names, each checked against its sha256 first, as STEM.json, STEM.safetensors and
+    STEM.KEY.safetensors (default: the model's own stem); the card names the attachments copied. Returns the
+    written paths, the card last; ``load`` of it loads the copy."""
     model = load(name_or_path)
-    files = [model.card_path, model.card_path.with_suffix(".safetensors")]
+    stem = stem or model.card_path.stem
+    card = {k: v for k, v in model.card.items() if k not in LATENT_ATTACHMENTS or (k in keys and v)}
+    files = {model.card_path.with_suffix(".safetensors"): f"{stem}.safetensors"}
     for key in LATENT_ATTACHMENTS:
-        if model.card.get(key):
+        if key in card:
             load_attachment(model, key, "")  # checks the file's sha256 and its encoder
-            files.append(model.card_path.with_name(model.card[key]["file"]))
+            files[model.card_path.with_name(card[key]["file"])] = f"{stem}.{key}.safetensors"
+            card[key] = {**card[key], "file": f"{stem}.{key}.safetensors"}
     out = Path(out_dir)
     if out.resolve() == model.card_path.parent.resolve():
         raise ModelLoadError(f"{out}: the folder of model '{model.name}' itself")
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in files:
-        with replaced(out / path.name) as tmp:
+    for path, name in files.items():
+        with replaced(out / name) as tmp:
             shutil.copyfile(path, tmp)
-        written.append(out / path.name)
-    return written
+        written.append(out / name)
+    _write_card(out / f"{stem}.json", card)
+    return written + [out / f"{stem}.json"]
+
+
+def keep_for_decoding(name: str) -> Path:
+    """Keep the shipped model ``name``'s weights and entropy model as ``NAME-SHA12.*`` in pretrained/earlier before a
+    model with another encoder ships under its name, so that the .avae files it wrote still decode
+    (``load_version``). Returns the card's path."""
+    model = load_shipped(name)
+    if not model.card.get("entropy"):
+        raise ModelLoadError(f"model '{name}' has no entropy model: it wrote no .avae files to keep decoding")
+    return copy_model(model.card_path, EARLIER_DIR, ("entropy",), f"{name}-{model.card['sha256'][:12]}")[-1]
+
+
+def load_version(name: str, decodes) -> VAE:
+    """The shipped model ``name``, or else the earlier version of it kept in pretrained/earlier for which
+    ``decodes(model)`` holds (the one that wrote a file); the current model when none does. ``name`` must be a
+    shipped name: a file's ``model_id`` never becomes a path."""
+    current = load_shipped(name)
+    if decodes(current):
+        return current
+    return next((m for m in map(load, sorted(EARLIER_DIR.glob(f"{name}-*.json"), reverse=True)) if decodes(m)),
+                current)
 
 
 ENTROPY_HINT = "fit one with `audiovae codec fit`"

@@ -161,10 +161,10 @@ class _Codecs:
         return self._loaded[name]
 
     def for_header(self, header, name: str):
-        """The codec that decodes a file (``Codec.for_header``), loaded once per model."""
+        """The codec that decodes a file (``Codec.for_header``), loaded once per model (and version)."""
         from audiovae.codec.stream import Codec
 
-        key = self.model or header.model_id
+        key = self.model or (header.model_id, header.model_sha256)
         if key in self._loaded:
             self._loaded[key].check(header, name)
         else:

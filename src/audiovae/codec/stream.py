@@ -28,7 +28,7 @@ from audiovae.codec.format import HASH_PREFIX_DIGITS, FormatError, Header, Reade
 from audiovae.errors import AudioVAEError, shown
 from audiovae.inference import EncodeStream, block_frames, encode_means, split, to_model_rate, to_rate
 from audiovae.models.vae import VAE
-from audiovae.registry import ModelLoadError, decodes_sha256, load, load_entropy_state, load_shipped, save_entropy_model
+from audiovae.registry import ModelLoadError, decodes_sha256, load, load_entropy_state, load_version, save_entropy_model
 
 CHUNK_FRAMES = 250  # the most frames a chunk holds (a decoder refuses more; a chunk head counts them in bytes)
 CHANNEL_GROUP = 8  # channels decoded together: the channel count does not multiply the decoder's memory
@@ -230,10 +230,11 @@ class Codec:
     @classmethod
     def for_header(cls, header: Header, model: str | VAE | None = None, name: str | None = None) -> Codec:
         """The codec that decodes a file with ``header``: ``model`` when given (a name, folder or VAE; its
-        weights must be those the file names), else the shipped model the file names (never a path)."""
+        weights must be those the file names), else the shipped model the file names (never a path), in the
+        version that wrote it (an earlier one kept in the package after a retraining)."""
         if model is None:
             try:
-                model = load_shipped(header.model_id)
+                model = load_version(header.model_id, lambda m: _decodes(m, header.model_sha256))
             except ModelLoadError as e:
                 raise CodecError(f"{name}: {e}" if name else str(e)) from None
         codec = cls(model)
@@ -280,7 +281,7 @@ class Codec:
             if type(value) is not _CODEC_KEYS[key]:  # true is not an integer here
                 raise CodecError(f"{where}header codec key '{key}': expected {_JSON_TYPES[_CODEC_KEYS[key]]}, got "
                                  f"{shown(value)}")
-        if not any(_names(h.model_sha256, s) for s in (m.card["sha256"], *decodes_sha256(m))):
+        if not _decodes(m, h.model_sha256):
             raise CodecError(f"{where}encoded with model {shown(h.model_id)} (sha256 {h.model_sha256[:12]}...), "
                              f"not with '{m.name}' ({m.card['sha256'][:12]}...)")
         stored = h.codec.get("entropy_sha256", self.entropy_sha256)  # files before it was recorded: not checked
@@ -437,6 +438,11 @@ def _fields(payload: bytes, count: int) -> list[bytes]:
 def _names(stored: str, sha256: str) -> bool:
     """Whether a header's hash (all 64 hex digits, or a prefix of at least 16) is that of ``sha256``."""
     return len(stored) >= HASH_PREFIX_DIGITS and sha256.startswith(stored)
+
+
+def _decodes(model: VAE, stored: str) -> bool:
+    """Whether a header's ``model_sha256`` names ``model``'s weights or earlier weights it decodes."""
+    return any(_names(stored, s) for s in (model.card["sha256"], *decodes_sha256(model)))
 
 
 class _Chunker:
