@@ -148,9 +148,10 @@ def _prepare(cfg: PriorTrainConfig, run_dir: Path, progress: bool):
     cfg = replace(cfg, prior=replace(cfg.prior, latent_dim=model.latent_dim, num_labels=len(vocab),
                                      style_dim=embedder.config.dim if embedder is not None else 0))
     prior = make_prior(cfg.prior)
-    prior.set_stats(caches["train"].frames)
     if cfg.init:
         _start_from(prior, cfg.init, vocab)
+    if cfg.train_flow:  # this run's own latents: an init prior of another encoder was standardized for other ones
+        prior.set_stats(caches["train"].frames)
     labels = {s: [vocab.index(v) if v in vocab else len(vocab) for v in cache.labels] for s, cache in caches.items()}
     if not cfg.train_flow:  # the guide learns from labelled clips only
         caches = {s: cache.subset([i for i, v in enumerate(labels[s]) if v < len(vocab)])
