@@ -253,7 +253,10 @@ def test_flow_prior_fine_tuned_with_embedding_style(trained, tmp_path):
                                  max_steps=2, val_every=2, warmup_steps=1, log_every=1)
     last = train_prior(prior_cfg, tmp_path / "run", progress=False)
     trained_state = torch.load(last, weights_only=True)["state_dict"]
-    torch.testing.assert_close(trained_state["prior.latent_mean"], start.latent_mean)  # started from the stored one
+    weights = [k for k in start.state_dict() if not k.startswith(("latent_", "style"))]
+    for k in weights:  # started from the stored network (two small steps away)
+        torch.testing.assert_close(trained_state[f"prior.{k}"], start.state_dict()[k], atol=5e-3, rtol=0)
+    assert not torch.allclose(trained_state["prior.latent_mean"], start.latent_mean)  # standardized by its own latents
     export_prior(last, model)
     gen = Generator(model)
     assert gen.prior.config.style_dim == TINY["dim"] and gen.prior.style_scale.abs().sum() > 0
