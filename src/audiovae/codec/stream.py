@@ -36,7 +36,8 @@ _CODEC_KEYS = {"entropy_sha256": str, "samples": int, "streamed": bool, "refine"
                "frames": int, "chunk_frames": int}  # codec keys and their JSON types (the last two: version 1)
 _JSON_TYPES = {str: "a string", int: "an integer", bool: "true or false"}
 DEFAULT_QUALITY = 7
-REFINE_FROM = 4  # --kbps adds the envelope refinement from this quality on
+REFINE_FROM = 3  # --kbps adds the envelope refinement from this quality on (speech16k at --kbps 6 on 24 valid
+# clips: quality 3 refined, PESQ 3.17 / ViSQOL 3.35, over quality 5 plain, 3.14 / 3.24)
 
 
 class CodecError(AudioVAEError):
