@@ -248,7 +248,7 @@ def copy_attachments(src: VAE, dst: VAE, keys: tuple[str, ...] = LATENT_ATTACHME
         dst.card[key] = {**meta, "encoder_sha256": ours, "file": path.name, "sha256": src.card[key]["sha256"]}
         written.append(path)
     if "entropy" in keys and src.card.get("entropy"):  # the same bitstream: dst decodes src's files
-        earlier = dict.fromkeys([src.card["sha256"], *decodes_sha256(src)])
+        earlier = dict.fromkeys(decoded_weights(src))
         dst.card["decodes_sha256"] = [s for s in earlier if s != dst.card["sha256"]]
     _write_card(dst.card_path, dst.card)
     return written
@@ -261,6 +261,11 @@ def decodes_sha256(model: VAE) -> list[str]:
     if not isinstance(listed, list) or not all(isinstance(s, str) and re.fullmatch("[0-9a-f]{64}", s) for s in listed):
         raise ModelLoadError(f"{model.card_path}: decodes_sha256 must be a list of sha256 hex digests")
     return listed
+
+
+def decoded_weights(model: VAE) -> list[str]:
+    """The sha256 of the weights whose .avae files ``model`` decodes: its own, then its ``decodes_sha256``."""
+    return [model.card["sha256"], *decodes_sha256(model)]
 
 
 def copy_model(name_or_path: str | os.PathLike, out_dir: str | os.PathLike,

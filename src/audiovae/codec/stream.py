@@ -28,7 +28,7 @@ from audiovae.codec.format import HASH_PREFIX_DIGITS, FormatError, Header, Reade
 from audiovae.errors import AudioVAEError, shown
 from audiovae.inference import EncodeStream, block_frames, encode_means, split, to_model_rate, to_rate
 from audiovae.models.vae import VAE
-from audiovae.registry import ModelLoadError, decodes_sha256, load, load_entropy_state, load_version, save_entropy_model
+from audiovae.registry import ModelLoadError, decoded_weights, load, load_entropy_state, save_entropy_model
 
 CHUNK_FRAMES = 250  # the most frames a chunk holds (a decoder refuses more; a chunk head counts them in bytes)
 CHANNEL_GROUP = 8  # channels decoded together: the channel count does not multiply the decoder's memory
@@ -36,8 +36,7 @@ _CODEC_KEYS = {"entropy_sha256": str, "samples": int, "streamed": bool, "refine"
                "frames": int, "chunk_frames": int}  # codec keys and their JSON types (the last two: version 1)
 _JSON_TYPES = {str: "a string", int: "an integer", bool: "true or false"}
 DEFAULT_QUALITY = 7
-REFINE_FROM = 3  # --kbps adds the envelope refinement from this quality on (speech16k at --kbps 6 on 24 valid
-# clips: quality 3 refined, PESQ 3.17 / ViSQOL 3.35, over quality 5 plain, 3.14 / 3.24)
+REFINE_FROM = 3  # --kbps adds the envelope refinement from this quality on (docs/training.md, session 24)
 
 
 class CodecError(AudioVAEError):
@@ -230,12 +229,13 @@ class Codec:
 
     @classmethod
     def for_header(cls, header: Header, model: str | VAE | None = None, name: str | None = None) -> Codec:
-        """The codec that decodes a file with ``header``: ``model`` when given (a name, folder or VAE; its
-        weights must be those the file names), else the shipped model the file names (never a path), in the
-        version that wrote it (an earlier one kept in the package after a retraining)."""
+        """The codec that decodes a file with ``header``: ``model`` when given (a name, folder or VAE; its weights
+        must be those the file names), else the shipped model the file names (never a path) in the version it names."""
+        from audiovae.registry import load_version
+
         if model is None:
             try:
-                model = load_version(header.model_id, lambda m: _decodes(m, header.model_sha256))
+                model = load_version(header.model_id, lambda m: _names(header.model_sha256, *decoded_weights(m)))
             except ModelLoadError as e:
                 raise CodecError(f"{name}: {e}" if name else str(e)) from None
         codec = cls(model)
@@ -282,7 +282,7 @@ class Codec:
             if type(value) is not _CODEC_KEYS[key]:  # true is not an integer here
                 raise CodecError(f"{where}header codec key '{key}': expected {_JSON_TYPES[_CODEC_KEYS[key]]}, got "
                                  f"{shown(value)}")
-        if not _decodes(m, h.model_sha256):
+        if not _names(h.model_sha256, *decoded_weights(m)):
             raise CodecError(f"{where}encoded with model {shown(h.model_id)} (sha256 {h.model_sha256[:12]}...), "
                              f"not with '{m.name}' ({m.card['sha256'][:12]}...)")
         stored = h.codec.get("entropy_sha256", self.entropy_sha256)  # files before it was recorded: not checked
@@ -436,14 +436,9 @@ def _fields(payload: bytes, count: int) -> list[bytes]:
     return out
 
 
-def _names(stored: str, sha256: str) -> bool:
-    """Whether a header's hash (all 64 hex digits, or a prefix of at least 16) is that of ``sha256``."""
-    return len(stored) >= HASH_PREFIX_DIGITS and sha256.startswith(stored)
-
-
-def _decodes(model: VAE, stored: str) -> bool:
-    """Whether a header's ``model_sha256`` names ``model``'s weights or earlier weights it decodes."""
-    return any(_names(stored, s) for s in (model.card["sha256"], *decodes_sha256(model)))
+def _names(stored: str, *sha256: str) -> bool:
+    """Whether a header's hash (all 64 hex digits, or a prefix of at least 16) is one of ``sha256``."""
+    return len(stored) >= HASH_PREFIX_DIGITS and any(s.startswith(stored) for s in sha256)
 
 
 class _Chunker:
