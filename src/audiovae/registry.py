@@ -268,13 +268,13 @@ def decoded_weights(model: VAE) -> list[str]:
     return [model.card["sha256"], *decodes_sha256(model)]
 
 
-def copy_model(name_or_path: str | os.PathLike, out_dir: str | os.PathLike,
+def copy_model(name_or_path: str | os.PathLike | VAE, out_dir: str | os.PathLike,
                keys: tuple[str, ...] = LATENT_ATTACHMENTS, stem: str | None = None) -> list[Path]:
-    """Copy a model (a shipped one by name) into ``out_dir``: its card, its weights and those of the attachments
-    ``keys`` its card names, each checked against its sha256 first, as STEM.json, STEM.safetensors and
-    STEM.KEY.safetensors (default: the model's own stem); the card names the attachments copied. Returns the
-    written paths, the card last; ``load`` of it loads the copy."""
-    model = load(name_or_path)
+    """Copy a model (a shipped one by name, a folder, or one loaded) into ``out_dir``: its card, its weights and
+    those of the attachments ``keys`` its card names, each checked against its sha256 first, as STEM.json,
+    STEM.safetensors and STEM.KEY.safetensors (default: the model's own stem); the card names the attachments
+    copied. Returns the written paths, the card last; ``load`` of it loads the copy."""
+    model = name_or_path if isinstance(name_or_path, VAE) else load(name_or_path)
     stem = stem or model.card_path.stem
     card = {k: v for k, v in model.card.items() if k not in LATENT_ATTACHMENTS or (k in keys and v)}
     files = {model.card_path.with_suffix(".safetensors"): f"{stem}.safetensors"}
@@ -303,7 +303,7 @@ def keep_for_decoding(name: str) -> Path:
     model = load_shipped(name)
     if not model.card.get("entropy"):
         raise ModelLoadError(f"model '{name}' has no entropy model: it wrote no .avae files to keep decoding")
-    return copy_model(model.card_path, EARLIER_DIR, ("entropy",), f"{name}-{model.card['sha256'][:12]}")[-1]
+    return copy_model(model, EARLIER_DIR, ("entropy",), f"{name}-{model.card['sha256'][:12]}")[-1]
 
 
 def load_version(name: str, decodes) -> VAE:
