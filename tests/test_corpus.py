@@ -346,7 +346,7 @@ def test_trim_and_segments():
 def test_midi_source_with_a_fake_renderer(tmp_path, monkeypatch):
     from audiovae.data import midi
 
-    def fake_render(out_dir, soundfont, soundfont_name, seconds_per_program, seed):
+    def fake_render(out_dir, soundfont, soundfont_name, seconds_per_program, seed, synth="fluidsynth"):
         out_dir.mkdir(parents=True, exist_ok=True)
         sf.write(out_dir / "p000-piano-00.wav", burst(1.0), SR)
         return [{"path": str(out_dir / "p000-piano-00.wav"), "program": 0,

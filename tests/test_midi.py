@@ -10,6 +10,7 @@ from audiovae.data import midi
 from audiovae.errors import AudioVAEError
 
 TIMGM = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
+FREEPATS = Path("/etc/timidity/freepats.cfg")
 
 
 def _notes(m):
@@ -69,6 +70,50 @@ def test_missing_fluidsynth(tmp_path, monkeypatch):
     sf2.write_bytes(b"x")
     with pytest.raises(AudioVAEError, match="apt-get install fluidsynth"):
         midi.render_instruments(tmp_path / "out", sf2, "x", 5, 0)
+
+
+def test_timidity_programs(tmp_path):
+    cfg = tmp_path / "pats.cfg"
+    cfg.write_text("dir /somewhere\n# a comment\ndrumset 0\n 35\tDrum/035_Kick.pat amp=100\n\nbank 0\n"
+                   " 0\tTone/000_Piano.pat\n 40 Tone/040_Violin.pat # strings\n 200 Tone/bad.pat\n"
+                   "bank 1\n 3 Tone/003.pat\n")
+    assert midi.timidity_programs(cfg) == [0, 40, midi.DRUMS]
+    cfg.write_text("bank 0\n 73 Tone/073_Flute.pat\n")
+    assert midi.timidity_programs(cfg) == [73]
+    cfg.write_text("dir /x\nbank 1\n 3 a.pat\n")
+    with pytest.raises(AudioVAEError, match="no program in bank 0"):
+        midi.timidity_programs(cfg)
+    cfg.write_bytes(b"#" * (midi.MAX_CONFIG_BYTES + 1))
+    with pytest.raises(AudioVAEError, match="timidity config of more than"):
+        midi.timidity_programs(cfg)
+
+
+def test_missing_timidity_or_config(tmp_path, monkeypatch):
+    monkeypatch.setattr(midi.shutil, "which", lambda name: None)
+    with pytest.raises(AudioVAEError, match="apt-get install timidity"):
+        midi.render_instruments(tmp_path / "out", FREEPATS, "x", 5, 0, synth="timidity")
+    monkeypatch.setattr(midi.shutil, "which", lambda name: f"/usr/bin/{name}")
+    with pytest.raises(AudioVAEError, match="timidity config not found"):
+        midi.render_instruments(tmp_path / "out", tmp_path / "nope.cfg", "x", 5, 0, synth="timidity")
+    with pytest.raises(AudioVAEError, match="not one of fluidsynth, timidity"):
+        midi.render_instruments(tmp_path / "out", FREEPATS, "x", 5, 0, synth="sox")
+
+
+@pytest.mark.packages
+@pytest.mark.skipif(shutil.which("timidity") is None or not FREEPATS.exists(), reason="needs timidity and freepats")
+def test_render_with_timidity(tmp_path):
+    import soundfile as sf
+
+    programs = midi.timidity_programs(FREEPATS)
+    assert 0 in programs and 3 not in programs and programs[-1] == midi.DRUMS  # FreePats has no honky-tonk piano
+    clips = midi.render_instruments(tmp_path / "fp", FREEPATS, "freepats", 1.5, seed=0, programs=[40, midi.DRUMS],
+                                    synth="timidity")
+    assert [(c["program"], c["family"], c["soundfont"]) for c in clips] == [(40, "Strings", "freepats"),
+                                                                             (-1, "Drums", "freepats")]
+    for c in clips:
+        x, sr = sf.read(c["path"])
+        assert sr == midi.SAMPLE_RATE and 0.5 < abs(x).max() <= 0.9
+    assert json.loads((tmp_path / "fp" / "index.json").read_text())["params"]["synth"] == "timidity"
 
 
 @pytest.mark.packages

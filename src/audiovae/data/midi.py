@@ -1,8 +1,9 @@
-"""A generated, labeled instrument corpus: MIDI we write ourselves, rendered by fluidsynth.
+"""A generated, labeled instrument corpus: MIDI we write ourselves, rendered by fluidsynth (a SoundFont 2) or
+timidity (a timidity config, e.g. FreePats' GUS patches).
 
 For each of the 128 General MIDI programs (and the GM drum kit on channel 10, ``program=-1``) a
 seeded RNG writes short clips (scales, arpeggios, chords, melodies, drum grooves; random key, mode,
-tempo, dynamics) in the instrument's pitch range. fluidsynth renders them *dry* (reverb and chorus
+tempo, dynamics) in the instrument's pitch range. The synthesizer renders them *dry* (reverb and chorus
 off); each render is trimmed to at most ``TAIL_S`` of release after the last note, peak-normalised
 to -1 dBFS and written atomically as 16-bit stereo WAV at 44.1 kHz. ``index.json`` in the output
 folder makes a repeated call return at once; an interrupted run resumes where it stopped.
@@ -33,6 +34,8 @@ TAIL_S = 1.5  # longest release kept after the last note-off
 TPB = 480  # MIDI ticks per beat
 VERSION = 3  # bump when generation changes: an out_dir rendered by another version is refused
 DRUMS = -1
+SYNTHS = ("fluidsynth", "timidity")
+MAX_CONFIG_BYTES = 1 << 20
 
 _GM = """\
 Piano: Acoustic Grand Piano; Bright Acoustic Piano; Electric Grand Piano; Honky-tonk Piano; Electric Piano 1; Electric Piano 2; Harpsichord; Clavinet
@@ -209,32 +212,63 @@ def _slug(text: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
 
 
-def _check_tools(soundfont: Path) -> str:
-    exe = shutil.which("fluidsynth")
+def _check_tools(bank: Path, synth: str = "fluidsynth") -> str:
+    """The synthesizer's executable, after checking that ``bank`` (its soundfont or config) is one it reads."""
+    if synth not in SYNTHS:
+        raise AudioVAEError(f"synthesizer '{synth}' is not one of {', '.join(SYNTHS)}")
+    exe = shutil.which(synth)
     if exe is None:
-        raise AudioVAEError("fluidsynth not found: install it (apt-get install fluidsynth)")
-    if not soundfont.is_file():
-        raise AudioVAEError(f"{soundfont}: soundfont not found "
-                            "(apt-get install fluid-soundfont-gm or timgm6mb-soundfont)")
-    with open(soundfont, "rb") as f:
-        head = f.read(12)
-    if head[:4] != b"RIFF" or head[8:12] != b"sfbk":  # fluidsynth would fall back to its default font
-        raise AudioVAEError(f"{soundfont}: not a SoundFont 2 file")
+        raise AudioVAEError(f"{synth} not found: install it (apt-get install {synth})")
+    if not bank.is_file():
+        what, pkg = ("soundfont", "fluid-soundfont-gm or timgm6mb-soundfont") if synth == "fluidsynth" else \
+            ("timidity config", "freepats")
+        raise AudioVAEError(f"{bank}: {what} not found (apt-get install {pkg})")
+    if synth == "fluidsynth":
+        with open(bank, "rb") as f:
+            head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"sfbk":  # fluidsynth would fall back to its default font
+            raise AudioVAEError(f"{bank}: not a SoundFont 2 file")
     return exe
 
 
-def _render(exe: str, soundfont: Path, midi: Path, wav: Path, end_s: float) -> bool:
-    """Render one MIDI file to ``wav``; False (and no file) when the soundfont gave silence."""
+def timidity_programs(config: Path) -> list[int]:
+    """GM programs with a patch in bank 0 of a timidity config, and ``DRUMS`` when drumset 0 maps any note:
+    timidity plays a missing program with another instrument, so only these are rendered."""
+    if config.stat().st_size > MAX_CONFIG_BYTES:
+        raise AudioVAEError(f"{config}: a timidity config of more than {MAX_CONFIG_BYTES} bytes")
+    programs, section = set(), None
+    for line in config.read_text(errors="replace").splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) == 2 and words[0] in ("bank", "drumset"):
+            section = (words[0], words[1])
+        elif len(words) >= 2 and words[0].isdigit() and 0 <= int(words[0]) < 128:
+            if section == ("bank", "0"):
+                programs.add(int(words[0]))
+            elif section == ("drumset", "0"):
+                programs.add(DRUMS)
+    if not programs:
+        raise AudioVAEError(f"{config}: no program in bank 0 or drumset 0")
+    return sorted(p for p in programs if p >= 0) + ([DRUMS] if DRUMS in programs else [])
+
+
+def _command(exe: str, bank: Path, midi: Path, wav: str) -> list[str]:
+    if Path(exe).name == "timidity":
+        return [exe, "-c", str(bank), "-Ow", "-s", str(SAMPLE_RATE), "-EFreverb=0", "-EFchorus=0", "-o", wav,
+                str(midi)]
+    return [exe, "-ni", "-q", "-R", "0", "-C", "0", "-g", str(GAIN), "-r", str(SAMPLE_RATE), "-O", "float", "-T",
+            "wav", "-F", wav, str(bank), str(midi)]
+
+
+def _render(exe: str, bank: Path, midi: Path, wav: Path, end_s: float) -> bool:
+    """Render one MIDI file to ``wav``; False (and no file) when the synthesizer gave silence."""
     fd, tmp = tempfile.mkstemp(prefix=f".{wav.stem}.", suffix=".f32.wav", dir=wav.parent)
     os.close(fd)
     try:
-        r = subprocess.run([exe, "-ni", "-q", "-R", "0", "-C", "0", "-g", str(GAIN), "-r", str(SAMPLE_RATE),
-                            "-O", "float", "-T", "wav", "-F", tmp, str(soundfont), str(midi)],
-                           capture_output=True, text=True)
+        r = subprocess.run(_command(exe, bank, midi, tmp), capture_output=True, text=True)
         errors = [line for line in r.stderr.splitlines() if "error" in line.lower()]
-        if r.returncode != 0 or errors or os.path.getsize(tmp) == 0:  # a clean render prints nothing
+        if r.returncode != 0 or errors or os.path.getsize(tmp) == 0:  # a clean render prints no error
             msg = (errors or r.stderr.strip().splitlines() or ["no output"])[0]
-            raise AudioVAEError(f"{midi}: fluidsynth failed ({msg})")
+            raise AudioVAEError(f"{midi}: {Path(exe).name} failed ({msg})")
         x, sr = sf.read(tmp, dtype="float32", always_2d=True)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -252,17 +286,22 @@ def _render(exe: str, soundfont: Path, midi: Path, wav: Path, end_s: float) -> b
 
 
 def render_instruments(out_dir: Path, soundfont: Path, soundfont_name: str, seconds_per_program: float,
-                       seed: int, programs: list[int] | None = None, workers: int = 2) -> list[dict]:
-    """Render about ``seconds_per_program`` of clips per GM program (and drums) into ``out_dir``.
+                       seed: int, programs: list[int] | None = None, workers: int = 2,
+                       synth: str = "fluidsynth") -> list[dict]:
+    """Render about ``seconds_per_program`` of clips per GM program (and drums) into ``out_dir`` with ``synth``
+    ("fluidsynth": ``soundfont`` is a SoundFont 2; "timidity": a timidity config, whose programs are the default).
 
     Returns one dict per WAV: path, program (-1 for drums), instrument, family, soundfont.
     Files already rendered are kept; ``out_dir`` rendered with other settings is refused.
     """
     out_dir, soundfont = Path(out_dir).resolve(), Path(soundfont)
-    exe = _check_tools(soundfont)
+    exe = _check_tools(soundfont, synth)
     params = {"version": VERSION, "soundfont": soundfont_name, "seed": seed,
               "seconds_per_program": seconds_per_program}
-    programs = PROGRAMS if programs is None else list(programs)
+    if synth != "fluidsynth":  # fluidsynth folders rendered before the option keep their index
+        params["synth"] = synth
+    if programs is None:
+        programs = timidity_programs(soundfont) if synth == "timidity" else PROGRAMS
     index_path, old = out_dir / "index.json", {}
     if index_path.exists():
         old = json.loads(index_path.read_text())
@@ -306,7 +345,7 @@ def _render_all(exe, soundfont, out_dir, todo, seed, seconds, workers, silent) -
 
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
-        task = bar.add_task(f"fluidsynth {soundfont.name}", total=len(todo))
+        task = bar.add_task(f"{Path(exe).name} {soundfont.name}", total=len(todo))
         try:
             for fut in as_completed([pool.submit(one, *job) for job in todo]):
                 rel, ok = fut.result()

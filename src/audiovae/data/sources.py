@@ -500,15 +500,16 @@ def lmms(pkg: Package) -> list[Item]:
             for p in pkg.select(base, (".wav", ".flac", ".ogg"))]
 
 
-def midi(pkg: Package, soundfont: str, seconds_per_program: float, seed: int = 0) -> list[Item]:
-    """Instrument clips rendered by fluidsynth from generated MIDI (audiovae.data.midi) with the
-    soundfont file named ``soundfont`` found in the package; one clip set per GM program."""
+def midi(pkg: Package, soundfont: str, seconds_per_program: float, seed: int = 0,
+         synth: str = "fluidsynth") -> list[Item]:
+    """Instrument clips rendered by ``synth`` (fluidsynth or timidity) from generated MIDI (audiovae.data.midi)
+    with the soundfont or timidity config named ``soundfont`` found in the package; one clip set per GM program."""
     from audiovae.data.midi import render_instruments
 
     found = [p for p in pkg.files if p.endswith("/" + soundfont) and pkg.path(p).is_file()]
     if not found:
         raise SourceError(f"{pkg.name}: no file {soundfont} in dpkg -L {pkg.name}")
-    clips = render_instruments(pkg.work, pkg.path(found[0]), pkg.source, seconds_per_program, seed)
+    clips = render_instruments(pkg.work, pkg.path(found[0]), pkg.source, seconds_per_program, seed, synth=synth)
     return [pkg.generated(Path(c["path"]), {"kind": "music", "instrument": c["instrument"],
                                             "family": c["family"].lower(), "program": c["program"],
                                             "soundfont": c["soundfont"]}) for c in clips]
