@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -123,10 +124,32 @@ def test_codec_conditions_and_targets_cover_12_kbps():
     assert lines[0] == ("met: audiovae at <= 3.2 kbps above codec2 3.2 kbps on pesq_wb and visqol "
                         "(2.80 vs 3.21 kbps measured: pesq_wb 1.7 vs 1.5, visqol 2.1 vs 2.05)")
     assert lines[1].startswith("not measured: audiovae at <= 6 kbps above opus 6 kbps")
-    assert lines[2].startswith("NOT met: audiovae at <= 12 kbps above opus 12 kbps on pesq_wb and visqol (11.40")
+    assert lines[2].startswith("not measured: audiovae at <= 6 kbps above opus 8 kbps")
+    assert lines[3].startswith("NOT met: audiovae at <= 12 kbps above opus 12 kbps on pesq_wb and visqol (11.40")
     music = bench.codec_targets([{**s, "pesq_wb": math.nan} for s in summary], 24000)
     assert music == ["NOT met: audiovae at <= 12 kbps above opus 12 kbps on visqol "
                      "(11.40 vs 14.40 kbps measured: visqol 3.5 vs 3.67)"]
+
+
+def test_codec_targets_give_the_paired_difference_with_its_interval():
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(40):
+        base = 2.0 + rng.random()
+        rows += [{"clip": f"c{i}", "codec": "codec2", "nominal_kbps": 3.2, "kbps": 3.2, "pesq_wb": base,
+                  "visqol": base},
+                 {"clip": f"c{i}", "codec": "audiovae", "nominal_kbps": 3.0, "kbps": 2.9,
+                  "pesq_wb": base + 0.1 + 0.05 * rng.standard_normal(), "visqol": base + 0.2 * rng.standard_normal()}]
+    rows.append({**rows[-1], "clip": "only ours"})  # no pair: left out of the difference
+    summary = bench.summarize_codec(rows)
+    line = bench.codec_targets(summary, 16000, rows)[0]
+    (d, lo, hi), _ = [map(float, found) for found in
+                      re.findall(r"paired difference (\S+), 95 % CI ([-+][0-9.]+)\.\.([-+][0-9.]+)\)", line)]
+    assert 0.07 < lo < d < hi < 0.13  # ours is better by 0.1 on every clip, give or take 0.05
+    ours, base = (np.mean([r["pesq_wb"] for r in rows[k:80:2]]) for k in (1, 0))
+    assert d == pytest.approx(ours - base, abs=5e-4)
+    assert line == bench.codec_targets(summary, 16000, rows)[0]  # deterministic
+    assert "paired" not in bench.codec_targets(summary, 16000)[0]
 
 
 def test_ltas_ripple_sees_a_frame_rate_comb():

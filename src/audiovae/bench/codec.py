@@ -23,7 +23,7 @@ OURS_KBPS = (1.5, 3.0, 3.2, 4.5, 6.0, 9.0, 12.0)  # our codec's default targets 
 # rate on every metric listed.
 CODEC_TARGETS = {
     "speech": [(3.2, "codec2", 3.2, ("pesq_wb", "visqol")), (6.0, "opus", 6.0, ("pesq_wb", "visqol")),
-               (12.0, "opus", 12.0, ("pesq_wb", "visqol"))],
+               (6.0, "opus", 8.0, ("pesq_wb", "visqol")), (12.0, "opus", 12.0, ("pesq_wb", "visqol"))],
     "music": [(12.0, "opus", 12.0, ("visqol",))],
 }
 
@@ -227,9 +227,10 @@ def summarize_codec(rows: list[dict]) -> list[dict]:
     return out
 
 
-def codec_targets(summary: list[dict], sample_rate: int) -> list[str]:
+def codec_targets(summary: list[dict], sample_rate: int, rows: list[dict] | None = None) -> list[str]:
     """``CODEC_TARGETS`` (speech for 16 kHz models, music otherwise) checked on a ``summarize_codec`` table,
-    one line per target: ours is the audiovae condition with the highest measured rate within the target."""
+    one line per target: ours is the audiovae condition with the highest measured rate within the target. With
+    the per-clip ``rows``, each score also gets the paired difference over the clips with its bootstrap 95 % CI."""
     lines = []
     for kbps, name, nominal, keys in CODEC_TARGETS["speech" if sample_rate == 16000 else "music"]:
         ours = [s for s in summary if s["codec"] == "audiovae" and s["kbps"] <= kbps]
@@ -239,10 +240,26 @@ def codec_targets(summary: list[dict], sample_rate: int) -> list[str]:
             lines.append(f"not measured: {what}")
             continue
         o, b = max(ours, key=lambda s: s["kbps"]), base[0]
-        scores = ", ".join(f"{k} {o[k]:.3g} vs {b[k]:.3g}" for k in keys)
+        scores = ", ".join(f"{k} {o[k]:.3g} vs {b[k]:.3g}" + _paired(rows, o, b, k) for k in keys)
         met = "met" if all(o[k] > b[k] for k in keys) else "NOT met"
         lines.append(f"{met}: {what} ({o['kbps']:.2f} vs {b['kbps']:.2f} kbps measured: {scores})")
     return lines
+
+
+def _paired(rows: list[dict] | None, ours: dict, base: dict, key: str, draws: int = 2000) -> str:
+    """" (paired difference D, 95 % CI lo..hi)" of ``key`` between two summary rows' conditions, clip by clip."""
+    if not rows:
+        return ""
+    by = {}
+    for r in rows:
+        by.setdefault(r["clip"], {})[r["codec"], r["nominal_kbps"]] = r.get(key, math.nan)
+    a, b = (ours["codec"], ours["target_kbps"]), (base["codec"], base["target_kbps"])
+    d = np.array([v[a] - v[b] for v in by.values() if a in v and b in v and not math.isnan(v[a] - v[b])])
+    if len(d) < 2:
+        return ""
+    means = d[np.random.default_rng(0).integers(0, len(d), (draws, len(d)))].mean(1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return f" (paired difference {d.mean():+.3f}, 95 % CI {lo:+.3f}..{hi:+.3f})"
 
 
 def plot_rate_quality(summary: list[dict], out: Path, title: str) -> Path:

@@ -125,8 +125,9 @@ def bench_codec(
     bench.write_table(rows, out, f"codec_{name}_{split}_clips", f"{name} codec per clip ({split} split)")
     summary = bench.summarize_codec(rows)
     _, md = bench.write_table(summary, out, f"codec_{name}_{split}", f"{name} vs classic codecs, {split} split")
+    targets = bench.codec_targets(summary, codec.model.sample_rate, rows)
     with md.open("a") as f:
-        f.write("\nTargets:\n" + "".join(f"- {x}\n" for x in bench.codec_targets(summary, codec.model.sample_rate)))
+        f.write("\nTargets:\n" + "".join(f"- {x}\n" for x in targets))
     plot = bench.plot_rate_quality(summary, out, f"{name} codec, {split} split")
     console.print(md.read_text())
     console.print(f"plot: {plot}")
@@ -219,6 +220,9 @@ def bench_generate(
     split: str = typer.Option("test", help="The manifest split of the real clips the Fréchet distance compares "
                               "with (unseen: sources no model trained on; files get an _unseen suffix)."),
     per_label: int = typer.Option(10, "--per-label", help="Generated clips per label for the accuracy."),
+    probe_split: str = typer.Option("train", "--probe-split", help="The split whose real clips the accuracy's probes "
+                                    "are fitted on (unseen: sources no model trained on; files get a _probe-unseen "
+                                    "suffix)."),
     guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance (default: the prior's)."),
     classifier_guidance: float | None = typer.Option(
         None, "--classifier-guidance", help="Weight of the prior's label guide (default: the prior's)."),
@@ -245,7 +249,7 @@ def bench_generate(
     with _bar("generating") as progress:
         report = _named(progress)
         result = bg.evaluate(gen, manifest, clips, per_label, guidance, temperature, progress=report,
-                             classifier_guidance=classifier_guidance, split=split)
+                             classifier_guidance=classifier_guidance, split=split, probe_split=probe_split)
         moved = [] if arithmetic is None else bg.arithmetic(gen, manifest, arithmetic, progress=report)
     name = gen.model.name
     _, md = bench.write_table(result["fd"], out, f"generate_{name}_fd" + ("" if split == "test" else f"_{split}"),
@@ -254,12 +258,13 @@ def bench_generate(
     _, md = bench.write_table([result["speed"]], out, f"generate_{name}_speed", f"{name}: sampling on one CPU thread")
     console.print(md.read_text())
     if result["accuracy"]:
-        _, md = bench.write_table(result["accuracy"], out, f"generate_{name}_accuracy",
+        stem = f"generate_{name}_accuracy" + ("" if probe_split == "train" else f"_probe-{probe_split}")
+        _, md = bench.write_table(result["accuracy"], out, stem,
                                   f"{name}: '{gen.label_key}' recognized on generated and real test clips "
-                                  f"(probes fitted on real train clips: on '{result['probe']}' embeddings, "
+                                  f"(probes fitted on real {probe_split} clips: on '{result['probe']}' embeddings, "
                                   "and on MFCC statistics for the _mfcc columns)")
         console.print(md.read_text())
-        png = save_recognition(out / f"generate_{name}_accuracy.png", result["accuracy"],
+        png = save_recognition(out / f"{stem}.png", result["accuracy"],
                                f"{name}: '{gen.label_key}' recognized")
         console.print(f"plot: {png}")
     if moved:
