@@ -560,8 +560,8 @@ def test_cli_bench_generate_writes_tables_and_page(tmp_path, model_dir):
     fd = (tmp_path / "b" / "generate_tiny_fd.csv").read_text()
     assert "learned prior" in fd and "N(0, I) prior" in fd and "real train (floor)" in fd
     acc = (tmp_path / "b" / "generate_tiny_accuracy.csv").read_text().splitlines()
-    assert acc[0] == "label,generated,generated_accuracy,real_test,real_test_accuracy,generated_accuracy_mfcc," \
-        "real_test_accuracy_mfcc" and [row.split(",")[0] for row in acc[1:]] == ["high", "low", "mean"]
+    assert acc[0] == "label,generated,generated_accuracy,real_test,real_test_accuracy,decoded_test_accuracy," \
+        "generated_accuracy_mfcc,real_test_accuracy_mfcc,decoded_test_accuracy_mfcc" and [row.split(",")[0] for row in acc[1:]] == ["high", "low", "mean"]
     assert (tmp_path / "b" / "generate_tiny_accuracy.png").read_bytes().startswith(b"\x89PNG")
     text = page.read_text()
     assert text.count("data:audio/ogg;base64,") >= 10 and "data:image/jpeg;base64," in text and "Transfer" in text
@@ -581,3 +581,15 @@ def test_cli_bench_generate_measures_against_the_unseen_split(tmp_path, model_di
     fd = (tmp_path / "b" / "generate_tiny_fd_unseen.md").read_text()
     assert f"Fréchet distance to {min(3, len(unseen))} unseen clips" in fd and "real train (floor)" in fd
     assert not (tmp_path / "b" / "generate_tiny_fd.md").exists()
+    r = invoke("bench", "generate", "--model", model_dir, "--manifest", manifest, "--clips", 3, "--per-label", 1,
+               "--split", "unseen", "--probe-split", "unseen", "--out", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "b" / "generate_tiny_accuracy_probe-unseen.md").read_text()
+    assert "probes fitted on real unseen clips" in md
+    acc = list(csv.DictReader((tmp_path / "b" / "generate_tiny_accuracy_probe-unseen.csv").open()))
+    assert [row["label"] for row in acc] == ["high", "low", "mean"] and acc[-1]["generated"] == "2"
+    one_label = [dict(r, labels={**r["labels"], "pitch": "high"}) for r in unseen]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows + one_label))
+    r = invoke("bench", "generate", "--model", model_dir, "--manifest", manifest, "--clips", 3, "--per-label", 1,
+               "--probe-split", "unseen", "--out", tmp_path / "c")
+    assert "split 'unseen' has clips of 1 of the 2 values of 'pitch'" in str(r.exception)

@@ -103,7 +103,7 @@ def main() -> None:
     if args.extra_guide:
         gen.prior.guide = Ensemble([gen.prior.guide] + [load_prior(load(m))[0].guide for m in args.extra_guide])
     each = progress_each(None)
-    probes, _ = fit_probes(gen.model, args.manifest, gen.label_key, gen.labels, each, ("vae", "mfcc"))
+    probes, _, _ = fit_probes(gen.model, args.manifest, gen.label_key, gen.labels, each, ("vae", "mfcc"))
     requests = [(lab, j) for lab in gen.labels for j in range(args.per_label)]
     asked = np.array([r[0] for r in requests])
     root = gen.prior.style_scale.clone() if gen.prior.config.style else None

@@ -53,17 +53,19 @@ def save_spectrogram(path: str | os.PathLike, x: np.ndarray, sample_rate: int, t
 
 
 def save_recognition(path: str | os.PathLike, rows: list[dict], title: str = "") -> Path:
-    """Bar chart (PNG) of ``bench generate``'s accuracy rows: per label, the share of generated and of real test
-    clips that each probe (our embedding; MFCC statistics) names correctly."""
+    """Bar chart (PNG) of ``bench generate``'s accuracy rows: per label, the share of generated clips, of real test
+    clips and of their reconstructions that each probe (our embedding; MFCC statistics) names correctly."""
     from matplotlib.figure import Figure
 
     bars = [("generated_accuracy", "generated, embedding probe"), ("real_test_accuracy", "real test, embedding probe"),
-            ("generated_accuracy_mfcc", "generated, MFCC probe"), ("real_test_accuracy_mfcc", "real test, MFCC probe")]
+            ("decoded_test_accuracy", "real test decoded, embedding probe"),
+            ("generated_accuracy_mfcc", "generated, MFCC probe"), ("real_test_accuracy_mfcc", "real test, MFCC probe"),
+            ("decoded_test_accuracy_mfcc", "real test decoded, MFCC probe")]
     y = np.arange(len(rows))
-    fig = Figure(figsize=(8.0, 2.0 + 0.35 * len(rows)))
+    fig = Figure(figsize=(8.0, 2.5 + 0.5 * len(rows)))
     ax = fig.subplots()
     for i, (key, name) in enumerate(bars):
-        ax.barh(y + (i - 1.5) * 0.2, [float(r[key]) for r in rows], height=0.2, label=name)
+        ax.barh(y + (i - 2.5) * 0.13, [float(r[key]) for r in rows], height=0.13, label=name)
     ax.set_yticks(y, [str(r["label"]) for r in rows])
     ax.invert_yaxis()
     ax.set_xlim(0, 1)

@@ -4,9 +4,10 @@ requested label.
 Fréchet distance (FD) between Gaussians fitted to clip features of held-out test clips and of: clips
 sampled from the learned prior (labels and lengths of the test clips), latents drawn from the VAE's
 N(0, I) prior, and real train clips (the floor). Features: our embeddings (classify.embed) and MFCC
-statistics (classify.mfcc_features). Conditional accuracy: a probe fitted on real train embeddings
-names the label of clips generated per label, next to its accuracy on real test clips; a probe on MFCC statistics
-does the same as a check that does not depend on the model's own embedding.
+statistics (classify.mfcc_features). Conditional accuracy: a probe fitted on real train embeddings (or on real
+clips of another split: ``probe_split="unseen"``, sources no model trained on) names the label of clips generated
+per label, next to its accuracy on real test clips; a probe on MFCC statistics does the same as a check that does
+not depend on the model's own embedding.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from audiovae.data.manifest import Entry, read_manifest, spread
 from audiovae.errors import AudioVAEError
 from audiovae.files import write_text
 from audiovae.generate import Generator, transfer
-from audiovae.inference import decode_frames
+from audiovae.inference import decode_frames, reconstruct
 from audiovae.plots import save_spectrogram
 
 MIN_SECONDS, MAX_CLIP_SECONDS = 0.5, 10.0
@@ -77,10 +78,10 @@ def _seconds(e: Entry) -> float:
 def evaluate(gen: Generator, manifest: str | Path, clips: int = 100, per_label: int = 10,
              guidance: float | None = None, temperature: float = 1.0,
              progress: Callable[[str, int, int], None] | None = None,
-             classifier_guidance: float | None = None, split: str = "test") -> dict:
+             classifier_guidance: float | None = None, split: str = "test", probe_split: str = "train") -> dict:
     """FD rows, per-label accuracy rows and the audio behind them (for the listening page). The FD's reference
-    clips come from ``split`` ("unseen": sources no model trained on); the accuracy's real clips from the
-    test split (the probes need the prior's labels)."""
+    clips come from ``split`` ("unseen": sources no model trained on); the probes are fitted on real clips of
+    ``probe_split`` and scored on real test clips (the probes need the prior's labels)."""
     manifest = Path(manifest)
     sr, model, key = gen.sample_rate, gen.model, gen.label_key
     kw = {"temperature": temperature, "guidance": guidance, "classifier_guidance": classifier_guidance}
@@ -111,7 +112,7 @@ def evaluate(gen: Generator, manifest: str | Path, clips: int = 100, per_label: 
                for name in ("learned prior", "N(0, I) prior", "real train (floor)")]
     result = {"fd": fd_rows, "accuracy": [], "sets": sets, "tests": tests, "per_label": {}, "speed": speed(gen)}
     if gen.labels:
-        result |= _conditional(gen, manifest, per_label, kw, label_of, each)
+        result |= _conditional(gen, manifest, per_label, kw, label_of, each, probe_split)
     return result
 
 
@@ -135,40 +136,53 @@ def labelled_entries(manifest: Path, split: str, key: str, labels, n: int) -> li
     return [e for lab in labels for e in spread([e for e in entries if str(e.labels.get(key)) == lab], n)]
 
 
-def fit_probes(model, manifest: Path, key: str, labels, each, kinds: tuple[str, ...], per_label: int = 100):
-    """({kind: (classifier, featurize(what, clips))}, pooling): probes of ``key`` fitted on up to ``per_label``
-    real train clips of each label, on features of each kind: "vae" (the model's best embedding: its learned head
-    when it has one) or "mfcc" (the classification baseline, which does not depend on the model)."""
+def fit_probes(model, manifest: Path, key: str, labels, each, kinds: tuple[str, ...], per_label: int = 100,
+               split: str = "train"):
+    """({kind: (classifier, featurize(what, clips))}, pooling, labels fitted): probes of ``key`` fitted on up to
+    ``per_label`` real ``split`` clips of each of ``labels`` the split has (at least two), on features of each
+    kind: "vae" (the model's best embedding: its learned head when it has one) or "mfcc" (the classification
+    baseline, which does not depend on the model)."""
     sr, pooling = model.sample_rate, best_pooling(model)
 
     def featurizer(kind: str) -> Callable:
         return lambda what, clips: np.stack(each(f"{what} ({kind})", clips,
                                                  lambda i, c: features(kind, model, c, sr, pooling=pooling)))
 
-    train = labelled_entries(manifest, "train", key, labels, per_label)
-    clips, names = load_clips(train, manifest.parent, sr), [str(e.labels[key]) for e in train]
+    train = labelled_entries(manifest, split, key, labels, per_label)
+    names = [str(e.labels[key]) for e in train]
+    fitted = [lab for lab in labels if lab in set(names)]
+    if len(fitted) < 2:
+        raise AudioVAEError(f"{manifest}: split '{split}' has clips of {len(fitted)} of the {len(labels)} values of "
+                            f"'{key}' to probe; a probe needs two")
+    clips = load_clips(train, manifest.parent, sr)
     probes = {}
     for kind in kinds:
         featurize = featurizer(kind)
-        probes[kind] = (fit(featurize("embedding train clips", clips), names)[0], featurize)
-    return probes, pooling
+        probes[kind] = (fit(featurize(f"embedding {split} clips", clips), names)[0], featurize)
+    return probes, pooling, fitted
 
 
-def _conditional(gen: Generator, manifest: Path, per_label: int, kw: dict, label_of, each,
+def _conditional(gen: Generator, manifest: Path, per_label: int, kw: dict, label_of, each, probe_split: str,
                  test_per_label: int = 20) -> dict:
-    """Accuracy per label of probes (``fit_probes``: on the model's embedding, and on MFCC statistics as a check
-    independent of the model) on generated clips and on up to ``test_per_label`` real test clips per label."""
-    probes, pooling = fit_probes(gen.model, manifest, gen.label_key, gen.labels, each, ("vae", "mfcc"))
-    test = labelled_entries(manifest, "test", gen.label_key, gen.labels, test_per_label)
+    """Accuracy per label of probes (``fit_probes`` on ``probe_split``: on the model's embedding, and on MFCC
+    statistics as a check independent of the model) on generated clips, on up to ``test_per_label`` real test
+    clips per label and on the model's posterior-mean reconstructions of them (what a decoded clip can reach: the
+    MFCC probe also hears recording chains the decoder does not render), for the labels the probes know."""
+    probes, pooling, labels = fit_probes(gen.model, manifest, gen.label_key, gen.labels, each, ("vae", "mfcc"),
+                                         split=probe_split)
+    test = labelled_entries(manifest, "test", gen.label_key, labels, test_per_label)
     real_clips = load_clips(test, manifest.parent, gen.sample_rate)
-    requests = [(lab, j) for lab in gen.labels for j in range(per_label)]
+    decoded = each("reconstructing test clips", real_clips,
+                   lambda i, x: reconstruct(gen.model, x.reshape(1, -1), gen.sample_rate).reshape(x.shape))
+    requests = [(lab, j) for lab in labels for j in range(per_label)]
     made = each("sampling per label", requests, lambda i, r: gen.sample(3.0, r[0], seed=1000 + i, **kw))
     asked, truth = np.array([r[0] for r in requests]), np.array([label_of(e) for e in test], dtype=object)
-    hits = {}  # (kind, "generated" / "real_test") -> per clip, whether the probe names its label
+    hits = {}  # (kind, "generated" / "real_test" / "decoded_test") -> per clip, whether the probe names its label
     for kind, (clf, featurize) in probes.items():
         hits[kind, "generated"] = np.asarray(clf.predict(featurize("embedding generated clips", made))) == asked
-        hits[kind, "real_test"] = np.asarray(clf.predict(featurize("embedding test clips", real_clips))) == truth \
-            if test else np.zeros(0, bool)
+        for what, clips in (("real_test", real_clips), ("decoded_test", decoded)):
+            hits[kind, what] = np.asarray(clf.predict(featurize(f"embedding {what} clips", clips))) == truth \
+                if test else np.zeros(0, bool)
 
     def row(label: str, gen_rows: np.ndarray, test_rows: np.ndarray) -> dict:
         def acc(kind: str, what: str, rows: np.ndarray) -> float:
@@ -177,13 +191,15 @@ def _conditional(gen: Generator, manifest: Path, per_label: int, kw: dict, label
         return {"label": label,
                 "generated": int(gen_rows.sum()), "generated_accuracy": acc("vae", "generated", gen_rows),
                 "real_test": int(test_rows.sum()), "real_test_accuracy": acc("vae", "real_test", test_rows),
+                "decoded_test_accuracy": acc("vae", "decoded_test", test_rows),
                 "generated_accuracy_mfcc": acc("mfcc", "generated", gen_rows),
-                "real_test_accuracy_mfcc": acc("mfcc", "real_test", test_rows)}
+                "real_test_accuracy_mfcc": acc("mfcc", "real_test", test_rows),
+                "decoded_test_accuracy_mfcc": acc("mfcc", "decoded_test", test_rows)}
 
-    rows = [row(lab, asked == lab, truth == lab) for lab in gen.labels]
+    rows = [row(lab, asked == lab, truth == lab) for lab in labels]
     rows.append(row("mean", np.ones(len(asked), bool), np.ones(len(truth), bool)))
-    per = {lab: [c for c, r in zip(made, requests, strict=True) if r[0] == lab][:2] for lab in gen.labels}
-    return {"accuracy": rows, "per_label": per, "probe": pooling}
+    per = {lab: [c for c, r in zip(made, requests, strict=True) if r[0] == lab][:2] for lab in labels}
+    return {"accuracy": rows, "per_label": per, "probe": pooling, "probe_split": probe_split}
 
 
 def arithmetic(gen: Generator, manifest: str | Path, key: str, triples: int = 40, seed: int = 0,
@@ -202,7 +218,7 @@ def arithmetic(gen: Generator, manifest: str | Path, key: str, triples: int = 40
     if len(values) < 2:
         raise AudioVAEError(f"{manifest}: latent arithmetic on '{key}' needs two values with two test clips each")
     each = progress_each(progress)
-    probes, _ = fit_probes(gen.model, manifest, key, values, each, ("vae",))
+    probes, _, _ = fit_probes(gen.model, manifest, key, values, each, ("vae",))
     clf, embedded = probes["vae"]
     rng = np.random.default_rng(seed)
     picks = []
