@@ -332,6 +332,9 @@ def test_a_retrained_model_ships_under_its_name_and_the_files_of_the_earlier_one
     (tmp_path / "old.avae").write_bytes(old_file)
     r = CliRunner().invoke(app, ["decompress", str(tmp_path / "old.avae"), str(tmp_path / "old.wav")])
     assert r.exit_code == 0, r.output
+    other = json.loads(kept.read_text()) | {"sha256": "f" * 64}  # another earlier version, its weights absent:
+    (kept.parent / "tiny-ffffffffffff.json").write_text(json.dumps(other))  # read first, by its card alone
+    assert Codec.for_header(Reader(io.BytesIO(old_file)).header).model.card["sha256"] == first.card["sha256"]
     assert load_version("tiny", lambda m: False).card["sha256"] == load("tiny").card["sha256"]  # none: the current
     with pytest.raises(ModelLoadError, match="unknown model"):
         load_version(str(shipped / "earlier" / stem), lambda m: True)  # a file's model_id is never a path

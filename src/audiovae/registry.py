@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from safetensors import SafetensorError
@@ -308,13 +309,16 @@ def keep_for_decoding(name: str) -> Path:
 
 def load_version(name: str, decodes) -> VAE:
     """The shipped model ``name``, or else the earlier version of it kept in pretrained/earlier for which
-    ``decodes(model)`` holds (the one that wrote a file); the current model when none does. ``name`` must be a
-    shipped name: a file's ``model_id`` never becomes a path."""
+    ``decodes(model)`` holds (the one that wrote a file); the current model when none does. ``decodes`` sees an
+    earlier version's card alone (``.card``, ``.card_path``), and only the one it picks is loaded. ``name`` must
+    be a shipped name: a file's ``model_id`` never becomes a path."""
     current = load_shipped(name)
     if decodes(current):
         return current
-    return next((m for m in map(load, sorted(EARLIER_DIR.glob(f"{name}-*.json"), reverse=True)) if decodes(m)),
-                current)
+    for path in sorted(EARLIER_DIR.glob(f"{name}-*.json"), reverse=True):
+        if decodes(SimpleNamespace(card=json.loads(path.read_text(encoding="utf-8")), card_path=path)):
+            return load(path)
+    return current
 
 
 ENTROPY_HINT = "fit one with `audiovae codec fit`"
