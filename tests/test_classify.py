@@ -461,3 +461,5 @@ def test_unseen_tasks_test_on_the_unseen_split_and_within_tasks_split_by_file(tm
     assert classes == ["fillets-cs:m", "fillets-cs:v"] and items["test"] == parts["test"]
     assert [t.name for t in bench_classify.tasks_named(["speaker-unseen", "source-type-unseen"])] == [
         "speaker-unseen", "source-type-unseen"]
+    family = bench_classify.tasks_named(["instrument-family-unseen"])[0]
+    assert family.test_split == "unseen" and family.train == (bench_classify.Part("music24k", "family"),)

@@ -77,6 +77,9 @@ TASKS = (
     Task("source-type-unseen", "music24k", "music vs sound effects vs speech, trained on our sources, tested on "
          "the unseen split's (FreedroidRPG, Warzone 2100, OpenArena, 0 A.D. voices); 16 kHz sampling first",
          (Part("music24k", "kind"), Part("speech16k", None, fixed="speech")), rate=16000, test_split=UNSEEN),
+    Task("instrument-family-unseen", "music24k", "instrument family, trained on our fluidsynth renders and sample "
+         "packages, tested on the unseen split's FreePats renders (another synthesizer and instrument set)",
+         (Part("music24k", "family"),), test_split=UNSEEN),
 )
 WITHIN = {0: "train", 1: "train", 2: "valid", 3: "test"}  # a within task's split by its file's hash, mod 4
 
