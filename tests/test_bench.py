@@ -66,7 +66,16 @@ def test_codec_benchmark_rows_summary_and_plot(tmp_path):
     summary = bench.summarize_codec(rows)
     assert summary[1]["codec"] == "audiovae" and summary[1]["target_kbps"] == 6.0
     assert bench.plot_rate_quality(summary, tmp_path, "tiny codec").stat().st_size > 1000
+    from typer.testing import CliRunner
 
+    from audiovae.cli import app
+
+    r = CliRunner().invoke(app, ["bench", "codec", "--model", str(tmp_path / "m"), "--manifest", str(manifest),
+                                 "--split", "valid", "--clips", "1", "--kbps", "6", "--no-classics", "--out",
+                                 str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.png")) == ["tiny_rate_quality_valid.png"]  # not test's
+    assert "Targets:" in (tmp_path / "b" / "codec_tiny_valid.md").read_text()
 
 
 def test_fullband_benchmark_compares_with_and_without_extension(tmp_path):

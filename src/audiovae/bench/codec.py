@@ -262,8 +262,9 @@ def _paired(rows: list[dict] | None, ours: dict, base: dict, key: str, draws: in
     return f" (paired difference {d.mean():+.3f}, 95 % CI {lo:+.3f}..{hi:+.3f})"
 
 
-def plot_rate_quality(summary: list[dict], out: Path, title: str) -> Path:
-    """Rate-quality curves (measured kbps vs each quality metric), one line per codec."""
+def plot_rate_quality(summary: list[dict], out: Path, title: str, stem: str | None = None) -> Path:
+    """Rate-quality curves (measured kbps vs each quality metric), one line per codec, in ``out/STEM.png``
+    (default stem: the title's first word and ``_rate_quality``)."""
     import matplotlib.ticker
     from matplotlib.figure import Figure
 
@@ -288,4 +289,4 @@ def plot_rate_quality(summary: list[dict], out: Path, title: str) -> Path:
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.suptitle(title)
     out.mkdir(parents=True, exist_ok=True)
-    return save_figure(fig, out / f"{title.split()[0]}_rate_quality.png")
+    return save_figure(fig, out / f"{stem or title.split()[0] + '_rate_quality'}.png")

@@ -128,7 +128,8 @@ def bench_codec(
     targets = bench.codec_targets(summary, codec.model.sample_rate, rows)
     with md.open("a") as f:
         f.write("\nTargets:\n" + "".join(f"- {x}\n" for x in targets))
-    plot = bench.plot_rate_quality(summary, out, f"{name} codec, {split} split")
+    plot = bench.plot_rate_quality(summary, out, f"{name} codec, {split} split",
+                                   f"{name}_rate_quality" + ("" if split == "test" else f"_{split}"))
     console.print(md.read_text())
     console.print(f"plot: {plot}")
 
