@@ -50,8 +50,10 @@ bench: $(STAMP)
 	$(VENV)/bin/audiovae bench memory --model speech16k --model music24k
 	@for m in speech16k music24k; do \
 	  if [ -f corpora/$$m/manifest.jsonl ]; then \
-	    $(VENV)/bin/audiovae bench quality --model $$m --manifest corpora/$$m/manifest.jsonl && \
-	    $(VENV)/bin/audiovae bench codec --model $$m --manifest corpora/$$m/manifest.jsonl || exit 1; \
+	    for split in unseen test; do \
+	      $(VENV)/bin/audiovae bench quality --model $$m --manifest corpora/$$m/manifest.jsonl --split $$split && \
+	      $(VENV)/bin/audiovae bench codec --model $$m --manifest corpora/$$m/manifest.jsonl --split $$split || exit 1; \
+	    done; \
 	  else echo "$$m quality and codec benchmarks skipped: build the corpus first (make corpora)"; fi; \
 	done
 	@if [ -f corpora/speech16k/manifest.jsonl ] && [ -f corpora/music24k/manifest.jsonl ]; then \
