@@ -585,9 +585,10 @@ def test_cli_bench_generate_measures_against_the_unseen_split(tmp_path, model_di
     r = invoke("bench", "generate", "--model", model_dir, "--manifest", manifest, "--clips", 3, "--per-label", 1,
                "--split", "unseen", "--probe-split", "unseen", "--out", tmp_path / "b")
     assert r.exit_code == 0, r.output
-    md = (tmp_path / "b" / "generate_tiny_accuracy_probe-unseen.md").read_text()
+    assert not (tmp_path / "b" / "generate_tiny_accuracy.md").exists()  # the test split's files are left alone
+    md = (tmp_path / "b" / "generate_tiny_accuracy_unseen_probe-unseen.md").read_text()
     assert "probes fitted on real unseen clips" in md
-    acc = list(csv.DictReader((tmp_path / "b" / "generate_tiny_accuracy_probe-unseen.csv").open()))
+    acc = list(csv.DictReader((tmp_path / "b" / "generate_tiny_accuracy_unseen_probe-unseen.csv").open()))
     assert [row["label"] for row in acc] == ["high", "low", "mean"] and acc[-1]["generated"] == "2"
     one_label = [dict(r, labels={**r["labels"], "pitch": "high"}) for r in unseen]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows + one_label))

@@ -223,7 +223,7 @@ def bench_generate(
     per_label: int = typer.Option(10, "--per-label", help="Generated clips per label for the accuracy."),
     probe_split: str = typer.Option("train", "--probe-split", help="The split whose real clips the accuracy's probes "
                                     "are fitted on (unseen: sources no model trained on; files get a _probe-unseen "
-                                    "suffix)."),
+                                    "suffix, after --split's)."),
     guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance (default: the prior's)."),
     classifier_guidance: float | None = typer.Option(
         None, "--classifier-guidance", help="Weight of the prior's label guide (default: the prior's)."),
@@ -259,7 +259,8 @@ def bench_generate(
     _, md = bench.write_table([result["speed"]], out, f"generate_{name}_speed", f"{name}: sampling on one CPU thread")
     console.print(md.read_text())
     if result["accuracy"]:
-        stem = f"generate_{name}_accuracy" + ("" if probe_split == "train" else f"_probe-{probe_split}")
+        stem = f"generate_{name}_accuracy" + ("" if split == "test" else f"_{split}") + \
+            ("" if probe_split == "train" else f"_probe-{probe_split}")  # a run per split keeps its own files
         _, md = bench.write_table(result["accuracy"], out, stem,
                                   f"{name}: '{gen.label_key}' recognized on generated and real test clips "
                                   f"(probes fitted on real {probe_split} clips: on '{result['probe']}' embeddings, "
