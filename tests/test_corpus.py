@@ -7,6 +7,7 @@ import json
 import os
 import struct
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from audiovae.cli import app
-from audiovae.data import corpus, sources
+from audiovae.data import corpus, sources, synth
 from audiovae.data.corpus import (
     PackageError,
     RecipeError,
@@ -457,6 +458,44 @@ def test_gettext_texts_keep_translated_sentences_in_the_languages_script(tmp_pat
                                               "Quit": "Выход"})
     _mo(tmp_path / "ru/LC_MESSAGES/warzone2100.mo", {"Enemy base sighted now": "Замечена вражеская база рядом"})
     _mo(tmp_path / "en@shaw/LC_MESSAGES/app.mo", {"Open the file now": "𐑴𐑐𐑩𐑯 𐑞 𐑓𐑲𐑤 𐑯𐑬"})
-    assert sources.gettext_texts("ru", tmp_path) == ["Открыть этот файл сейчас"]  # no placeholder, copy, Latin
-    assert sources.gettext_texts("en", tmp_path) == []  # a script variant is not the language
+    assert synth.gettext_texts("ru", tmp_path) == ["Открыть этот файл сейчас"]  # no placeholder, copy, Latin
+    assert synth.gettext_texts("en", tmp_path) == []  # a script variant is not the language
     assert load_recipe(corpus.find_recipe("speech16k-synth")).sources[0].lister == "espeak_voices"
+
+
+_FAKE_FESTIVAL = '''#!{python}
+import pathlib, re, sys, wave
+script = pathlib.Path(sys.argv[-1]).read_bytes()
+(pathlib.Path({log!r}) / pathlib.Path.cwd().name).write_bytes(script)
+for text, name in re.findall(rb'Text "([^"]*)"\\)\\) "([0-9a-f]+\\.wav\\.part)"', script):
+    if b"unreadable" in text:  # festival fails on this sentence
+        continue
+    with wave.open(name.decode(), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(bytes(3200))
+'''
+
+
+def test_festival_voices_read_what_each_voices_encoding_spells_and_keep_their_wavs(tmp_path, monkeypatch):
+    bin_dir, log = tmp_path / "bin", tmp_path / "log"
+    bin_dir.mkdir(), log.mkdir()
+    (bin_dir / "festival").write_text(_FAKE_FESTIVAL.format(python=sys.executable, log=str(log)))
+    (bin_dir / "festival").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    texts = {"cs": ["Příliš žluťoučký kůň úpěl", "Говорить по-русски тут"],
+             "en": ['Say "hi" to me now', "Press the ‘XYZ’ key now", "An unreadable sentence here"]}
+    monkeypatch.setattr(synth, "gettext_texts", texts.get)
+    pkg = sources.Package("festival", "festival", tmp_path, tmp_path / "work")
+    voices = {"cs": ["czech_dita"], "en": ["kal_diphone", "ked_diphone"]}
+    items = synth.festival_voices(pkg, voices, per_language=5)
+    # Cyrillic is not ISO-8859-2, curly quotes are not Latin-1, festival failed on the last one: all left out
+    assert sorted(i.labels["text"] for i in items) == ["Příliš žluťoučký kůň úpěl", "Say  hi  to me now"]
+    assert all(i.labels["synthetic"] and i.labels["speaker"].startswith("festival:") for i in items)
+    assert all(Path(i.file).is_file() and not Path(i.file).with_suffix(".wav.part").exists() for i in items)
+    assert "Příliš".encode("iso-8859-2") in (log / "cs").read_bytes()
+    assert not list((tmp_path / "work").rglob("*.scm"))
+    (bin_dir / "festival").write_text("#!/bin/sh\nexit 1\n")  # kept WAVs: festival is not run again
+    assert synth.festival_voices(pkg, voices, per_language=5) == items
+    with pytest.raises(sources.SourceError, match="festival voice kal_diphone"):
+        synth.festival_voices(pkg, {"en": ["kal_diphone"]}, per_language=5, seed=1)  # a festival that fails
+    with pytest.raises(sources.SourceError, match="names like"):
+        synth.festival_voices(pkg, {"en": ['x")(system "rm']})

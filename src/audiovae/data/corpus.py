@@ -29,12 +29,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from audiovae import audio
-from audiovae.data import sources
+from audiovae.data import sources, synth
 from audiovae.data.card import write_card
 from audiovae.data.manifest import UNSEEN, Entry, split_for, write_manifest
 from audiovae.errors import AudioVAEError
 from audiovae.files import write_text
 from audiovae.resources import resource
+
+LISTERS = sources.LISTERS | synth.LISTERS
 
 CACHE_VERSION = 1  # bump when decoding or trimming changes: cached records are then rebuilt
 RECIPES = resource("recipes")  # the shipped models' recipes
@@ -51,7 +53,7 @@ class PackageError(AudioVAEError):
 @dataclass
 class SourceConfig:
     package: str  # Debian package: installed, listed with dpkg -L, license read from its copyright file
-    lister: str  # function in audiovae.data.sources.LISTERS
+    lister: str  # function in LISTERS (sources.py, synth.py)
     name: str = ""  # manifest `source` and audio/<name>/ folder; defaults to the package
     also_install: list[str] = field(default_factory=list)  # further packages the lister reads
     license: str = ""  # recorded license; "" = the main License of the package's copyright file
@@ -87,9 +89,9 @@ def _strict(cls, data, where: str):
 
 
 def _check_options(src: SourceConfig, where: str) -> None:
-    lister = sources.LISTERS.get(src.lister)
+    lister = LISTERS.get(src.lister)
     if lister is None:
-        raise RecipeError(f"{where}: unknown lister '{src.lister}' (one of {', '.join(sources.LISTERS)})")
+        raise RecipeError(f"{where}: unknown lister '{src.lister}' (one of {', '.join(LISTERS)})")
     params = dict(list(inspect.signature(lister).parameters.items())[1:])
     for key in src.options:
         if key not in params:
@@ -250,7 +252,7 @@ def _fingerprint(src: SourceConfig, recipe: Recipe) -> str:
 
 def _listers_version() -> str:
     """Changes with the listers' code: sources are then listed again (labels refreshed, nothing decoded)."""
-    return hashlib.sha1(inspect.getsource(sources).encode()).hexdigest()[:16]
+    return hashlib.sha1((inspect.getsource(sources) + inspect.getsource(synth)).encode()).hexdigest()[:16]
 
 
 def _read_jsonl(path: Path) -> dict[str, dict]:
@@ -314,7 +316,7 @@ def build_source(src: SourceConfig, recipe: Recipe, out: Path, jobs: int, consol
     write_text(state_path, json.dumps(state))
     files = tuple(sources.dpkg_list(src.package)) if src.package else ()
     pkg = sources.Package(src.package, src.name, system_root, work, files)
-    items = {i.key: i for i in sources.LISTERS[src.lister](pkg, **src.options)}
+    items = {i.key: i for i in LISTERS[src.lister](pkg, **src.options)}
     records = {k: {**r, "labels": items[k].labels, "license": items[k].license}
                for k, r in records.items() if k in items}
     todo = [i for k, i in sorted(items.items()) if k not in records or k in redo]

@@ -9,22 +9,15 @@ from its path (language, speaker, text, instrument, family, kind = speech | musi
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import random
 import re
-import shutil
-import struct
 import subprocess
-import unicodedata
 import xml.etree.ElementTree as ET
 import zipfile
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from audiovae.audio import AUDIO_EXTENSIONS, find_audio_files
 from audiovae.errors import AudioVAEError
-from audiovae.files import replaced
 
 PACKAGE_EXTENSIONS = (*AUDIO_EXTENSIONS, ".it", ".pat")
 LABEL_FROM = ("parent-dir", "none")
@@ -148,12 +141,12 @@ def file_license(copyright_text: str, upstream_path: str) -> str:
 
 # --- speech ---------------------------------------------------------------------------------------------
 
-def _lang(code: str) -> str:
+def lang_code(code: str) -> str:
     """Primary language subtag: 'pt_BR' -> 'pt', 'zh_tw' -> 'zh'."""
     return re.split(r"[_@.-]", code)[0].lower()
 
 
-def _tuxpaint_texts(path: Path) -> dict[str, str]:
+def tuxpaint_texts(path: Path) -> dict[str, str]:
     """A stamp's .txt: English on the first line, then 'LOCALE.utf8=text' lines; keys lower-cased."""
     if not path.is_file():
         return {}
@@ -178,10 +171,10 @@ def tuxpaint(pkg: Package) -> list[Item]:
         stem = stem.rsplit(".", 1)[0]
         m = _TUX.match(stem)
         stamp, desc, lang = m.group("stamp"), bool(m.group("desc")), m.group("lang")
-        texts = _tuxpaint_texts(pkg.path(f"{d}/{stamp}.txt"))
+        texts = tuxpaint_texts(pkg.path(f"{d}/{stamp}.txt"))
         if lang and lang.lower() not in texts:  # not a locale after all: part of the stamp's name
             stamp, lang = f"{stamp}_{lang}", None
-            texts = _tuxpaint_texts(pkg.path(f"{d}/{stamp}.txt"))
+            texts = tuxpaint_texts(pkg.path(f"{d}/{stamp}.txt"))
         parsed.append((p, d, stamp, desc, lang, texts))
     named = {(d, s) for _, d, s, desc, lang, _ in parsed if lang and not desc}
     items = []
@@ -189,7 +182,7 @@ def tuxpaint(pkg: Package) -> list[Item]:
         if not (desc or lang or (d, stamp) in named):
             continue
         code = (lang or "en").lower()
-        labels = {"kind": "speech", "language": _lang(code), "stamp": stamp,
+        labels = {"kind": "speech", "language": lang_code(code), "stamp": stamp,
                   "role": "description" if desc else "name"}
         if desc and texts.get(code):
             labels["text"] = texts[code]
@@ -243,7 +236,7 @@ def klettres(pkg: Package) -> list[Item]:
             xml = pkg.path(f"{base}{lang}/sounds.xml")
             root = ET.parse(xml).getroot() if xml.is_file() else ET.Element("none")
             names[lang] = {s.get("file", ""): s.get("name", "") for s in root.iter("sound")}
-        labels = {"kind": "speech", "language": _lang(lang),
+        labels = {"kind": "speech", "language": lang_code(lang),
                   "unit": "letter" if unit == "alpha" else "syllable"}
         if text := names[lang].get(p[len(base):]):
             labels["text"] = text
@@ -265,7 +258,7 @@ def asterisk(pkg: Package) -> list[Item]:
             continue
         voice, *sub, name = rel.split("/")
         lang, _, gender, speaker = voice.split("_", 3)
-        labels = {"kind": "speech", "language": _lang(lang), "speaker": f"asterisk:{speaker}",
+        labels = {"kind": "speech", "language": lang_code(lang), "speaker": f"asterisk:{speaker}",
                   "gender": gender}
         stem = name[:-4]
         if m := re.fullmatch(r"ascii(\d+)", stem):  # letters/ascii37.wav: "%"
@@ -273,118 +266,6 @@ def asterisk(pkg: Package) -> list[Item]:
         elif sub != ["phonetic"]:  # phonetic/a_p.wav is a spelling word, not "a p"
             labels["text"] = re.sub(r"[-_]+", " ", stem).strip()
         items.append(pkg.item(p, labels))
-    return items
-
-
-def _espeak_wav(exe: str, wav: Path, args: list[str], text: str) -> None:
-    """espeak-ng reading ``text`` with ``args`` into ``wav``, unless it is there already."""
-    if not wav.exists():
-        wav.parent.mkdir(parents=True, exist_ok=True)
-        with replaced(wav) as tmp:
-            r = subprocess.run([exe, *args, "-w", str(tmp), text], capture_output=True, text=True)
-            if r.returncode != 0:
-                raise SourceError(f"espeak-ng {' '.join(args)}: {r.stderr.strip()[:200]}")
-
-
-def espeak(pkg: Package, languages: list[str], per_language: int = 20,
-           variants: tuple[str, ...] = ("m1", "f2", "m3", "f4")) -> list[Item]:
-    """Synthetic speech: espeak-ng reads tuxpaint-stamps-default stamp descriptions in each language,
-    cycling over voice variants (speaker = variant). WAVs (named by a hash of voice and text) are kept."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise SourceError("espeak-ng not found: apt-get install espeak-ng")
-    tux = pkg.sibling("tuxpaint-stamps-default")
-    stamps = [_tuxpaint_texts(tux.path(p)) for p in tux.select("/usr/share/tuxpaint/stamps/", (".txt",))]
-    items = []
-    for lang in languages:
-        texts = sorted({t[lang] for t in stamps if t.get(lang)})
-        step = max(1, len(texts) // per_language)
-        for i, text in enumerate(texts[::step][:per_language]):
-            variant = variants[i % len(variants)]
-            wav = pkg.work / lang / f"{hashlib.sha1(f'{variant} {text}'.encode()).hexdigest()[:12]}.wav"
-            _espeak_wav(exe, wav, ["-v", f"{lang}+{variant}"], text)
-            items.append(pkg.generated(wav, {"kind": "speech", "language": lang, "text": text,
-                                             "speaker": f"espeak-ng:{variant}"}))
-    return items
-
-
-def _mo_strings(path: Path) -> list[str]:
-    """The translations (msgstr, plural forms split) of a gettext .mo catalogue that differ from their
-    original; [] for a file that is not one."""
-    data = path.read_bytes()
-    order = next((o for o in "<>" if len(data) >= 20 and struct.unpack(o + "I", data[:4])[0] == 0x950412DE), None)
-    if order is None:
-        return []
-    n, originals, table = struct.unpack(order + "3I", data[8:20])
-    out = []
-    for i in range(1, n):  # entry 0 is the catalogue's header
-        got = [struct.unpack(order + "2I", data[t + 8 * i : t + 8 * i + 8]) for t in (originals, table)]
-        msgid, msgstr = (data[o : o + k].decode("utf-8", "replace").split("\0") for k, o in got)
-        out += [t for t in msgstr if t not in msgid]
-    return out
-
-
-def _script(ch: str) -> str:
-    return unicodedata.name(ch, "?").split()[0]
-
-
-_SENTENCE = re.compile(r"^[^\W\d_][^%{}<>&_\\/|=@#$\[\]\d\t\n()\"*~^]{8,120}$")
-
-
-# gettext domains left out of the synthetic texts: packages whose audio is in a corpus (their lines could be
-# spoken there) and ISO code lists (names, not sentences)
-CORPUS_DOMAINS = ("klettres", "warzone2100", "freedroidrpg", "tuxpaint", "fillets", "0ad", "redeclipse", "openarena",
-                  "iso_")
-
-
-def gettext_texts(lang: str, locale: Path = Path("/usr/share/locale")) -> list[str]:
-    """Sentences of 3 to 16 words (no placeholders, markup or digits) among the translated user-interface
-    messages of installed packages in ``lang`` (``LANG`` and ``LANG_*`` folders, not ``LANG@MODIFIER``; not
-    ``CORPUS_DOMAINS``), written only in the language's own scripts (those of at least 10 % of its letters),
-    sorted and deduplicated."""
-    texts = set()
-    for d in sorted(locale.glob("*/LC_MESSAGES")):
-        if _lang(d.parent.name) == lang and "@" not in d.parent.name:  # not en@shaw, sr@latin, en@quot
-            for mo in sorted(d.glob("*.mo")):
-                if not mo.stem.startswith(CORPUS_DOMAINS):
-                    texts |= {t.strip().rstrip(":").strip() for t in _mo_strings(mo) if _SENTENCE.match(t.strip())}
-    texts = {t for t in texts if 3 <= len(t.split()) <= 16}
-    scripts = Counter(_script(c) for t in texts for c in t if c.isalpha())
-    mine = {k for k, v in scripts.items() if v >= 0.1 * sum(scripts.values())}
-    return sorted(t for t in texts if all(_script(c) in mine for c in t if c.isalpha()))
-
-
-ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
-                   "klatt3", "klatt4", "croak")
-
-
-def espeak_voices(pkg: Package, languages: list[str], per_language: int = 150, seed: int = 0,
-                  voices: dict[str, str] | None = None) -> list[Item]:
-    """Synthetic speech of many voices: espeak-ng reads translated user-interface messages of the installed
-    packages (``gettext_texts``: a text domain no speech source shares; Tux Paint stamp descriptions for a
-    language without any) with a voice variant, speed (120-220 words/min) and pitch (20-80) drawn per
-    sentence from ``seed``; ``voices`` maps a language to espeak-ng's name for it (zh: cmn). Which sentences
-    exist depends on the packages installed; the WAVs (named by a hash of voice and text) are kept."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise SourceError("espeak-ng not found: apt-get install espeak-ng")
-    voices = {"zh": "cmn", "nn": "nb"} | (voices or {})
-    tux = None
-    items = []
-    for lang in languages:
-        texts = gettext_texts(lang)
-        if not texts:
-            tux = tux or pkg.sibling("tuxpaint-stamps-default")
-            texts = sorted({t[lang] for p in tux.select("/usr/share/tuxpaint/stamps/", (".txt",))
-                            if (t := _tuxpaint_texts(tux.path(p))).get(lang)})
-        rng = random.Random(f"{seed} {lang}")
-        for text in rng.sample(texts, min(per_language, len(texts))):
-            variant, speed, pitch = rng.choice(ESPEAK_VARIANTS), rng.randint(120, 220), rng.randint(20, 80)
-            voice = f"{voices.get(lang, lang)}+{variant}"
-            wav = pkg.work / lang / f"{hashlib.sha1(f'{voice} {speed} {pitch} {text}'.encode()).hexdigest()[:12]}.wav"
-            _espeak_wav(exe, wav, ["-v", voice, "-s", str(speed), "-p", str(pitch)], text)
-            items.append(pkg.generated(wav, {"kind": "speech", "language": lang, "text": text,
-                                             "speaker": f"espeak-ng:{variant}"}))
     return items
 
 
@@ -541,6 +422,6 @@ def folder(pkg: Package, path: str, label_from: str = "parent-dir") -> list[Item
     return items
 
 
-LISTERS = {f.__name__: f for f in (tuxpaint, fillets, klettres, asterisk, espeak, espeak_voices, files, archive, ufoai,
-                                   hydrogen, sonic_pi, lmms, midi, folder)}
+LISTERS = {f.__name__: f for f in (tuxpaint, fillets, klettres, asterisk, files, archive, ufoai, hydrogen, sonic_pi,
+                                   lmms, midi, folder)}
 
