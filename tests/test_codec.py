@@ -81,14 +81,16 @@ def test_kbps_picks_a_quality_and_is_met(model_dir):
 
 def test_kbps_adds_the_refinement_where_the_rate_allows(model_dir):
     """With --kbps the refinement layer comes in from quality REFINE_FROM on and the target is still met;
-    below it, or when asked not to, the file has latents only; a forced layer gives way only at quality 1."""
+    where it fits at no quality, or when asked not to, the file has latents only; a forced layer gives way only at
+    quality 1."""
     codec = Codec(str(model_dir))
     x = voice(4.0, 3)
     plain = len(codec.compress(x, SR, quality=stream.REFINE_FROM))
     refined = len(codec.compress(x, SR, quality=stream.REFINE_FROM, refine=True))
     assert refined > plain
     for kbps, refine, expect in [(refined * 8 / 4000 * 1.01, None, True), (refined * 8 / 4000 * 1.01, False, False),
-                                 (plain * 8 / 4000 * 0.99, None, False), (plain * 8 / 4000 * 0.99, True, True)]:
+                                 (plain * 8 / 4000 * 0.99, None, False), (plain * 8 / 4000 * 0.99, True, True),
+                                 ((plain + refined) / 2 * 8 / 4000, None, False)]:
         data = codec.compress(x, SR, kbps=kbps, refine=refine)
         h = Reader(io.BytesIO(data)).header
         assert ("refine" in h.codec) == expect, (kbps, refine)

@@ -12,7 +12,7 @@ from scipy.signal import butter, sosfilt
 
 from audiovae import audio, metrics
 from audiovae.codec import extend, stream
-from audiovae.codec.format import FormatError, Reader, Writer
+from audiovae.codec.format import FormatError, Reader, Writer, last_field
 from audiovae.codec.stream import Codec, CodecError
 from audiovae.errors import AudioVAEError
 from audiovae.resources import resource
@@ -195,7 +195,7 @@ def test_the_span_follows_the_content_causally(codec):
         data = codec.compress(x, SR, quality=5)
         h = Reader(io.BytesIO(data)).header
         layers = h.channels * (2 if "refine" in h.codec else 1) + ("layout" in h.codec)
-        assert {stream._last_field(c.payload, layers)[1][2] for c in Reader(io.BytesIO(data))} == {span}
+        assert {last_field(c.payload, layers)[1][2] for c in Reader(io.BytesIO(data))} == {span}
     with pytest.raises(ValueError, match="span 3"):
         extend.encode(*envelope(speech), span=3)
 
@@ -300,7 +300,7 @@ def test_hostile_extension_fields_give_one_line_errors(codec):
 
     def with_envelope(envelope):
         def edit(p):
-            head, _ = stream._last_field(p, 2)  # the chunk head and the channel
+            head, _ = last_field(p, 2)  # the chunk head and the channel
             return head + struct.pack("<I", len(envelope)) + envelope
         return edit
 

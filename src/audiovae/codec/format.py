@@ -361,6 +361,28 @@ def read_file(path: str | os.PathLike) -> tuple[Header, list[Chunk]]:
         return reader.header, list(reader)
 
 
+def payload_fields(payload: bytes, count: int) -> list[bytes]:
+    """``count`` consecutive fields of a payload, each a u32 byte length then that many bytes."""
+    out, pos = [], 0
+    for _ in range(count):
+        if pos + 4 > len(payload):
+            raise FormatError("payload is shorter than its channel lengths say")
+        (n,) = struct.unpack_from("<I", payload, pos)
+        out.append(payload[pos + 4 : pos + 4 + n])
+        if len(out[-1]) != n:
+            raise FormatError("payload is shorter than its channel lengths say")
+        pos += 4 + n
+    if pos != len(payload):
+        raise FormatError(f"payload has {len(payload) - pos} bytes after its channels' data")
+    return out
+
+
+def last_field(payload: bytes, count: int) -> tuple[bytes, bytes]:
+    """A payload of ``count`` fields and one more -> the first ``count`` fields' bytes, the last field."""
+    last = payload_fields(payload, count + 1)[-1]
+    return payload[: len(payload) - 4 - len(last)], last
+
+
 def _chunk_crc(head: bytes, payload: bytes) -> int:
     return zlib.crc32(payload, zlib.crc32(head[:12]))
 

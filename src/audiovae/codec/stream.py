@@ -24,7 +24,7 @@ from audiovae.codec import joint
 from audiovae.codec import refine as refine_layer
 from audiovae.codec.entropy import VERSION as ENTROPY_VERSION
 from audiovae.codec.entropy import EntropyModel, fit_entropy_model, step_multipliers
-from audiovae.codec.format import HASH_PREFIX_DIGITS, FormatError, Header, Reader, Writer
+from audiovae.codec.format import HASH_PREFIX_DIGITS, FormatError, Header, Reader, Writer, last_field, payload_fields
 from audiovae.errors import AudioVAEError, shown
 from audiovae.inference import EncodeStream, block_frames, encode_means, split, to_model_rate, to_rate
 from audiovae.models.vae import VAE
@@ -36,7 +36,7 @@ _CODEC_KEYS = {"entropy_sha256": str, "samples": int, "streamed": bool, "refine"
                "frames": int, "chunk_frames": int}  # codec keys and their JSON types (the last two: version 1)
 _JSON_TYPES = {str: "a string", int: "an integer", bool: "true or false"}
 DEFAULT_QUALITY = 7
-REFINE_FROM = 3  # --kbps adds the envelope refinement from this quality on (docs/training.md, session 24)
+REFINE_FROM = 1  # --kbps adds the envelope refinement from this quality on (docs/codec.md, session 26)
 
 
 class CodecError(AudioVAEError):
@@ -126,18 +126,18 @@ class Codec:
             fixed = sum(4 + len(e) for e in envelopes if e is not None) + sum(4 + len(p.head()) for p in plans)
 
             def best(extra: float = fixed) -> int:
+                """The highest quality whose file fits with ``extra`` bytes besides the latents; 0 if none."""
                 fits = np.flatnonzero(bits / 8 + extra <= budget)
-                return int(fits[-1]) + 1 if fits.size else 1
+                return int(fits[-1]) + 1 if fits.size else 0
 
-            quality = best()
+            quality = max(best(), 1)
             silent = all(p.masks.all() for p in plans)  # nothing to refine
             refined = bool(refine) or (refine is None and quality >= REFINE_FROM and not silent)
             if refined:
                 container = len(self.header(channels, sample_rate, quality, length, True, extend).to_bytes()) + 30 \
                     + 16 * len(sizes) + fixed  # preamble, header, trailer, chunk records, extension, heads
-                quality = self._refined_quality(next(chunks()), quality, sum(sizes), container, best)
-                if refine is None and quality < REFINE_FROM:
-                    refined, quality = False, best()
+                q = self._refined_quality(next(chunks()), quality, sum(sizes), container, best)
+                refined, quality = (True, max(q, 1)) if refine or q >= REFINE_FROM else (False, max(best(), 1))
             while True:
                 with tempfile.TemporaryFile() as out:
                     writer = Writer(out, self.header(channels, sample_rate, quality, length, refined, extend))
@@ -152,15 +152,15 @@ class Codec:
                         return quality
                     extra = out.tell() - bits[quality - 1] / 8  # the container's and the layers' bytes
                 if refined and refine is None and best(extra) < REFINE_FROM:
-                    refined, quality = False, best()  # the layer costs more than the latents can give up
+                    refined, quality = False, max(best(), 1)  # the layer costs more than the latents can give up
                 elif refined:
-                    quality = min(quality - 1, best(extra))
+                    quality = max(min(quality - 1, best(extra)), 1)
                 else:
                     quality -= 1
 
     def _refined_quality(self, first_chunk: tuple, quality: int, frames: int, container: int, best) -> int:
-        """The quality at which the refined file should fit: ``best(extra bytes)`` with the layer's bytes
-        extrapolated from the first chunk's to ``frames``, measured again as the quality drops (coarser
+        """The quality at which the refined file should fit, 0 if none: ``best(extra bytes)`` with the layer's
+        bytes extrapolated from the first chunk's to ``frames``, measured again as the quality drops (coarser
         latents leave the decoder more to refine)."""
         means, x, envelope, plan, last = first_chunk
         for _ in range(3):
@@ -172,7 +172,9 @@ class Codec:
             extra = layer * (1 + (frames / means.shape[-1] - 1) * 1.03) + container
             if best(extra) >= quality:
                 break
-            quality = best(extra)
+            if quality == 1:
+                return 0  # the layer fits at no quality
+            quality = max(best(extra), 1)
         return quality
 
     def check_quality(self, quality: int) -> None:
@@ -342,7 +344,7 @@ class Codec:
             try:  # gains: at most one frame more than the latents decoded so far
                 payload = chunk.payload
                 if extender is not None:
-                    payload, envelope = _last_field(payload, h.channels * (2 if refiner else 1) + head)
+                    payload, envelope = last_field(payload, h.channels * (2 if refiner else 1) + head)
                     bound = extender.layout.max_frames(frames * m.hop_length, m.sample_rate, h.original_sample_rate)
                     envelope = _decoded(extend_layer.decode, envelope, h.channels, bound - envelope_frames,
                                         h.codec["extend"])
@@ -379,7 +381,7 @@ class Codec:
         gains (channels, bands, n), at most ``gain_frames`` frames of them, and its plan (without a ``head``,
         layout 1: every frame coded, channels as they are)."""
         layers = 2 if bands else 1
-        fields = _fields(payload, head + channels * layers)
+        fields = payload_fields(payload, head + channels * layers)
         try:
             plan = joint.Plan.read(fields[0], channels, frames) if head else \
                 joint.Plan(None, np.zeros((channels, frames), bool))
@@ -403,13 +405,7 @@ def extension_bytes(data: bytes) -> int:
     if "extend" not in h.codec:
         return 0
     layers = h.channels * (2 if "refine" in h.codec else 1) + ("layout" in h.codec)
-    return sum(4 + len(_last_field(c.payload, layers)[1]) for c in reader)
-
-
-def _last_field(payload: bytes, count: int) -> tuple[bytes, bytes]:
-    """A payload of ``count`` fields and one more -> the first ``count`` fields' bytes, the last field."""
-    last = _fields(payload, count + 1)[-1]
-    return payload[: len(payload) - 4 - len(last)], last
+    return sum(4 + len(last_field(c.payload, layers)[1]) for c in reader)
 
 
 def _decoded(decode, *args):
@@ -418,22 +414,6 @@ def _decoded(decode, *args):
         return decode(*args)
     except (ValueError, AssertionError, RuntimeError) as e:
         raise FormatError(f"undecodable payload ({e})") from None
-
-
-def _fields(payload: bytes, count: int) -> list[bytes]:
-    """``count`` consecutive fields of a payload, each a u32 byte length then that many bytes."""
-    out, pos = [], 0
-    for _ in range(count):
-        if pos + 4 > len(payload):
-            raise FormatError("payload is shorter than its channel lengths say")
-        (n,) = struct.unpack_from("<I", payload, pos)
-        out.append(payload[pos + 4 : pos + 4 + n])
-        if len(out[-1]) != n:
-            raise FormatError("payload is shorter than its channel lengths say")
-        pos += 4 + n
-    if pos != len(payload):
-        raise FormatError(f"payload has {len(payload) - pos} bytes after its channels' data")
-    return out
 
 
 def _names(stored: str, *sha256: str) -> bool:
