@@ -289,7 +289,8 @@ def _run(args: list[tuple], jobs: int, console: Console, name: str):
                 yield process(a)
                 bar.advance(task)
             return
-        with multiprocessing.Pool(jobs) as pool:
+        # spawn, not fork: a forked worker inherits locks held by the progress bar's thread (a build hung once)
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
             for rec in pool.imap_unordered(process, args, chunksize=4):
                 yield rec
                 bar.advance(task)
