@@ -190,7 +190,7 @@ def compress(
     kbps: float | None = typer.Option(None, "--kbps", help="Target average bitrate (picks the quality)."),
     quality: int | None = typer.Option(None, "--quality", help="Quality level 1 (smallest) .. 16 (best)."),
     refine: bool | None = typer.Option(None, "--refine/--no-refine", help="Add the envelope refinement layer "
-                                       "(default: with --kbps from quality 4 on, without with --quality)."),
+                                       "(default: with --kbps wherever it fits, without with --quality)."),
     extend: bool = typer.Option(True, "--extend/--no-extend", help="Rebuild the band above the model's from a "
                                 "coded envelope (bandwidth extension; on where the input's rate has that band)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
