@@ -25,6 +25,11 @@ def _named(progress: Callable[..., None] | None) -> Callable[[str, int, int], No
     return None if progress is None else (lambda what, done, total: progress(done, total, what))
 
 
+def _suffix(split: str) -> str:
+    """A file stem's suffix for a split: none for the test split (the files' historic names), else ``_SPLIT``."""
+    return "" if split == "test" else f"_{split}"
+
+
 @bench_app.command("speed")
 def bench_speed(
     model: list[str] = typer.Option(["speech16k"], "--model", help="Model name(s) or folder(s)."),
@@ -129,7 +134,7 @@ def bench_codec(
     with md.open("a") as f:
         f.write("\nTargets:\n" + "".join(f"- {x}\n" for x in targets))
     plot = bench.plot_rate_quality(summary, out, f"{name} codec, {split} split",
-                                   f"{name}_rate_quality" + ("" if split == "test" else f"_{split}"))
+                                   f"{name}_rate_quality" + _suffix(split))
     console.print(md.read_text())
     console.print(f"plot: {plot}")
 
@@ -253,13 +258,13 @@ def bench_generate(
                              classifier_guidance=classifier_guidance, split=split, probe_split=probe_split)
         moved = [] if arithmetic is None else bg.arithmetic(gen, manifest, arithmetic, progress=report)
     name = gen.model.name
-    _, md = bench.write_table(result["fd"], out, f"generate_{name}_fd" + ("" if split == "test" else f"_{split}"),
+    _, md = bench.write_table(result["fd"], out, f"generate_{name}_fd" + _suffix(split),
                               f"{name}: Fréchet distance to {len(result['tests'])} {split} clips (lower is better)")
     console.print(md.read_text())
     _, md = bench.write_table([result["speed"]], out, f"generate_{name}_speed", f"{name}: sampling on one CPU thread")
     console.print(md.read_text())
     if result["accuracy"]:
-        stem = f"generate_{name}_accuracy" + ("" if split == "test" else f"_{split}") + \
+        stem = f"generate_{name}_accuracy" + _suffix(split) + \
             ("" if probe_split == "train" else f"_probe-{probe_split}")  # a run per split keeps its own files
         _, md = bench.write_table(result["accuracy"], out, stem,
                                   f"{name}: '{gen.label_key}' recognized on generated and real test clips "

@@ -18,6 +18,23 @@ from audiovae.data.sources import Item, Package, SourceError, lang_code, tuxpain
 from audiovae.files import replaced
 
 
+def _executable(name: str, install: str) -> str:
+    """The path of the synthesizer ``name``, or a SourceError saying what to install."""
+    exe = shutil.which(name)
+    if exe is None:
+        raise SourceError(f"{name} not found: apt-get install {install}")
+    return exe
+
+
+def _wav(pkg: Package, lang: str, *settings) -> Path:
+    """Where a synthesized sentence is kept: named by a hash of its voice settings and text."""
+    return pkg.work / lang / f"{hashlib.sha1(' '.join(map(str, settings)).encode()).hexdigest()[:12]}.wav"
+
+
+def _item(pkg: Package, wav: Path, lang: str, text: str, speaker: str) -> Item:
+    return pkg.generated(wav, {"kind": "speech", "language": lang, "text": text, "speaker": speaker})
+
+
 def _espeak_wav(exe: str, wav: Path, args: list[str], text: str) -> None:
     """espeak-ng reading ``text`` with ``args`` into ``wav``, unless it is there already."""
     if not wav.exists():
@@ -32,9 +49,7 @@ def espeak(pkg: Package, languages: list[str], per_language: int = 20,
            variants: tuple[str, ...] = ("m1", "f2", "m3", "f4")) -> list[Item]:
     """Synthetic speech: espeak-ng reads tuxpaint-stamps-default stamp descriptions in each language,
     cycling over voice variants (speaker = variant). WAVs (named by a hash of voice and text) are kept."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise SourceError("espeak-ng not found: apt-get install espeak-ng")
+    exe = _executable("espeak-ng", "espeak-ng")
     tux = pkg.sibling("tuxpaint-stamps-default")
     stamps = [tuxpaint_texts(tux.path(p)) for p in tux.select("/usr/share/tuxpaint/stamps/", (".txt",))]
     items = []
@@ -43,10 +58,9 @@ def espeak(pkg: Package, languages: list[str], per_language: int = 20,
         step = max(1, len(texts) // per_language)
         for i, text in enumerate(texts[::step][:per_language]):
             variant = variants[i % len(variants)]
-            wav = pkg.work / lang / f"{hashlib.sha1(f'{variant} {text}'.encode()).hexdigest()[:12]}.wav"
+            wav = _wav(pkg, lang, variant, text)
             _espeak_wav(exe, wav, ["-v", f"{lang}+{variant}"], text)
-            items.append(pkg.generated(wav, {"kind": "speech", "language": lang, "text": text,
-                                             "speaker": f"espeak-ng:{variant}"}))
+            items.append(_item(pkg, wav, lang, text, f"espeak-ng:{variant}"))
     return items
 
 
@@ -107,9 +121,7 @@ def espeak_voices(pkg: Package, languages: list[str], per_language: int = 150, s
     language without any) with a voice variant, speed (120-220 words/min) and pitch (20-80) drawn per
     sentence from ``seed``; ``voices`` maps a language to espeak-ng's name for it (zh: cmn). Which sentences
     exist depends on the packages installed; the WAVs (named by a hash of voice and text) are kept."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise SourceError("espeak-ng not found: apt-get install espeak-ng")
+    exe = _executable("espeak-ng", "espeak-ng")
     voices = {"zh": "cmn", "nn": "nb"} | (voices or {})
     tux = None
     items = []
@@ -123,10 +135,9 @@ def espeak_voices(pkg: Package, languages: list[str], per_language: int = 150, s
         for text in rng.sample(texts, min(per_language, len(texts))):
             variant, speed, pitch = rng.choice(ESPEAK_VARIANTS), rng.randint(120, 220), rng.randint(20, 80)
             voice = f"{voices.get(lang, lang)}+{variant}"
-            wav = pkg.work / lang / f"{hashlib.sha1(f'{voice} {speed} {pitch} {text}'.encode()).hexdigest()[:12]}.wav"
+            wav = _wav(pkg, lang, voice, speed, pitch, text)
             _espeak_wav(exe, wav, ["-v", voice, "-s", str(speed), "-p", str(pitch)], text)
-            items.append(pkg.generated(wav, {"kind": "speech", "language": lang, "text": text,
-                                             "speaker": f"espeak-ng:{variant}"}))
+            items.append(_item(pkg, wav, lang, text, f"espeak-ng:{variant}"))
     return items
 
 
@@ -169,9 +180,7 @@ def festival_voices(pkg: Package, voices: dict[str, list[str]], per_language: in
     maps a language to Festival voice names, without ``voice_``) and a speaking rate (duration stretch 0.8-1.25)
     drawn per sentence from ``seed``. The WAVs (named by a hash of voice, stretch and text) are kept, and so is
     the mark of a sentence that failed."""
-    exe = shutil.which("festival")
-    if exe is None:
-        raise SourceError("festival not found: apt-get install festival and the festvox-* voices")
+    exe = _executable("festival", "festival and the festvox-* voices")
     items, todo = [], defaultdict(list)
     for lang, names in voices.items():
         if not names or not all(re.fullmatch(r"[A-Za-z0-9_]+", n) for n in names):
@@ -187,11 +196,10 @@ def festival_voices(pkg: Package, voices: dict[str, list[str]], per_language: in
         rng = random.Random(f"{seed} {lang}")
         for text in rng.sample(texts, min(per_language, len(texts))):
             voice, stretch = rng.choice(names), round(rng.uniform(0.8, 1.25), 2)
-            wav = pkg.work / lang / f"{hashlib.sha1(f'{voice} {stretch} {text}'.encode()).hexdigest()[:12]}.wav"
+            wav = _wav(pkg, lang, voice, stretch, text)
             if not wav.exists() and not _failed(wav).exists():
                 todo[voice, encoding].append((wav, stretch, text))
-            items.append(pkg.generated(wav, {"kind": "speech", "language": lang, "text": text,
-                                             "speaker": f"festival:{voice}"}))
+            items.append(_item(pkg, wav, lang, text, f"festival:{voice}"))
     for (voice, encoding), jobs in todo.items():
         _festival_wavs(exe, voice, encoding, jobs)
     return [i for i in items if Path(i.file).is_file()]
