@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from audiovae.codec import extend
+from audiovae.codec import extend, refine
 from audiovae.codec.format import Header, Writer
 from audiovae.codec.stream import Codec
 from audiovae.registry import load
@@ -34,8 +34,8 @@ def test_info_shows_the_header(avae):
     size = path.stat().st_size
     expected = [str(path), "  format      .avae version 2", f"  model       tiny (sha256 {sha[:16]})",
                 "  quality     4",
-                "  layers      payload layout 2 (joint stereo and silence runs), envelope refinement on (version 1), "
-                f"bandwidth extension on (version {extend.VERSION})",
+                "  layers      payload layout 2 (joint stereo and silence runs), envelope refinement on "
+                f"(version {refine.VERSION}), bandwidth extension on (version {extend.VERSION})",
                 "  sample rate 44100 Hz (coded at 16000 Hz)", "  channels    2",
                 "  duration    1.500 s (66150 frames)",
                 f"  size        {size} bytes, {size * 8 / 1.5 / 1000:.2f} kbps", "  chunks      1"]

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from audiovae.cli import app
 from audiovae.cli.common import output
 from audiovae.cli.progress import Bars, bars, then
-from audiovae.codec import extend
+from audiovae.codec import extend, refine
 from audiovae.errors import AudioVAEError
 from audiovae.registry import load
 from tests.test_cli_info import COMMAND, run, sine_file
@@ -93,7 +93,8 @@ def test_verbose_adds_the_model_layers_and_speed(model_dir, tmp_path):
     lines = err.splitlines()
     assert lines[0].startswith(f"{wav} -> {tmp_path / 'a.avae'}: ")
     assert lines[1] == f"  model tiny (sha256 {sha}), quality 3, payload layout 2 (joint stereo and silence runs), " \
-                       f"envelope refinement on (version 1), bandwidth extension on (version {extend.VERSION})"
+                       f"envelope refinement on (version {refine.VERSION}), bandwidth extension on " \
+                       f"(version {extend.VERSION})"
     assert lines[2].startswith("  1.00 s of audio in ") and lines[2].endswith("x real time)")
     code, err = invoke("-v", "decompress", tmp_path / "a.avae", tmp_path / "a.wav", "--model", model_dir)
     assert code == 0 and err.splitlines()[1] == lines[1] and "x real time" in err

@@ -1,9 +1,16 @@
-"""The envelope refinement layer: exact gain coding, the frame arithmetic, streaming == whole signal."""
+"""The envelope refinement layer: exact gain coding (and version 1's decoding), the frame arithmetic, streaming ==
+whole signal."""
+
+import io
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from audiovae.codec import refine
+from audiovae.codec.format import Reader
+from audiovae.codec.stream import Codec
 
 SR, HOP = 16000, 320
 BANDS = len(refine.band_starts(SR, HOP))
@@ -71,9 +78,47 @@ def test_damaged_gain_data_is_refused():
         refine.decode(data[:1], BANDS)
     with pytest.raises(ValueError, match="whole header"):
         refine.decode(data[:-1], BANDS)
-    bad_table = data[:4] + b"\xff" + data[5:]  # band 0's table index
+    bad_table = data[:3] + b"\xff" + data[4:]  # band 0's weight and table index
     with pytest.raises(ValueError, match="outside the tables"):
         refine.decode(bad_table, BANDS)
+
+
+def test_gains_that_change_slowly_cost_less_than_the_same_gains_in_any_order():
+    """Version 2 predicts each gain from its band's previous frame: a slow envelope is cheaper than its frames
+    shuffled (same values, so the same cost about a chunk-wide mean as version 1 coded them)."""
+    rng = np.random.default_rng(3)
+    slow = np.cumsum(rng.integers(-1, 2, (BANDS, 250)), axis=1).clip(-refine.LIMIT, refine.LIMIT).astype(np.int32)
+    shuffled = slow[:, rng.permutation(250)]
+    assert len(refine.encode(slow)) < 0.8 * len(refine.encode(shuffled))
+    np.testing.assert_array_equal(refine.decode(refine.encode(slow), BANDS), slow)
+
+
+# Version 1 (commit f1b9bd7) coded these gains as V1: its files still decode.
+V1_GAINS = np.zeros((BANDS, 12), np.int32)
+V1_GAINS[:, 4:] = np.random.default_rng(5).integers(-3, 4, (BANDS, 12))[:, 4:]
+V1 = bytes.fromhex(
+    "0c00fcff18f8ff1b03001a01001c03001bfbff17f9ff190000170c001bfcff17fdff19f7ff1908001a040016f9ff1807001801001affff"
+    "17eaf06397ca4919b9dae15b1c526d4821ae0255ac4ad336143abc78f6f95c2a09298c2a09fbfb4c7467a8cdd09bef83f83da28b1eb5e6"
+    "54ed682f89cb34f2d41b52ccf84826184c907b793800")
+
+
+def test_version_1_gains_decode_as_before():
+    np.testing.assert_array_equal(refine.decode(V1, BANDS, version=1), V1_GAINS)
+    assert refine.encode(V1_GAINS) != V1 and refine.decode(refine.encode(V1_GAINS), BANDS).tolist() == V1_GAINS.tolist()
+    with pytest.raises(ValueError):  # the versions' headers differ
+        refine.decode(V1, BANDS)
+
+
+def test_files_of_refinement_version_1_decode_as_before():
+    """Written by the codec at version 1 (commit f1b9bd7: speech16k, quality 4, ``--refine``, 1.5 s of
+    ``tests.test_codec.voice(1.5, seed=7)``); the float WAV next to it is its audio decoded then, to the bit on the
+    machine that wrote it (the tolerance is for another machine's float rounding)."""
+    data = (Path(__file__).parent / "data" / "refine1_speech16k.avae").read_bytes()
+    assert Reader(io.BytesIO(data)).header.codec["refine"] == 1
+    y, sr = Codec("speech16k").decompress(data)
+    ref, ref_sr = sf.read(Path(__file__).parent / "data" / "refine1_speech16k.wav", dtype="float32", always_2d=True)
+    assert sr == ref_sr and y.shape == ref.T.shape
+    np.testing.assert_allclose(y, ref.T, rtol=0, atol=1e-6)
 
 
 def test_bands_follow_the_sample_rate_and_frame():

@@ -20,7 +20,9 @@ import numpy as np
 
 from audiovae.codec.entropy import _CATEGORICAL, RADIUS, TOTAL, _queue, exact_pmf, logistic_tables
 
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)  # what ``decode`` reads: 1 codes each band's gains about its mean in the chunk, 2 about a prediction
+WEIGHTS = (0, 4, 8, 12, 16)  # version 2: how far (in 1/16) a band's prediction moves from its mean to its last gain
 STEP_DB = 3.0
 LIMIT = 8  # gains are clipped to +-LIMIT steps (+-24 dB)
 EDGES_HZ = (150, 300, 450, 600, 800, 1000, 1250, 1500, 1800, 2100, 2500, 3000, 3500, 4200, 5000, 6000, 7000,
@@ -28,7 +30,7 @@ EDGES_HZ = (150, 300, 450, 600, 800, 1000, 1250, 1500, 1800, 2100, 2500, 3000, 3
 _TABLES = logistic_tables()
 _PMF = exact_pmf(_TABLES)
 _COST = np.log2(TOTAL / _TABLES)
-_BAND = struct.Struct("<hB")  # a band's mean (1/16 step units) and table index
+_BAND = {1: struct.Struct("<hB"), 2: struct.Struct("<bB")}  # a band's mean (1/16 steps), weight and table index
 
 
 def band_starts(sample_rate: int, hop: int) -> np.ndarray:
@@ -149,25 +151,44 @@ class Refiner:
         return out.astype(np.float32)
 
 
+def _predict(prev: np.ndarray, mean: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Predictions in 1/16 steps: each band's ``mean`` moved towards its previous frame's gain ``prev`` (1/16
+    steps; the mean before a chunk's first frame) by ``weights`` / 16."""
+    return mean + (weights * (prev - mean) >> 4)
+
+
+def _words(q: np.ndarray, mean: np.ndarray, weights: np.ndarray, tables: np.ndarray) -> bytes:
+    """Gains (bands, frames) -> the range coder's u32 words: frame by frame, band by band, each gain about its
+    prediction under its band's table."""
+    pred = _predict(np.concatenate([mean[:, None], q[:, :-1] * 16], axis=1), mean[:, None], weights[:, None])
+    pmf = _PMF[tables[:, None], pred & 15].transpose(1, 0, 2).reshape(-1, _PMF.shape[-1])
+    coder = _queue.RangeEncoder()
+    coder.encode((q - (pred >> 4) + RADIUS).T.ravel().astype(np.int32), _CATEGORICAL, pmf)
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
 def encode(gains: np.ndarray) -> bytes:
-    """One channel's gain symbols (bands, frames) -> bytes: u16 frames, per band an i16 mean (1/16 step) and
-    a u8 table index, then the range coder's u32 words (the symbols frame by frame)."""
+    """One channel's gain symbols (bands, frames) -> bytes of version ``VERSION``: u16 frames, per band an i8 mean
+    (1/16 step) and a u8 index of its predictor weight and table, then the range coder's u32 words (the symbols
+    frame by frame, each about the prediction from its band's previous frame)."""
     bands, n = gains.shape
     if n == 0:
         return struct.pack("<H", 0)
     q = gains.astype(np.int64)
-    mean = np.rint(q.mean(1) * 16).astype(np.int64)
-    center, offset = mean >> 4, mean & 15
-    r = q - center[:, None] + RADIUS
-    scale = _COST[:, offset[:, None], r].sum(-1).argmin(0)  # (bands,) cheapest table per band
-    head = struct.pack("<H", n) + b"".join(_BAND.pack(int(m), int(s)) for m, s in zip(mean, scale, strict=True))
-    coder = _queue.RangeEncoder()
-    coder.encode(r.T.ravel().astype(np.int32), _CATEGORICAL, _PMF[np.tile(scale, n), np.tile(offset, n)])
-    return head + coder.get_compressed().astype("<u4").tobytes()
+    mean = np.clip(np.rint(q.mean(1) * 16), -128, 127).astype(np.int64)
+    prev = np.concatenate([mean[:, None], q[:, :-1] * 16], axis=1)
+    pred = _predict(prev[None], mean[None, :, None], np.array(WEIGHTS)[:, None, None])  # (weights, bands, n)
+    cost = _COST[:, pred & 15, q - (pred >> 4) + RADIUS].sum(-1)  # (tables, weights, bands)
+    tables, weight = np.unravel_index(cost.reshape(-1, bands).argmin(0), cost.shape[:2])
+    band = _BAND[VERSION]
+    head = struct.pack("<H", n) + b"".join(band.pack(int(m), int(w * len(_TABLES) + t))
+                                           for m, w, t in zip(mean, weight, tables, strict=True))
+    return head + _words(q, mean, np.array(WEIGHTS)[weight], tables)
 
 
-def decode(data: bytes, bands: int, max_frames: int = 0xFFFF) -> np.ndarray:
-    """Bytes of ``encode`` -> gain symbols (bands, frames); more than ``max_frames`` frames is an error."""
+def decode(data: bytes, bands: int, max_frames: int = 0xFFFF, version: int = VERSION) -> np.ndarray:
+    """Bytes of ``encode`` (or of another of ``VERSIONS``) -> gain symbols (bands, frames); more than
+    ``max_frames`` frames is an error."""
     if len(data) < 2:
         raise ValueError("refinement data is shorter than its frame count")
     (n,) = struct.unpack_from("<H", data)
@@ -175,19 +196,24 @@ def decode(data: bytes, bands: int, max_frames: int = 0xFFFF) -> np.ndarray:
         raise ValueError(f"refinement data holds {n} frames, more than the {max_frames} the latents allow")
     if n == 0:
         return np.zeros((bands, 0), np.int32)
-    words = data[2 + bands * _BAND.size :]
-    if len(words) % 4 or len(data) < 2 + bands * _BAND.size:
+    band = _BAND[version]
+    words = data[2 + bands * band.size :]
+    if len(words) % 4 or len(data) < 2 + bands * band.size:
         raise ValueError("refinement data is not a whole header and 32-bit words")
-    mean, scale = np.array(list(_BAND.iter_unpack(data[2 : 2 + bands * _BAND.size])), np.int64).T
-    if (scale >= len(_TABLES)).any() or (np.abs(mean) > 16 * LIMIT).any():
+    mean, index = np.array(list(band.iter_unpack(data[2 : 2 + bands * band.size])), np.int64).T
+    weight, tables = np.divmod(index, len(_TABLES))
+    if (weight >= (len(WEIGHTS) if version > 1 else 1)).any() or (np.abs(mean) > 16 * LIMIT).any():
         raise ValueError("refinement data has a band outside the tables")
-    pmf = _PMF[np.tile(scale, n), np.tile(mean & 15, n)]
-    r = _queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32)).decode(_CATEGORICAL, pmf)
-    q = r.astype(np.int64).reshape(n, bands).T + (mean >> 4)[:, None] - RADIUS
+    weights = np.array(WEIGHTS)[weight]
+    decoder = _queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
+    pmfs, rows = _PMF[tables], np.arange(bands)
+    q, prev = np.empty((bands, n), np.int64), mean
+    for t in range(n):  # a frame's predictions need the frame before
+        pred = _predict(prev, mean, weights)
+        g = decoder.decode(_CATEGORICAL, pmfs[rows, pred & 15]) + (pred >> 4) - RADIUS
+        q[:, t], prev = g, g * 16
     if np.abs(q).max() > LIMIT:
         raise ValueError("refinement data decodes to gains out of range")
-    coder = _queue.RangeEncoder()
-    coder.encode(r, _CATEGORICAL, pmf)
-    if coder.get_compressed().astype("<u4").tobytes() != words:  # also catches words left over or missing
+    if _words(q, mean, weights, tables) != words:  # also catches words left over or missing
         raise ValueError("refinement data is not the coding of its gains")
     return q.astype(np.int32)

@@ -301,9 +301,9 @@ class Codec:
         if h.codec.get("layout", joint.LAYOUT) != joint.LAYOUT:
             raise CodecError(f"{where}payload layout {h.codec['layout']!r} is not supported (this codec reads layout "
                              f"{joint.LAYOUT}, and files without the key)")
-        if h.codec.get("refine", refine_layer.VERSION) != refine_layer.VERSION:
+        if h.codec.get("refine", refine_layer.VERSION) not in refine_layer.VERSIONS:
             raise CodecError(f"{where}envelope refinement version {h.codec['refine']!r} is not supported "
-                             f"(this codec reads version {refine_layer.VERSION})")
+                             f"(this codec reads versions {', '.join(map(str, refine_layer.VERSIONS))})")
         if h.codec.get("extend", extend_layer.VERSION) not in extend_layer.VERSIONS:
             raise CodecError(f"{where}bandwidth extension version {h.codec['extend']!r} is not supported "
                              f"(this codec reads versions {', '.join(map(str, extend_layer.VERSIONS))})")
@@ -352,7 +352,7 @@ class Codec:
                     extender.envelope(*envelope)
                 bands = refiner and len(refiner.starts)
                 symbols, gains, plan = self._split(payload, chunk.frames, h.channels, q, bands,
-                                                   frames + 1 - gain_frames, head)
+                                                   frames + 1 - gain_frames, head, h.codec.get("refine"))
             except FormatError as e:
                 raise FormatError(f"{where}chunk {chunk.index}: {e}") from None
             if joiner is not None:
@@ -376,10 +376,11 @@ class Codec:
         yield y if refiner is None else refiner.flush(y)
 
     def _split(self, payload: bytes, frames: int, channels: int, quality: int, bands: int | None = None,
-               gain_frames: int = 0, head: bool = True) -> tuple[list[np.ndarray], np.ndarray | None, joint.Plan]:
+               gain_frames: int = 0, head: bool = True, refine: int | None = refine_layer.VERSION
+               ) -> tuple[list[np.ndarray], np.ndarray | None, joint.Plan]:
         """A payload's symbols per channel (every frame's: held where not coded), with ``bands`` its refinement
-        gains (channels, bands, n), at most ``gain_frames`` frames of them, and its plan (without a ``head``,
-        layout 1: every frame coded, channels as they are)."""
+        gains (channels, bands, n; coded in version ``refine``), at most ``gain_frames`` frames of them, and its
+        plan (without a ``head``, layout 1: every frame coded, channels as they are)."""
         layers = 2 if bands else 1
         fields = payload_fields(payload, head + channels * layers)
         try:
@@ -390,7 +391,7 @@ class Codec:
             gains = [] if bands else None
             for d in fields[head + 1 :: 2] if bands else ():  # layout 2: empty after channel 0, gains 0
                 gains.append(np.zeros_like(gains[0]) if head and gains and not d else
-                             refine_layer.decode(d, bands, gain_frames))
+                             refine_layer.decode(d, bands, gain_frames, refine))
         except (ValueError, AssertionError, RuntimeError) as e:
             raise FormatError(f"undecodable payload ({e})") from None
         if gains and len({g.shape[-1] for g in gains}) > 1:
