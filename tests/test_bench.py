@@ -136,7 +136,9 @@ def test_codec_conditions_and_targets_cover_12_kbps():
     assert lines[2].startswith("not measured: audiovae at <= 6 kbps above opus 8 kbps")
     assert lines[3].startswith("NOT met: audiovae at <= 12 kbps above opus 12 kbps on pesq_wb and visqol (11.40")
     music = bench.codec_targets([{**s, "pesq_wb": math.nan} for s in summary], 24000)
-    assert music == ["NOT met: audiovae at <= 12 kbps above opus 12 kbps on visqol "
+    assert music == ["NOT met: audiovae at <= 6 kbps above opus 12 kbps on visqol "
+                     "(4.20 vs 14.40 kbps measured: visqol 2.7 vs 3.67)",
+                     "NOT met: audiovae at <= 12 kbps above opus 12 kbps on visqol "
                      "(11.40 vs 14.40 kbps measured: visqol 3.5 vs 3.67)"]
 
 

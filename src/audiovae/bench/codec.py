@@ -19,12 +19,12 @@ from audiovae.models.vae import VAE
 from audiovae.plots import save_figure
 
 OURS_KBPS = (1.5, 3.0, 3.2, 4.5, 6.0, 9.0, 12.0)  # our codec's default targets in ``bench codec``
-# The targets: our codec at a measured rate of at most KBPS scores above CODEC at its nominal
-# rate on every metric listed.
+# The targets (and, for music at 6 kbps, the aim beyond them): our codec at a measured rate of at most
+# KBPS scores above CODEC at its nominal rate on every metric listed.
 CODEC_TARGETS = {
     "speech": [(3.2, "codec2", 3.2, ("pesq_wb", "visqol")), (6.0, "opus", 6.0, ("pesq_wb", "visqol")),
                (6.0, "opus", 8.0, ("pesq_wb", "visqol")), (12.0, "opus", 12.0, ("pesq_wb", "visqol"))],
-    "music": [(12.0, "opus", 12.0, ("visqol",))],
+    "music": [(6.0, "opus", 12.0, ("visqol",)), (12.0, "opus", 12.0, ("visqol",))],
 }
 
 
