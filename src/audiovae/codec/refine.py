@@ -157,10 +157,14 @@ def _predict(prev: np.ndarray, mean: np.ndarray, weights: np.ndarray) -> np.ndar
     return mean + (weights * (prev - mean) >> 4)
 
 
-def _words(q: np.ndarray, mean: np.ndarray, weights: np.ndarray, tables: np.ndarray) -> bytes:
-    """Gains (bands, frames) -> the range coder's u32 words: frame by frame, band by band, each gain about its
-    prediction under its band's table."""
-    pred = _predict(np.concatenate([mean[:, None], q[:, :-1] * 16], axis=1), mean[:, None], weights[:, None])
+def _predictions(q: np.ndarray, mean: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Every gain's prediction (..., bands, frames) from gains ``q`` (bands, frames), ``weights`` (..., bands, 1)."""
+    return _predict(np.concatenate([mean[:, None], q[:, :-1] * 16], axis=1), mean[:, None], weights)
+
+
+def _words(q: np.ndarray, pred: np.ndarray, tables: np.ndarray) -> bytes:
+    """Gains (bands, frames) and their predictions -> the range coder's u32 words: frame by frame, band by band,
+    each gain about its prediction under its band's table."""
     pmf = _PMF[tables[:, None], pred & 15].transpose(1, 0, 2).reshape(-1, _PMF.shape[-1])
     coder = _queue.RangeEncoder()
     coder.encode((q - (pred >> 4) + RADIUS).T.ravel().astype(np.int32), _CATEGORICAL, pmf)
@@ -176,14 +180,13 @@ def encode(gains: np.ndarray) -> bytes:
         return struct.pack("<H", 0)
     q = gains.astype(np.int64)
     mean = np.clip(np.rint(q.mean(1) * 16), -128, 127).astype(np.int64)
-    prev = np.concatenate([mean[:, None], q[:, :-1] * 16], axis=1)
-    pred = _predict(prev[None], mean[None, :, None], np.array(WEIGHTS)[:, None, None])  # (weights, bands, n)
+    pred = _predictions(q, mean, np.array(WEIGHTS)[:, None, None])  # (weights, bands, n)
     cost = _COST[:, pred & 15, q - (pred >> 4) + RADIUS].sum(-1)  # (tables, weights, bands)
     tables, weight = np.unravel_index(cost.reshape(-1, bands).argmin(0), cost.shape[:2])
     band = _BAND[VERSION]
     head = struct.pack("<H", n) + b"".join(band.pack(int(m), int(w * len(_TABLES) + t))
                                            for m, w, t in zip(mean, weight, tables, strict=True))
-    return head + _words(q, mean, np.array(WEIGHTS)[weight], tables)
+    return head + _words(q, pred[weight, np.arange(bands)], tables)
 
 
 def decode(data: bytes, bands: int, max_frames: int = 0xFFFF, version: int = VERSION) -> np.ndarray:
@@ -214,6 +217,6 @@ def decode(data: bytes, bands: int, max_frames: int = 0xFFFF, version: int = VER
         q[:, t], prev = g, g * 16
     if np.abs(q).max() > LIMIT:
         raise ValueError("refinement data decodes to gains out of range")
-    if _words(q, mean, weights, tables) != words:  # also catches words left over or missing
+    if _words(q, _predictions(q, mean, weights[:, None]), tables) != words:  # also catches words left over or missing
         raise ValueError("refinement data is not the coding of its gains")
     return q.astype(np.int32)
