@@ -12,7 +12,8 @@ import torch
 
 from audiovae import audio, bench, inference
 from audiovae.codec import stream
-from audiovae.codec.format import FormatError, Reader, Writer
+from audiovae.codec.format import FormatError, Reader, Writer, payload_fields
+from audiovae.codec.refine import GRIDS
 from audiovae.codec.stream import Codec, CodecError, fit_for_model
 from audiovae.config import ModelConfig
 from audiovae.errors import AudioVAEError
@@ -79,25 +80,35 @@ def test_kbps_picks_a_quality_and_is_met(model_dir):
         codec.compress(x, SR, quality=17)
 
 
+def grids(data):
+    """The refinement grid of each chunk of a refined file that has gains in its first channel."""
+    reader = Reader(io.BytesIO(data))
+    fields = 1 + 2 * reader.header.channels + ("extend" in reader.header.codec)
+    gains = (payload_fields(c.payload, fields)[2] for c in reader)
+    return [tuple(divmod(g[2], 16)) for g in gains if len(g) > 2]
+
+
 def test_kbps_adds_the_refinement_where_the_rate_allows(model_dir):
-    """With --kbps the refinement layer comes in from quality REFINE_FROM on and the target is still met;
-    where it fits at no quality, or when asked not to, the file has latents only; a forced layer gives way only at
-    quality 1."""
+    """With --kbps the refinement layer comes in from quality REFINE_FROM on and the target is still met; a coarser
+    grid only at quality 1 where the file without the layer has quality 1 too; where no grid fits, or when asked not
+    to, the file has latents only; a forced layer gives way only at quality 1, on the coarsest grid."""
     codec = Codec(str(model_dir))
-    x = voice(4.0, 3)
-    plain = len(codec.compress(x, SR, quality=stream.REFINE_FROM))
-    refined = len(codec.compress(x, SR, quality=stream.REFINE_FROM, refine=True))
-    assert refined > plain
-    for kbps, refine, expect in [(refined * 8 / 4000 * 1.01, None, True), (refined * 8 / 4000 * 1.01, False, False),
-                                 (plain * 8 / 4000 * 0.99, None, False), (plain * 8 / 4000 * 0.99, True, True),
-                                 ((plain + refined) / 2 * 8 / 4000, None, False)]:
+    x = voice(4.0, 3) + 0.05 * np.random.default_rng(0).standard_normal(4 * SR).astype(np.float32)
+    plain = [len(codec.compress(x, SR, quality=q)) for q in (1, 2)]
+    fine, coarse = (len(b"".join([enc(x[None]), enc.finish()])) for enc in (
+        codec.stream_encoder(SR, 1, 1, length=x.size, refine=True, grid=g) for g in (GRIDS[0], GRIDS[-1])))
+    assert plain[0] < coarse < plain[1] < fine
+    rate = 8 / 4000
+    for kbps, refine, expect in [(fine * rate * 1.01, None, GRIDS[:1]), (fine * rate * 1.01, False, None),
+                                 (plain[1] * rate * 1.04, None, None), (coarse * rate * 1.01, None, GRIDS[1:]),
+                                 (plain[0] * rate * 0.99, None, None), (plain[0] * rate * 0.99, True, GRIDS[-1:])]:
         data = codec.compress(x, SR, kbps=kbps, refine=refine)
         h = Reader(io.BytesIO(data)).header
-        assert ("refine" in h.codec) == expect, (kbps, refine)
-        assert len(data) * 8 / 4000 <= kbps or h.quality == 1
-        if expect and refine is None:
-            assert h.quality >= stream.REFINE_FROM
-    y, _ = codec.decompress(codec.compress(x, SR, kbps=refined * 8 / 4000 * 1.01))
+        assert ("refine" in h.codec) == (expect is not None), (kbps, refine)
+        assert expect is None or set(grids(data)) <= set(expect), (kbps, refine)
+        assert len(data) * rate <= kbps or h.quality == 1
+        assert expect in (None, GRIDS[:1]) or h.quality == 1
+    y, _ = codec.decompress(codec.compress(x, SR, kbps=coarse * rate * 1.01))
     assert y.shape == (1, x.size)
 
 
@@ -235,17 +246,22 @@ def test_cli_files_pipes_and_refusals(model_dir, tmp_path):
     assert cut.stderr.decode().strip().count("\n") == 0
 
 
-@pytest.mark.parametrize("refine", [False, True])
-def test_streaming_encoder_and_decoder_equal_whole_file(model_dir, monkeypatch, refine):
+@pytest.mark.parametrize("refine, grid", [(False, GRIDS[0]), (True, GRIDS[0]), (True, GRIDS[-1])])
+def test_streaming_encoder_and_decoder_equal_whole_file(model_dir, monkeypatch, refine, grid):
     monkeypatch.setattr(stream, "CHUNK_FRAMES", 30)
     codec = Codec(str(model_dir))
     rng = np.random.default_rng(5)
     x = np.stack([voice(2.3, 5), voice(2.3, 6)])
     x44 = np.stack([np.interp(np.arange(int(2.3 * 44100)) / 44100, np.arange(x.shape[1]) / SR, c) for c in x])
     x44 = x44.astype(np.float32)
-    whole = codec.compress(x44, 44100, quality=6, refine=refine)
+    if grid == GRIDS[0]:
+        whole = codec.compress(x44, 44100, quality=6, refine=refine)
+    else:  # a coarser grid: the push encoder given the whole signal at once
+        enc = codec.stream_encoder(44100, 2, quality=6, length=x44.shape[1], refine=refine, grid=grid)
+        whole = enc(x44) + enc.finish()
+        assert set(grids(whole)) == {grid}
     assert ("refine" in Reader(io.BytesIO(whole)).header.codec) == refine
-    enc = codec.stream_encoder(44100, 2, quality=6, refine=refine)
+    enc = codec.stream_encoder(44100, 2, quality=6, refine=refine, grid=grid)
     parts, pos = [], 0
     while pos < x44.shape[1]:
         n = int(rng.integers(1, 9000))
@@ -294,7 +310,8 @@ def test_file_coded_in_blocks_equals_whole_signal(model_dir, tmp_path, monkeypat
                            kbps=kbps, quality=quality)
     assert blocked.getvalue() == codec.compress(x, sr, kbps=kbps, quality=quality)  # bit-identical
     refined = "refine" in Reader(io.BytesIO(blocked.getvalue())).header.codec
-    enc = codec.stream_encoder(sr, channels, q, length=x.shape[1], refine=refined)  # the push encoder
+    enc = codec.stream_encoder(sr, channels, q, length=x.shape[1], refine=refined,  # the push encoder
+                               grid=grids(blocked.getvalue())[0] if refined else GRIDS[0])
     pushed = b"".join(enc(b) for b in audio.blocks(path, inference.block_frames(sr))) + enc.finish()
     assert pushed == blocked.getvalue()
     reader = Reader(io.BytesIO(pushed))

@@ -11,6 +11,7 @@ import pytest
 
 from audiovae.codec import fuzz, stream
 from audiovae.codec.format import Reader
+from audiovae.codec.refine import GRIDS
 from audiovae.codec.stream import Codec
 from audiovae.errors import AudioVAEError
 from audiovae.registry import ModelLoadError, load
@@ -113,11 +114,13 @@ def test_zero_chunk_files(codec, valid, model_dir):
     assert y.shape == (1, 0) and sr == SR
 
 
-def test_payload_bit_flips_with_valid_crcs_are_refused_or_bounded(codec):
+@pytest.mark.parametrize("grid", GRIDS)
+def test_payload_bit_flips_with_valid_crcs_are_refused_or_bounded(codec, grid):
     """Every flip in the latents' data is refused (it is not the coder's output for what it decodes to); in the
-    refinement layer, a flip of a band's mean shifts that band's gains within their +-24 dB; in the chunk head, a
-    flip of a silent run's gap or length moves or resizes it (frames zeroed, or not)."""
-    data = codec.compress(voice(0.3), SR, quality=3, refine=True)
+    refinement layer (on each grid), a flip of a band's mean shifts that band's gains within their +-24 dB; in the
+    chunk head, a flip of a silent run's gap or length moves or resizes it (frames zeroed, or not)."""
+    enc = codec.stream_encoder(SR, 1, 3, length=int(0.3 * SR), refine=True, grid=grid)
+    data = enc(voice(0.3)[None]) + enc.finish()
     (_, frames, payload), = fuzz.Parsed.of(data).chunks
     head = 4 + int.from_bytes(payload[:4], "little")
     latents = head + 4 + int.from_bytes(payload[head : head + 4], "little")

@@ -1,5 +1,5 @@
-"""The envelope refinement layer: exact gain coding (and version 1's decoding), the frame arithmetic, streaming ==
-whole signal."""
+"""The envelope refinement layer: exact gain coding on every grid (and versions 1 and 2 decoding), the frame
+arithmetic, streaming == whole signal."""
 
 import io
 from pathlib import Path
@@ -52,35 +52,59 @@ def test_measured_gains_restore_a_quieter_band():
     spectrum[:, np.fft.rfftfreq(8000, 1 / SR) >= 1000] *= 0.5
     y = np.fft.irfft(spectrum, n=8000)
     analyzer = refine.Analyzer(1, SR, HOP)
-    gains = np.concatenate([analyzer.push(x[:, :3000], y[:, :2000]), analyzer.push(x[:, 3000:], y[:, 2000:]),
-                            analyzer.finish(8000)], axis=-1)
-    assert gains.shape == (1, BANDS, refine.frame_count(8000, HOP))
+    energies = np.concatenate([analyzer.push(x[:, :3000], y[:, :2000]), analyzer.push(x[:, 3000:], y[:, 2000:]),
+                               analyzer.finish(8000)], axis=-1)
+    frames = refine.frame_count(8000, HOP)
+    gains = refine.gains(energies)
+    assert energies.shape == (1, 2, BANDS, frames) and gains.shape == (1, BANDS, frames)
     low = refine.band_starts(SR, HOP) * SR / (2 * HOP) < 900
     inner = gains[0, :, 2:-2]
     assert (inner[low] == 0).mean() > 0.9 and (inner[~low] == 2).mean() > 0.9
     refined = pushed(refine.Refiner(1, SR, HOP), y.astype(np.float32), gains, [4000])
     assert np.mean((refined - x) ** 2) < 0.1 * np.mean((y - x) ** 2)
+    coarse = refine.gains(energies, (3, 3))  # 6 cells of 3 bands (1 kHz is an edge of band 6), 9 of 3 frames
+    assert coarse.shape == (1, 6, 9) and (coarse[0, :2, 1:-1] == 0).all() and (coarse[0, 2:, 1:-1] == 2).all()
+    expanded = refine.expand(coarse, BANDS, frames, (3, 3))
+    assert expanded.shape == gains.shape and (expanded[0, 6:, 3:-3] == 2).all()
 
 
+@pytest.mark.parametrize("grid", [(1, 1), (3, 3), (2, 5), (15, 1)])
 @pytest.mark.parametrize("frames", [0, 1, 2, 50, 700])
-def test_gain_coding_is_exact(frames):
+def test_gain_coding_is_exact(frames, grid):
     rng = np.random.default_rng(frames)
-    gains = rng.integers(-refine.LIMIT, refine.LIMIT + 1, (BANDS, frames)).astype(np.int32)
-    gains[:, : frames // 2] = 0  # skewed and uniform stretches
-    data = refine.encode(gains)
-    np.testing.assert_array_equal(refine.decode(data, BANDS), gains)
-    assert refine.decode(data, BANDS).shape == (BANDS, frames)
+    cells = -(-frames // grid[1])
+    gains = rng.integers(-refine.LIMIT, refine.LIMIT + 1, (-(-BANDS // grid[0]), cells)).astype(np.int32)
+    gains[:, : cells // 2] = 0  # skewed and uniform stretches
+    data = refine.encode(gains, frames, grid)
+    decoded = refine.decode(data, BANDS)
+    assert decoded.shape == (BANDS, frames)
+    np.testing.assert_array_equal(decoded, refine.expand(gains, BANDS, frames, grid))
+    np.testing.assert_array_equal(decoded[:: grid[0], :: grid[1]], gains)
+    with pytest.raises(ValueError, match="do not make"):
+        refine.encode(gains, frames + grid[1], grid)
 
 
 def test_damaged_gain_data_is_refused():
     data = refine.encode(np.full((BANDS, 10), 2, np.int32))
     with pytest.raises(ValueError, match="shorter"):
         refine.decode(data[:1], BANDS)
+    with pytest.raises(ValueError, match="shorter than its grid"):
+        refine.decode(data[:2], BANDS)
     with pytest.raises(ValueError, match="whole header"):
         refine.decode(data[:-1], BANDS)
-    bad_table = data[:3] + b"\xff" + data[4:]  # band 0's weight and table index
+    bad_table = data[:4] + b"\xff" + data[5:]  # band 0's weight and table index
     with pytest.raises(ValueError, match="outside the tables"):
         refine.decode(bad_table, BANDS)
+    for grid in (0x00, 0x01, 0x10, 0x51):  # no band, no frame, more bands than there are (4 here)
+        with pytest.raises(ValueError, match="grid of"):
+            refine.decode(data[:2] + bytes([grid]) + data[3:], 4)
+
+
+def test_a_coarse_grid_costs_a_fraction_of_the_finest():
+    rng = np.random.default_rng(4)
+    energies = rng.gamma(1.0, 1.0, (2, BANDS, 250)) * 10 ** rng.normal(0, 0.3, (1, BANDS, 1))
+    fine, coarse = (len(refine.encode(refine.gains(energies, m), 250, m)) for m in ((1, 1), (3, 3)))
+    assert coarse < 0.15 * fine
 
 
 def test_gains_that_change_slowly_cost_less_than_the_same_gains_in_any_order():
@@ -91,6 +115,13 @@ def test_gains_that_change_slowly_cost_less_than_the_same_gains_in_any_order():
     shuffled = slow[:, rng.permutation(250)]
     assert len(refine.encode(slow)) < 0.8 * len(refine.encode(shuffled))
     np.testing.assert_array_equal(refine.decode(refine.encode(slow), BANDS), slow)
+
+
+def test_version_2_is_version_3_on_the_finest_grid_without_its_byte():
+    gains = np.random.default_rng(6).integers(-4, 5, (BANDS, 40)).astype(np.int32)
+    data = refine.encode(gains)
+    assert data[2] == 0x11
+    np.testing.assert_array_equal(refine.decode(data[:2] + data[3:], BANDS, version=2), gains)
 
 
 # Version 1 (commit f1b9bd7) coded these gains as V1: its files still decode.
@@ -109,14 +140,16 @@ def test_version_1_gains_decode_as_before():
         refine.decode(V1, BANDS)
 
 
-def test_files_of_refinement_version_1_decode_as_before():
-    """Written by the codec at version 1 (commit f1b9bd7: speech16k, quality 4, ``--refine``, 1.5 s of
-    ``tests.test_codec.voice(1.5, seed=7)``); the float WAV next to it is its audio decoded then, to the bit on the
-    machine that wrote it (the tolerance is for another machine's float rounding)."""
-    data = (Path(__file__).parent / "data" / "refine1_speech16k.avae").read_bytes()
-    assert Reader(io.BytesIO(data)).header.codec["refine"] == 1
+@pytest.mark.parametrize("version", [1, 2])
+def test_files_of_earlier_refinement_versions_decode_as_before(version):
+    """Written by the codec at version 1 (commit f1b9bd7) and 2 (c7eebac): speech16k, quality 4, ``--refine``,
+    1.5 s of ``tests.test_codec.voice(1.5, seed=7)``; the float WAV next to each is its audio decoded then, to the
+    bit on the machine that wrote it (the tolerance is for another machine's float rounding)."""
+    data = (Path(__file__).parent / "data" / f"refine{version}_speech16k.avae").read_bytes()
+    assert Reader(io.BytesIO(data)).header.codec["refine"] == version
     y, sr = Codec("speech16k").decompress(data)
-    ref, ref_sr = sf.read(Path(__file__).parent / "data" / "refine1_speech16k.wav", dtype="float32", always_2d=True)
+    ref, ref_sr = sf.read(Path(__file__).parent / "data" / f"refine{version}_speech16k.wav", dtype="float32",
+                          always_2d=True)
     assert sr == ref_sr and y.shape == ref.T.shape
     np.testing.assert_allclose(y, ref.T, rtol=0, atol=1e-6)
 

@@ -236,9 +236,11 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 
 def seeds(codec) -> list[bytes]:
     """Valid files: mono at the model's rate, stereo at 8 kHz with refinement, stereo at 48 kHz with refinement
-    and bandwidth extension, a streamed one, two chunks; then joint stereo: identical channels (mid/side), a mono
-    source panned (a side prediction), a stereo file of two chunks (mid/side, then left/right) with silence and
-    refinement, and silence at 44.1 kHz with the extension."""
+    and bandwidth extension, a streamed one, two chunks, refinement on a coarse grid; then joint stereo: identical
+    channels (mid/side), a mono source panned (a side prediction), a stereo file of two chunks (mid/side, then
+    left/right) with silence and refinement, and silence at 44.1 kHz with the extension."""
+    from audiovae.codec import refine
+
     sr = codec.model.sample_rate
     rng = np.random.default_rng(0)
 
@@ -249,13 +251,15 @@ def seeds(codec) -> list[bytes]:
 
     enc = codec.stream_encoder(sr, 1, quality=3)
     streamed = enc(noise(0.3, 1, sr)) + enc.finish()
+    enc = codec.stream_encoder(sr, 1, quality=2, length=int(0.7 * sr), refine=True, grid=refine.GRIDS[-1])
+    coarse = enc(noise(0.7, 1, sr)) + enc.finish()
     mono = noise(0.5, 1, sr)[0]
     switching = np.concatenate([np.repeat(noise(5.0, 1, sr), 2, axis=0), noise(1.0, 2, sr)], axis=1)
     switching[:, sr : 2 * sr] = 0
     return [codec.compress(noise(0.5, 1, sr), sr, quality=7), streamed,
             codec.compress(noise(0.4, 2, 8000), 8000, quality=5, refine=True),
             codec.compress(noise(0.6, 2, 48000), 48000, quality=5, refine=True, extend=True),
-            codec.compress(noise(5.2, 1, sr), sr, quality=1),
+            codec.compress(noise(5.2, 1, sr), sr, quality=1), coarse,
             codec.compress(np.stack([mono, mono]), sr, quality=6),
             codec.compress(np.stack([mono, 0.3 * mono]), sr, quality=4, refine=True),
             codec.compress(switching, sr, quality=2, refine=True),

@@ -13,7 +13,7 @@ import math
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -130,42 +130,62 @@ class Codec:
                 fits = np.flatnonzero(bits / 8 + extra <= budget)
                 return int(fits[-1]) + 1 if fits.size else 0
 
-            quality = max(best(), 1)
             silent = all(p.masks.all() for p in plans)  # nothing to refine
-            refined = bool(refine) or (refine is None and quality >= REFINE_FROM and not silent)
-            if refined:
-                container = len(self.header(channels, sample_rate, quality, length, True, extend).to_bytes()) + 30 \
-                    + 16 * len(sizes) + fixed  # preamble, header, trailer, chunk records, extension, heads
-                q = self._refined_quality(next(chunks()), quality, sum(sizes), container, best)
-                refined, quality = (True, max(q, 1)) if refine or q >= REFINE_FROM else (False, max(best(), 1))
+            container = len(self.header(channels, sample_rate, max(best(), 1), length, True, extend).to_bytes()) + 30 \
+                + 16 * len(sizes) + fixed  # preamble, header, trailer, chunk records, extension, heads
+
+            def layer(grids: tuple) -> tuple[tuple[int, int] | None, int]:
+                """The first of ``grids`` whose refined file should fit from quality ``REFINE_FROM`` on, and that
+                quality; grids coarser than the finest at quality 1 only, beside a file of quality 1 without them (or
+                with ``refine``). Else the coarsest grid at quality 1 with ``refine``, or no layer."""
+                for grid in grids:
+                    coarse = grid != refine_layer.GRIDS[0]
+                    if coarse and best(container) > 1 and not refine:
+                        break
+                    q = self._refined_quality(next(chunks()), 1 if coarse else max(best(), 1), sum(sizes),
+                                              container, best, grid, measured)
+                    if q >= REFINE_FROM:
+                        return grid, q
+                return (refine_layer.GRIDS[-1], 1) if refine else (None, max(best(), 1))
+
+            measured = {}  # the first chunk's band energies at each quality tried
+            use = refine or (refine is None and not silent)
+            grid, quality = layer(refine_layer.GRIDS) if use else (None, max(best(), 1))
             while True:
                 with tempfile.TemporaryFile() as out:
-                    writer = Writer(out, self.header(channels, sample_rate, quality, length, refined, extend))
-                    refiner = _RefineEncoder(self.model, channels) if refined else None
+                    writer = Writer(out, self.header(channels, sample_rate, quality, length, grid is not None, extend))
+                    refiner = refine_layer.Encoder(self.model, channels, grid) if grid else None
                     for means, x, envelope, plan, last in chunks():
                         writer.write_chunk(self.chunk_payload(means, quality, plan, x, refiner, last, envelope),
                                            means.shape[-1])
                     writer.close()
-                    if out.tell() <= budget or (quality == 1 and (refine or not refined)):
+                    coarser = refine_layer.GRIDS[refine_layer.GRIDS.index(grid) + 1 :] if grid else ()
+                    if out.tell() <= budget or (quality == 1 and not coarser and (refine or grid is None)):
                         out.seek(0)
                         shutil.copyfileobj(out, fileobj)
                         return quality
                     extra = out.tell() - bits[quality - 1] / 8  # the container's and the layers' bytes
-                if refined and refine is None and best(extra) < REFINE_FROM:
-                    refined, quality = False, max(best(), 1)  # the layer costs more than the latents can give up
-                elif refined:
+                if grid and best(extra) < REFINE_FROM:  # the layer costs more than the latents can give up
+                    grid, quality = layer(coarser)
+                elif grid:
                     quality = max(min(quality - 1, best(extra)), 1)
                 else:
                     quality -= 1
 
-    def _refined_quality(self, first_chunk: tuple, quality: int, frames: int, container: int, best) -> int:
-        """The quality at which the refined file should fit, 0 if none: ``best(extra bytes)`` with the layer's
-        bytes extrapolated from the first chunk's to ``frames``, measured again as the quality drops (coarser
-        latents leave the decoder more to refine)."""
+    def _refined_quality(self, first_chunk: tuple, quality: int, frames: int, container: int, best,
+                         grid: tuple[int, int], measured: dict) -> int:
+        """The quality at which the file refined on ``grid`` should fit, 0 if none: ``best(extra bytes)``
+        with the layer's bytes extrapolated from the first chunk's to ``frames``, measured again as the quality
+        drops (coarser latents leave the decoder more to refine; ``measured`` keeps each quality's energies)."""
         means, x, envelope, plan, last = first_chunk
+
+        def refiner(*args) -> list[bytes]:
+            if quality not in measured:
+                measured[quality] = refine_layer.Encoder(self.model, means.shape[0]).measure(*args)
+            return refine_layer.encode_block(measured[quality], grid, last)
+
         for _ in range(3):
-            payload = self.chunk_payload(means, quality, plan, x, _RefineEncoder(self.model, means.shape[0]), last,
-                                         envelope)
+            payload = self.chunk_payload(means, quality, plan, x, refiner, last, envelope)
             layer = len(payload) - sum(self.entropy.bits(self.entropy.quantize(m[:, k], quality), quality)
                                        for m, k in zip(means, plan.coded, strict=True)) / 8
             layer -= 4 + len(plan.head()) + (0 if envelope is None else 4 + len(envelope))  # in ``container``
@@ -209,7 +229,7 @@ class Codec:
                       codec={"entropy_sha256": self.entropy_sha256[:HASH_PREFIX_DIGITS], **codec})
 
     def chunk_payload(self, means: np.ndarray, quality: int, plan: joint.Plan, x: np.ndarray | None = None,
-                      refiner: _RefineEncoder | None = None, last: bool = False,
+                      refiner: Callable[..., list[bytes]] | None = None, last: bool = False,
                       envelope: bytes | None = None) -> bytes:
         """(channels, latent_dim, frames) posterior means -> one chunk's payload (see docs/format.md): the
         ``plan``'s head, then each channel's coded frames; with a ``refiner``, each channel's refinement gains
@@ -226,8 +246,10 @@ class Codec:
         return b"".join(struct.pack("<I", len(p)) + p for part in parts for p in part)
 
     def stream_encoder(self, sample_rate: int, channels: int, quality: int = DEFAULT_QUALITY,
-                       length: int | None = None, refine: bool = False, extend: bool | None = None) -> StreamEncoder:
-        return StreamEncoder(self, sample_rate, channels, quality, length, refine, self._extend(extend, sample_rate))
+                       length: int | None = None, refine: bool = False, extend: bool | None = None,
+                       grid: tuple[int, int] = refine_layer.GRIDS[0]) -> StreamEncoder:
+        return StreamEncoder(self, sample_rate, channels, quality, length, refine, self._extend(extend, sample_rate),
+                             grid)
 
     @classmethod
     def for_header(cls, header: Header, model: str | VAE | None = None, name: str | None = None) -> Codec:
@@ -504,45 +526,21 @@ class _Chunker:
         return chunks
 
 
-class _RefineEncoder:
-    """Decodes the coded latents as a decoder will, and measures each chunk's refinement gains (refine.py)."""
-
-    def __init__(self, model: VAE, channels: int):
-        self.dec, self.samples, self.done = model.stream_decoder(), 0, 0
-        self.analyzer = refine_layer.Analyzer(channels, model.sample_rate, model.hop_length)
-        self.masks = joint.MaskLog(channels)
-
-    def __call__(self, x: np.ndarray, z: np.ndarray, last: bool, masks: np.ndarray) -> list[bytes]:
-        """Per channel, the coded gains of the frames that chunk (samples ``x``, latents ``z``, ``masks``)
-        completes; the ``last`` chunk's include every frame left up to the last gain that is not 0. A frame
-        over masked latent frames only (its audio is zeroed) gets gains 0: they cost least, and a channel after
-        the first whose gains are all 0 nothing."""
-        self.samples += x.shape[1]
-        self.masks.push(masks)
-        gains = [self.analyzer.push(x, self.dec(torch.from_numpy(z)).numpy())]
-        if last:
-            gains += [self.analyzer.push(y=self.dec.flush().numpy()), self.analyzer.finish(self.samples)]
-        g = np.concatenate(gains, axis=-1)
-        frames = np.arange(self.done, self.done + g.shape[-1])  # frame j spans latent frames j - 1 and j
-        g = np.where(self.masks.over(frames - 1, frames)[:, None], 0, g)
-        self.done += g.shape[-1]
-        g = joint.cut(g, g) if last else g
-        return [refine_layer.encode(c) if c.any() or not i else b"" for i, c in enumerate(g)]
-
-
 class StreamEncoder:
     """Push-based encoder: feed (channels, n) blocks at ``sample_rate``; each call returns the .avae bytes
     completed so far (the header, then whole chunks), ``finish`` the rest. With ``length`` (samples, known
     up front) the bytes equal ``Codec.compress``'s; without, the header records no length (``streamed``)
     and a decoder returns every decoded sample, the padding tail included. ``refine`` adds the envelope
-    refinement layer (refine.py), ``extend`` the bandwidth extension (extend.py)."""
+    refinement layer (refine.py) on the ``grid`` of merged bands and frames, ``extend`` the bandwidth extension
+    (extend.py)."""
 
     def __init__(self, codec: Codec, sample_rate: int, channels: int, quality: int = DEFAULT_QUALITY,
-                 length: int | None = None, refine: bool = False, extend: bool = False):
+                 length: int | None = None, refine: bool = False, extend: bool = False,
+                 grid: tuple[int, int] = refine_layer.GRIDS[0]):
         codec.check_quality(quality)
         self.codec, self.quality = codec, quality
         self.chunker = _Chunker(codec.model, sample_rate, channels, length, keep_samples=refine, extend=extend)
-        self.refiner = _RefineEncoder(codec.model, channels) if refine else None
+        self.refiner = refine_layer.Encoder(codec.model, channels, grid) if refine else None
         self.out = io.BytesIO()
         self.writer = Writer(self.out, codec.header(channels, sample_rate, quality, length, refine, extend))
 
