@@ -5,7 +5,7 @@ frames above 1 kHz; docs/training.md, "What caps the 12 kbps point"), more than 
 refinement the encoder decodes its own latents, measures per frame and band the energy of the original over
 that of the decoded audio, quantizes it to ``STEP_DB`` decibels and codes it after the latents (``Encoder``); the
 decoder scales each band of its output by that gain (``Refiner``). Version 3 codes a chunk's gains on a grid whose
-cells merge adjacent bands and frames (a ``GRIDS`` entry): the coarser grids cost a quarter to an eighth of the
+cells merge adjacent bands and frames (a ``GRIDS`` entry): the coarser grids cost a quarter to a tenth of the
 finest's 2 kbps and fit beside the coarsest latents at 3 kbps, where the finest does not.
 
 Frames are sqrt-Hann windows of ``2 * hop`` samples every ``hop`` (the model's ``hop_length``): frame ``j``
@@ -28,7 +28,7 @@ from audiovae.models.vae import VAE
 VERSION = 3
 VERSIONS = (1, 2, 3)  # what ``decode`` reads: 1 codes each band's gains about its mean in the chunk, 2 about a
 # prediction, 3 as 2 on a grid of merged bands and frames
-GRIDS = ((1, 1), (2, 2), (3, 2), (3, 3))  # the grids an encoder tries, finest first: (bands, frames) in one gain
+GRIDS = ((1, 1), (2, 2), (3, 2), (3, 3), (3, 4))  # the grids an encoder tries, finest first: (bands, frames) per gain
 WEIGHTS = (0, 4, 8, 12, 16)  # version 2: how far (in 1/16) a band's prediction moves from its mean to its last gain
 STEP_DB = 3.0
 LIMIT = 8  # gains are clipped to +-LIMIT steps (+-24 dB)
