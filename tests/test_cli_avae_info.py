@@ -1,5 +1,5 @@
-"""`audiovae info` on .avae files: the header, size and chunks; known by the magic bytes, not the name; a damaged or
-hostile file is a one-line error or printed harmlessly."""
+"""`audiovae info` on .avae files: the header, size, bytes by layer and chunks; known by the magic bytes, not the
+name; a damaged or hostile file is a one-line error or printed harmlessly."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from audiovae.codec import extend, refine
-from audiovae.codec.format import Header, Writer
+from audiovae.codec.format import Header, Writer, layer_bytes
 from audiovae.codec.stream import Codec
 from audiovae.registry import load
 from tests.test_cli_info import assert_one_line_error, run, sine_file
@@ -32,13 +32,17 @@ def test_info_shows_the_header(avae):
     r = run("info", path)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     size = path.stat().st_size
+    layers = layer_bytes(path.read_bytes())
+    assert all(layers[k] > 0 for k in ("heads", "latents", "refinement", "extension"))
+    shares = ", ".join(f"{k} {n} ({n * 8 / 1.5 / 1000:.2f} kbps)" for k, n in layers.items())
     expected = [str(path), "  format      .avae version 2", f"  model       tiny (sha256 {sha[:16]})",
                 "  quality     4",
                 "  layers      payload layout 2 (joint stereo and silence runs), envelope refinement on "
                 f"(version {refine.VERSION}), bandwidth extension on (version {extend.VERSION})",
                 "  sample rate 44100 Hz (coded at 16000 Hz)", "  channels    2",
                 "  duration    1.500 s (66150 frames)",
-                f"  size        {size} bytes, {size * 8 / 1.5 / 1000:.2f} kbps", "  chunks      1"]
+                f"  size        {size} bytes, {size * 8 / 1.5 / 1000:.2f} kbps",
+                f"  bytes       {shares}, container {size - sum(layers.values())}", "  chunks      1"]
     lines = r.stdout.splitlines()
     assert [line for line in lines if not line.startswith("  entropy")] == expected
     assert re.fullmatch(r"  entropy     \S+-v\d+", lines[3])
@@ -81,5 +85,6 @@ def test_hostile_header_text_is_printed_on_its_line(tmp_path):
     assert lines[3] == "  entropy     [bold]x[/bold]" and lines[4] == "  quality     2.5"
     assert lines[5] == ("  layers      payload layout 1 (channels coded apart), envelope refinement on (version "
                         "'\\x07'), bandwidth extension off")
-    assert lines[8:] == ["  duration    not in the header (streamed)", "  size        " +
-                         f"{(tmp_path / 'h.avae').stat().st_size} bytes", "  chunks      0"]
+    size = (tmp_path / "h.avae").stat().st_size
+    assert lines[8:] == ["  duration    not in the header (streamed)", f"  size        {size} bytes",
+                         f"  bytes       container {size}", "  chunks      0"]

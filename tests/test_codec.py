@@ -11,8 +11,8 @@ import soundfile as sf
 import torch
 
 from audiovae import audio, bench, inference
-from audiovae.codec import stream
-from audiovae.codec.format import FormatError, Reader, Writer, payload_fields
+from audiovae.codec import fuzz, stream
+from audiovae.codec.format import FormatError, Reader, Writer, layer_bytes, payload_fields
 from audiovae.codec.refine import GRIDS
 from audiovae.codec.stream import Codec, CodecError, fit_for_model
 from audiovae.config import ModelConfig
@@ -110,6 +110,20 @@ def test_kbps_adds_the_refinement_where_the_rate_allows(model_dir):
         assert expect in (None, GRIDS[:1]) or h.quality == 1
     y, _ = codec.decompress(codec.compress(x, SR, kbps=coarse * rate * 1.01))
     assert y.shape == (1, x.size)
+
+
+def test_layer_bytes_add_up(model_dir):
+    """The refinement layer adds its own bytes and nothing to the latents; the container grows by the header key."""
+    codec = Codec(str(model_dir))
+    plain, refined = (codec.compress(voice(3.0, 4), SR, quality=5, refine=r) for r in (False, True))
+    a, b = layer_bytes(plain), layer_bytes(refined)
+    assert a["latents"] == b["latents"] > 0 and a["heads"] == b["heads"] > 0 and a["extension"] == b["extension"] == 0
+    assert a["refinement"] == 0 < b["refinement"]
+    assert 0 < (len(refined) - sum(b.values())) - (len(plain) - sum(a.values())) <= 16
+    damaged = fuzz.Parsed.of(plain)
+    damaged.chunks = [[i, n, payload + bytes(4)] for i, n, payload in damaged.chunks]
+    with pytest.raises(FormatError, match="chunk 0: payload has 4 bytes after"):
+        layer_bytes(damaged.to_bytes())
 
 
 def test_the_codec_is_at_the_package_top_level(model_dir):

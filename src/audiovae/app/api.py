@@ -90,8 +90,7 @@ def compare_codec(wave: np.ndarray, sample_rate: int, model: str, kbps: float) -
     model's: the decoded audio keeps the upload's rate and band); sizes, real bitrate and the extension's share,
     metrics, audio, spectrograms, and the same for Opus at that bitrate (at least 6 kbps) when opusenc is installed."""
     from audiovae.codec import baselines
-    from audiovae.codec.format import Reader
-    from audiovae.codec.stream import extension_bytes
+    from audiovae.codec.format import Reader, layer_bytes
     from audiovae.plots import log_spectrogram
 
     data = codec(model).compress(wave, sample_rate, kbps=kbps)
@@ -110,7 +109,7 @@ def compare_codec(wave: np.ndarray, sample_rate: int, model: str, kbps: float) -
                          "decoded": spectrogram_png(est, sample_rate, f"{model} at {kbps:g} kbps", top_db=top),
                          "difference": spectrogram_png(est, sample_rate, "decoded - original", ref=ref)},
         "opus": None,
-        "extension_kbps": extension_bytes(data) * 8 / seconds / 1000,  # 0: no band above the model's to extend
+        "extension_kbps": layer_bytes(data)["extension"] * 8 / seconds / 1000,  # 0: no band above the model's to extend
     }
     if opus_available():
         coded = baselines.roundtrip("opus", ref, sample_rate, max(kbps, OPUS_MIN_KBPS))

@@ -148,7 +148,7 @@ def fullband_benchmark(codec, folder: str | Path, max_clips: int = 16, seconds: 
 
 def _run_fullband(codec, name: str, kbps: float, ref: np.ndarray, sr: int):
     """(decoded, measured kbps, the extension's kbps, encode s, decode s) of one condition."""
-    from audiovae.codec.stream import extension_bytes
+    from audiovae.codec.format import layer_bytes
 
     if name.startswith("audiovae"):
         t0 = time.perf_counter()
@@ -157,7 +157,7 @@ def _run_fullband(codec, name: str, kbps: float, ref: np.ndarray, sr: int):
         y, _ = codec.decompress(data)
         t2 = time.perf_counter()
         kbit = 8 / (len(ref) / sr) / 1000  # kbps per byte
-        return y[0], len(data) * kbit, extension_bytes(data) * kbit, t1 - t0, t2 - t1
+        return y[0], len(data) * kbit, layer_bytes(data)["extension"] * kbit, t1 - t0, t2 - t1
     coded = baselines.roundtrip(name, ref, sr, kbps)
     return coded.audio, coded.kbps, math.nan, coded.encode_s, coded.decode_s
 

@@ -71,16 +71,18 @@ def _is_avae(path: Path) -> bool:
 
 
 def _avae_info(file: Path) -> None:
-    """Print an .avae file's header, size and chunk count; every chunk is read and checked first."""
+    """Print an .avae file's header, size, bytes by layer and chunk count; every chunk is read and checked first."""
     from rich.markup import escape
 
-    from audiovae.codec.format import HASH_PREFIX_DIGITS, Reader
+    from audiovae.codec.format import HASH_PREFIX_DIGITS, Reader, layer_bytes
 
     with file.open("rb") as f:
         reader = Reader(f, name=str(file))
-        chunks = sum(1 for _ in reader)
+        layers = layer_bytes(reader)
     h, size = reader.header, file.stat().st_size
     seconds = h.original_length / h.original_sample_rate
+    parts = [f"{name} {n}" + (f" ({n * 8 / seconds / 1000:.2f} kbps)" if seconds else "")
+             for name, n in layers.items() if n] + [f"container {size - sum(layers.values())}"]
     console.print(f"[bold]{escape(str(file))}[/bold]", soft_wrap=True)
     for name, value in (
         ("format", f".avae version {reader.version}"),
@@ -92,7 +94,8 @@ def _avae_info(file: Path) -> None:
         ("channels", h.channels),
         ("duration", f"{seconds:.3f} s ({h.original_length} frames)" if seconds else "not in the header (streamed)"),
         ("size", f"{size} bytes" + (f", {size * 8 / seconds / 1000:.2f} kbps" if seconds else "")),
-        ("chunks", chunks),
+        ("bytes", ", ".join(parts)),
+        ("chunks", reader.chunks),
     ):
         console.print(f"  {name:<11} {value}", highlight=False, markup=False, soft_wrap=True)
 

@@ -274,6 +274,11 @@ class Reader:
     def __iter__(self) -> Iterator[Chunk]:
         return self
 
+    @property
+    def chunks(self) -> int:
+        """How many chunks have been read."""
+        return self._count
+
     def __next__(self) -> Chunk:
         if self._done:
             raise StopIteration
@@ -381,6 +386,25 @@ def last_field(payload: bytes, count: int) -> tuple[bytes, bytes]:
     """A payload of ``count`` fields and one more -> the first ``count`` fields' bytes, the last field."""
     last = payload_fields(payload, count + 1)[-1]
     return payload[: len(payload) - 4 - len(last)], last
+
+
+def layer_bytes(file: bytes | Reader) -> dict[str, int]:
+    """A file's bytes, or a Reader whose chunks it reads -> the bytes of each layer in the chunks, each field's u32
+    length included: the chunk ``heads`` (layout 2), ``latents``, ``refinement`` gains and the bandwidth ``extension``
+    (0 where the file has not the layer); the rest of the file is its container."""
+    reader = Reader(io.BytesIO(file)) if isinstance(file, bytes) else file
+    h = reader.header
+    names = ["heads"] * ("layout" in h.codec) + ["latents", "refinement"][: 1 + ("refine" in h.codec)] * h.channels
+    names += ["extension"] * ("extend" in h.codec)
+    out = dict.fromkeys(("heads", "latents", "refinement", "extension"), 0)
+    for chunk in reader:
+        try:
+            fields = payload_fields(chunk.payload, len(names))
+        except FormatError as e:
+            raise reader._error(f"chunk {chunk.index}: {e}") from None
+        for name, data in zip(names, fields, strict=True):
+            out[name] += 4 + len(data)
+    return out
 
 
 def _chunk_crc(head: bytes, payload: bytes) -> int:

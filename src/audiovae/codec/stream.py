@@ -421,16 +421,6 @@ class Codec:
         return symbols, None if gains is None else np.stack(gains), plan
 
 
-def extension_bytes(data: bytes) -> int:
-    """The bytes of an ``.avae`` file's bandwidth extension (its fields' lengths included; 0 without it)."""
-    reader = Reader(io.BytesIO(data))
-    h = reader.header
-    if "extend" not in h.codec:
-        return 0
-    layers = h.channels * (2 if "refine" in h.codec else 1) + ("layout" in h.codec)
-    return sum(4 + len(last_field(c.payload, layers)[1]) for c in reader)
-
-
 def _decoded(decode, *args):
     """``decode(*args)``, its refusals as a FormatError."""
     try:
