@@ -100,6 +100,21 @@ def test_damaged_gain_data_is_refused():
             refine.decode(data[:2] + bytes([grid]) + data[3:], 4)
 
 
+def test_a_block_is_coded_on_its_grid_and_cut_after_its_last_cell_with_a_gain():
+    rng = np.random.default_rng(7)
+    energies = rng.gamma(1.0, 1.0, (2, 2, 4, 11))
+    energies[..., 7:] = 1.0  # gains 0 from frame 7 on, in both channels
+    for grid, kept in [((1, 1), 7), ((3, 3), 9), ((9, 2), 8)]:  # 9 bands: wider than the 4 there are
+        data = refine.encode_block(energies, grid, cut=True)
+        used = (min(grid[0], 4), grid[1])
+        for d, e in zip(data, energies, strict=True):
+            expected = refine.expand(refine.gains(e, used), 4, 11, used)[:, :kept]
+            np.testing.assert_array_equal(refine.decode(d, 4), expected)
+    silent = energies.copy()
+    silent[1, 0] = silent[1, 1]
+    assert refine.encode_block(silent, (1, 1))[1] == b""  # a second channel without a gain
+
+
 def test_a_coarse_grid_costs_a_fraction_of_the_finest():
     rng = np.random.default_rng(4)
     energies = rng.gamma(1.0, 1.0, (2, BANDS, 250)) * 10 ** rng.normal(0, 0.3, (1, BANDS, 1))

@@ -247,7 +247,8 @@ def encode(gains: np.ndarray, frames: int | None = None, grid: tuple[int, int] =
 def encode_block(energies: np.ndarray, grid: tuple[int, int], cut: bool = False) -> list[bytes]:
     """A block's energies (channels, 2, bands, frames) -> each channel's ``encode`` of its gains on ``grid``; with
     ``cut``, without the last frames whose gains are 0 in every channel (a frame no chunk carries keeps gains 0).
-    A channel after the first whose gains are all 0 gets no bytes."""
+    A channel after the first whose gains are all 0 gets no bytes; a grid wider than the bands covers them all."""
+    grid = (min(grid[0], energies.shape[-2]), grid[1])
     g, n = gains(energies, grid), energies.shape[-1]
     if cut:
         n = joint.cut(np.arange(n), expand(g, energies.shape[-2], n, grid)).size
