@@ -110,6 +110,8 @@ def test_kbps_adds_the_refinement_where_the_rate_allows(model_dir):
         assert expect in (None, GRIDS[:1]) or h.quality == 1
     y, _ = codec.decompress(codec.compress(x, SR, kbps=coarse * rate * 1.01))
     assert y.shape == (1, x.size)
+    with pytest.raises(ValueError, match=r"refinement grid \(0, 3\)"):
+        codec.stream_encoder(SR, 1, 1, refine=True, grid=(0, 3))
 
 
 def test_layer_bytes_add_up(model_dir):

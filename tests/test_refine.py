@@ -82,6 +82,9 @@ def test_gain_coding_is_exact(frames, grid):
     np.testing.assert_array_equal(decoded[:: grid[0], :: grid[1]], gains)
     with pytest.raises(ValueError, match="do not make"):
         refine.encode(gains, frames + grid[1], grid)
+    for bad in [(0, 1), (1, 0), (16, 1), (1, 16)]:
+        with pytest.raises(ValueError, match=r"grid .*: bands and frames per gain must be 1\.\.15"):
+            refine.encode(gains, frames, bad)
 
 
 def test_damaged_gain_data_is_refused():

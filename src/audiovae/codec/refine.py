@@ -177,6 +177,7 @@ class Encoder:
     decoder), measures the band energies of the original and the decoded audio, and codes them on ``grid``."""
 
     def __init__(self, model: VAE, channels: int, grid: tuple[int, int] = GRIDS[0]):
+        _check(grid)
         self.dec, self.samples, self.done, self.grid = model.stream_decoder(), 0, 0, grid
         self.analyzer = Analyzer(channels, model.sample_rate, model.hop_length)
         self.masks = joint.MaskLog(channels)
@@ -229,7 +230,8 @@ def encode(gains: np.ndarray, frames: int | None = None, grid: tuple[int, int] =
     words (the symbols cell by cell in time, each about the prediction from its band's previous cell)."""
     bands, n = gains.shape
     frames = n * grid[1] if frames is None else frames
-    if not 0 <= n * grid[1] - frames < grid[1] or not (0 < grid[0] < 16 and 0 < grid[1] < 16):
+    _check(grid)
+    if not 0 <= n * grid[1] - frames < grid[1]:
         raise ValueError(f"{n} cells of grid {grid} do not make {frames} frames")
     if frames == 0:
         return struct.pack("<H", 0)
@@ -242,6 +244,11 @@ def encode(gains: np.ndarray, frames: int | None = None, grid: tuple[int, int] =
     head = struct.pack("<HB", frames, grid[0] << 4 | grid[1]) + b"".join(
         band.pack(int(m), int(w * len(_TABLES) + t)) for m, w, t in zip(mean, weight, tables, strict=True))
     return head + _words(q, pred[weight, np.arange(bands)], tables)
+
+
+def _check(grid: tuple[int, int]) -> None:
+    if not (0 < grid[0] < 16 and 0 < grid[1] < 16):
+        raise ValueError(f"refinement grid {grid}: bands and frames per gain must be 1..15")
 
 
 def encode_block(energies: np.ndarray, grid: tuple[int, int], cut: bool = False) -> list[bytes]:
