@@ -142,13 +142,13 @@ class Codec:
                     coarse = grid != refine_layer.GRIDS[0]
                     if coarse and best(container) > 1 and not refine:
                         break
-                    q = self._refined_quality(next(chunks()), 1 if coarse else max(best(), 1), sum(sizes),
-                                              container, best, grid, measured)
+                    q = self._refined_quality(first, 1 if coarse else max(best(), 1), sum(sizes), container,
+                                              best, grid, measured)
                     if q >= REFINE_FROM:
                         return grid, q
                 return (refine_layer.GRIDS[-1], 1) if refine else (None, max(best(), 1))
 
-            measured = {}  # the first chunk's band energies at each quality tried
+            measured, first = {}, next(chunks())  # what ``_refined_quality`` keeps per quality; the first chunk
             use = refine or (refine is None and not silent)
             grid, quality = layer(refine_layer.GRIDS) if use else (None, max(best(), 1))
             while True:
@@ -176,19 +176,13 @@ class Codec:
                          grid: tuple[int, int], measured: dict) -> int:
         """The quality at which the file refined on ``grid`` should fit, 0 if none: ``best(extra bytes)``
         with the layer's bytes extrapolated from the first chunk's to ``frames``, measured again as the quality
-        drops (coarser latents leave the decoder more to refine; ``measured`` keeps each quality's energies)."""
-        means, x, envelope, plan, last = first_chunk
-
-        def refiner(*args) -> list[bytes]:
-            if quality not in measured:
-                measured[quality] = refine_layer.Encoder(self.model, means.shape[0]).measure(*args)
-            return refine_layer.encode_block(measured[quality], grid, last)
-
+        drops (coarser latents leave the decoder more to refine). ``measured`` keeps ``_measure`` per quality."""
+        means, last = first_chunk[0], first_chunk[-1]
         for _ in range(3):
-            payload = self.chunk_payload(means, quality, plan, x, refiner, last, envelope)
-            layer = len(payload) - sum(self.entropy.bits(self.entropy.quantize(m[:, k], quality), quality)
-                                       for m, k in zip(means, plan.coded, strict=True)) / 8
-            layer -= 4 + len(plan.head()) + (0 if envelope is None else 4 + len(envelope))  # in ``container``
+            if quality not in measured:
+                measured[quality] = self._measure(first_chunk, quality)
+            energies, rest = measured[quality]
+            layer = rest + sum(map(len, refine_layer.encode_block(energies, grid, last)))
             extra = layer * (1 + (frames / means.shape[-1] - 1) * 1.03) + container
             if best(extra) >= quality:
                 break
@@ -196,6 +190,22 @@ class Codec:
                 return 0  # the layer fits at no quality
             quality = max(best(extra), 1)
         return quality
+
+    def _measure(self, first_chunk: tuple, quality: int) -> tuple[np.ndarray, float]:
+        """What the refined first chunk at ``quality`` holds whatever the grid: its band energies, and its bytes
+        besides the gains' data and the parts ``container`` counts, beyond the latents' ideal length."""
+        means, x, envelope, plan, last = first_chunk
+        energies = []
+
+        def refiner(*args) -> list[bytes]:  # measures, and leaves the gains' fields empty
+            energies.append(refine_layer.Encoder(self.model, means.shape[0]).measure(*args))
+            return [b""] * means.shape[0]
+
+        payload = self.chunk_payload(means, quality, plan, x, refiner, last, envelope)
+        ideal = sum(self.entropy.bits(self.entropy.quantize(m[:, k], quality), quality)
+                    for m, k in zip(means, plan.coded, strict=True)) / 8
+        head = 4 + len(plan.head()) + (0 if envelope is None else 4 + len(envelope))  # in ``container``
+        return energies[0], len(payload) - ideal - head
 
     def check_quality(self, quality: int) -> None:
         if not 1 <= quality <= self.entropy.qualities:
